@@ -1,0 +1,169 @@
+"""Load GPT-SoVITS vocoder checkpoints in their upstream layouts, strictly, or the synthetic default.
+
+v3 (BigVGAN v2): a folder holding `config.json` and `bigvgan_generator.pt` = {"generator": state},
+with weight norm as `weight_g`/`weight_v` pairs or already removed. v4: `vocoder.pth`, a plain state
+dict saved after weight-norm removal. Writers for both layouts live here too, so tests and users
+can produce files exactly as upstream does.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from export.synthetic import synthetic_state_dict
+from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
+from pipeline.errors import UserError
+from pipeline.files import atomic_output, sha256_of
+
+log = logging.getLogger("export")
+
+V3_WEIGHTS = "bigvgan_generator.pt"
+V3_CONFIG = "config.json"
+
+
+def load_vocoder(vocoder: str, checkpoint: str | Path | None = None, synthetic: str = "default") -> nn.Module:
+    """The vocoder as an eval-mode float32 module; `module.source` tells where its weights came from.
+
+    Without a checkpoint the weights are the seeded synthetic ones (`synthetic` = "default" or
+    "stress"), and every log line and manifest says so.
+    """
+    if vocoder not in ("v3", "v4"):
+        raise UserError(f"unknown vocoder {vocoder!r}; choose v3 (BigVGAN v2) or v4 (HiFi-GAN)")
+    if checkpoint is None:
+        module = BigVGAN() if vocoder == "v3" else HiFiGAN()
+        state, seed = synthetic_state_dict(module, vocoder, synthetic)
+        module.load_state_dict(state, strict=True)
+        module.source = {"checkpoint": f"synthetic-{synthetic}", "sha256": "synthetic", "seed": seed}
+        log.info("%s: SYNTHETIC %s weights (seed %d), not a trained vocoder", vocoder, synthetic, seed)
+    elif vocoder == "v3":
+        module = _load_v3(Path(checkpoint))
+    else:
+        module = _load_v4(Path(checkpoint))
+    return module.eval()
+
+
+def _read_torch_file(path: Path) -> object:
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found; pass an existing file with --checkpoint")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"checkpoint {path} is not a readable PyTorch file ({reason}); "
+                        "re-download or re-save it") from None
+
+
+def _load_v3(path: Path) -> nn.Module:
+    folder, weights = (path, path / V3_WEIGHTS) if path.is_dir() else (path.parent, path)
+    if not weights.exists() and path.is_dir():
+        raise UserError(f"{folder} has no {V3_WEIGHTS}; pass the BigVGAN v2 folder with --checkpoint")
+    payload = _read_torch_file(weights)
+    if isinstance(payload, dict) and "generator" not in payload and "ups.0.weight" in payload:
+        raise UserError(f"{weights} is a v4 (HiFi-GAN) vocoder checkpoint; use --vocoder v4")
+    if not isinstance(payload, dict) or not isinstance(payload.get("generator"), dict):
+        raise UserError(f"{weights} has no 'generator' state dict; expected BigVGAN v2's bigvgan_generator.pt")
+    config_path = folder / V3_CONFIG
+    if not config_path.is_file():
+        raise UserError(f"{config_path} not found; BigVGAN needs its config.json beside {weights.name}")
+    try:
+        config = BigVGANConfig.from_json(json.loads(config_path.read_text()))
+        module = BigVGAN(config)
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise UserError(f"{config_path} is not a usable BigVGAN v2 config ({error})") from None
+    _load_strict(module, fold_weight_norm(payload["generator"]), weights)
+    module.source = {"checkpoint": str(weights), "sha256": sha256_of(weights)}
+    log.info("v3: loaded %s (%s Hz, hop %d)", weights, config.sampling_rate, module.hop)
+    return module
+
+
+def _load_v4(path: Path) -> nn.Module:
+    payload = _read_torch_file(path)
+    if isinstance(payload, dict) and "generator" in payload:
+        raise UserError(f"{path} is a v3 (BigVGAN) checkpoint; use --vocoder v3")
+    if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise UserError(f"{path} is not a plain state dict; expected GPT-SoVITS' v4 vocoder.pth")
+    module = HiFiGAN()
+    _load_strict(module, fold_weight_norm(payload), path)
+    module.source = {"checkpoint": str(path), "sha256": sha256_of(path)}
+    log.info("v4: loaded %s", path)
+    return module
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load with exact key and shape matching, naming every mismatch in one line."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        parts = [f"missing keys: {_listing(missing)}"] if missing else []
+        parts += [f"unexpected keys: {_listing(unexpected)}"] if unexpected else []
+        raise UserError(f"{path} does not match the {type(module).__name__} layout ({'; '.join(parts)}); "
+                        "check --vocoder and that the file is the vocoder checkpoint")
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape]
+    if wrong:
+        raise UserError(f"{path} has tensors of the wrong shape ({_listing(wrong)}); check config.json")
+    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+
+
+def _listing(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace each `weight_g`/`weight_v` pair (torch's old weight_norm, dim 0) by the plain weight."""
+    folded = {}
+    for key, value in state.items():
+        if key.endswith(".weight_g"):
+            continue
+        if key.endswith(".weight_v"):
+            stem = key[: -len("_v")]
+            gain = state.get(stem + "_g")
+            if gain is None:
+                folded[key] = value  # left for the strict check to report
+                continue
+            norm = value.float().flatten(1).norm(dim=1).view(-1, *([1] * (value.dim() - 1)))
+            folded[stem] = gain.float() * value.float() / norm
+        else:
+            folded[key] = value
+    return folded
+
+
+def add_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of fold_weight_norm for every convolution weight: how BigVGAN v2 saves them."""
+    normed = {}
+    for key, value in state.items():
+        if key.endswith(".weight") and value.dim() == 3:
+            normed[key + "_g"] = value.flatten(1).norm(dim=1).view(-1, 1, 1).clone()
+            normed[key + "_v"] = value.clone()
+        else:
+            normed[key] = value
+    return normed
+
+
+def save_v3_checkpoint(folder: str | Path, module: BigVGAN, weight_norm: bool = True) -> Path:
+    """Write `config.json` and `bigvgan_generator.pt` as BigVGAN v2 publishes them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    generator = add_weight_norm(state) if weight_norm else state
+    config = {name: list(map(list, v)) if name == "resblock_dilation_sizes" else (list(v) if isinstance(v, tuple) else v)
+              for name, v in module.config.__dict__.items()}
+    config.update(num_mels=module.config.num_mels, hop_size=module.hop, n_fft=1024, win_size=1024, fmin=0, fmax=None)
+    (folder / V3_CONFIG).write_text(json.dumps(config, indent=2))
+    with atomic_output(folder / V3_WEIGHTS) as tmp:
+        torch.save({"generator": generator}, tmp)
+    return folder / V3_WEIGHTS
+
+
+def save_v4_checkpoint(path: str | Path, module: HiFiGAN) -> Path:
+    """Write the plain state dict GPT-SoVITS ships as `gsv-v4-pretrained/vocoder.pth`."""
+    with atomic_output(path) as tmp:
+        torch.save({k: v.detach().clone() for k, v in module.state_dict().items()}, tmp)
+    return Path(path)

@@ -1,0 +1,1 @@
+"""What every offline stage shares: the one config file, one-line errors, atomic file writes."""
