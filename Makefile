@@ -1,23 +1,26 @@
 # Every target is one `python -m` command; users without make run the same commands by hand.
-# `make engines` goes checkpoint -> ONNX -> cleaned ONNX per precision -> plan, redoing only what changed.
+# `make engines` goes checkpoint -> ONNX -> cleaned ONNX per precision -> plan + manifest, and
+# redoes only what changed (each step depends on the file before it and on its own code).
 
 VENV        ?= .venv
 PYTHON      ?= $(VENV)/bin/python
-# torch 2.13.0 resolves to the CPU build on the CI machines; on a GPU machine pass TORCH=torch
+# torch 2.13.0 resolves to a CPU build on the project's CI machines; on a GPU machine pass TORCH=torch
 TORCH       ?= torch==2.13.0
 EXTRAS      ?= rtx,test
 VOCODERS    ?= v3 v4
 PRECISIONS  ?= fp32 fp16
 CHECKPOINT_V3 ?=
 CHECKPOINT_V4 ?=
+BUILDER     ?= python
 ONNX_DIR    := engines/onnx
 
-checkpoint_flag = $(if $(CHECKPOINT_$(shell echo $(1) | tr a-z A-Z)),--checkpoint $(CHECKPOINT_$(shell echo $(1) | tr a-z A-Z)))
-checkpoint_dep  = $(wildcard $(CHECKPOINT_$(shell echo $(1) | tr a-z A-Z)) $(CHECKPOINT_$(shell echo $(1) | tr a-z A-Z))/*)
+EXPORT_SOURCES := $(filter-out export/clean.py export/precision.py,$(wildcard export/*.py)) pipeline/settings.py
+CLEAN_SOURCES  := $(wildcard export/clean.py export/precision.py)
+BUILD_SOURCES  := $(wildcard build/*.py)
 
-EXPORT_SOURCES := $(wildcard export/*.py pipeline/*.py) pipeline.toml
+checkpoint = $(CHECKPOINT_$(subst v,V,$(1)))
 
-.PHONY: install engines onnx test clean
+.PHONY: install engines onnx doctor compare bench report triton test clean FORCE
 .DEFAULT_GOAL := engines
 
 install: $(VENV)/.installed
@@ -29,15 +32,47 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m pip install --quiet ".[$(EXTRAS)]"
 	touch $@
 
-onnx: $(foreach v,$(VOCODERS),$(ONNX_DIR)/$(v).onnx)
+# One export rule per vocoder. It depends on the checkpoint's files, and on a small stamp that
+# changes when CHECKPOINT_Vn names another checkpoint (or none: the synthetic default).
+define vocoder_rules
+$(ONNX_DIR)/$(1).source: FORCE
+	@mkdir -p $(ONNX_DIR) && echo '$(call checkpoint,$(1))' | cmp -s - $$@ || echo '$(call checkpoint,$(1))' > $$@
+$(ONNX_DIR)/$(1).onnx: $(VENV)/.installed $(EXPORT_SOURCES) $(ONNX_DIR)/$(1).source $(if $(call checkpoint,$(1)),$(wildcard $(call checkpoint,$(1)) $(call checkpoint,$(1))/*))
+	$(PYTHON) -m export --vocoder $(1) $(if $(call checkpoint,$(1)),--checkpoint $(call checkpoint,$(1))) --output $$@
+endef
 
-engines: onnx
+# Cleaned ONNX and engine per vocoder and precision.
+define precision_rules
+$(ONNX_DIR)/$(1).$(2).onnx: $(ONNX_DIR)/$(1).onnx $(CLEAN_SOURCES) pipeline.toml
+	$(PYTHON) -m export.clean $$< --precision $(2) --output $$@
+engines/$(1).$(2).plan: $(ONNX_DIR)/$(1).$(2).onnx $(BUILD_SOURCES) pipeline.toml
+	$(PYTHON) -m build $$< --vocoder $(1) --precision $(2) --builder $(BUILDER) --output $$@
+endef
 
-$(ONNX_DIR)/%.onnx: $(VENV)/.installed $(EXPORT_SOURCES)
-	$(PYTHON) -m export --vocoder $* $(call checkpoint_flag,$*) --output $@
+$(foreach v,$(VOCODERS),$(eval $(call vocoder_rules,$(v))))
+$(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),$(eval $(call precision_rules,$(v),$(p)))))
+
+onnx: $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),$(ONNX_DIR)/$(v).$(p).onnx))
+
+engines: $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),engines/$(v).$(p).plan))
+
+doctor: $(VENV)/.installed
+	$(PYTHON) -m build doctor
+
+compare: engines
+	$(PYTHON) -m validate compare-all
+
+bench: $(VENV)/.installed
+	$(PYTHON) -m validate bench
+
+report: engines
+	$(PYTHON) -m validate report
+
+triton: engines
+	$(PYTHON) -m serving.triton
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest
 
 clean:
-	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/report.md
+	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.png engines/report.md engines/triton

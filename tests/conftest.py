@@ -1,0 +1,36 @@
+"""Shared fixtures: exported models are made once per test session (v3 export takes ~30 s)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def vocoder_v4():
+    from export.checkpoints import load_vocoder
+    return load_vocoder("v4")
+
+
+@pytest.fixture(scope="session")
+def vocoder_v3():
+    from export.checkpoints import load_vocoder
+    return load_vocoder("v3")
+
+
+@pytest.fixture(scope="session")
+def onnx_v4(tmp_path_factory, vocoder_v4) -> Path:
+    """The synthetic-default v4 vocoder exported to ONNX (verified against PyTorch on export)."""
+    from export.to_onnx import onnx_from_module
+    return onnx_from_module(vocoder_v4, "v4", tmp_path_factory.mktemp("onnx") / "v4.onnx")
+
+
+@pytest.fixture(scope="session")
+def onnx_v3(tmp_path_factory, vocoder_v3) -> Path:
+    from export.to_onnx import onnx_from_module
+    return onnx_from_module(vocoder_v3, "v3", tmp_path_factory.mktemp("onnx") / "v3.onnx")
