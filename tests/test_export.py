@@ -1,0 +1,259 @@
+"""Export stage: upstream structure, checkpoint layouts, ONNX parity, and the error cases."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.checkpoints import (add_weight_norm, fold_weight_norm, load_vocoder, save_v3_checkpoint,
+                                save_v4_checkpoint)
+from export.mels import sample_mel
+from export.to_onnx import parity_error, read_metadata
+from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
+from pipeline.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- structure pins: keys and shapes derived from the upstream constructor arguments ---------
+
+def expected_v4_shapes() -> dict[str, tuple[int, ...]]:
+    shapes = {"conv_pre.weight": (512, 100, 7), "conv_pre.bias": (512,)}
+    for i, (rate, kernel) in enumerate(zip((10, 6, 2, 2, 2), (20, 12, 4, 4, 4))):
+        c_in, c_out = 512 >> i, 512 >> (i + 1)
+        shapes[f"ups.{i}.weight"] = (c_in, c_out, kernel)
+        shapes[f"ups.{i}.bias"] = (c_out,)
+        for j, k in enumerate((3, 7, 11)):
+            for conv in ("convs1", "convs2"):
+                for d in range(3):
+                    shapes[f"resblocks.{3 * i + j}.{conv}.{d}.weight"] = (c_out, c_out, k)
+                    shapes[f"resblocks.{3 * i + j}.{conv}.{d}.bias"] = (c_out,)
+    shapes.update({"conv_post.weight": (1, 16, 7), "conv_post.bias": (1,)})
+    return shapes
+
+
+def expected_v3_shapes() -> dict[str, tuple[int, ...]]:
+    def activation(prefix: str, channels: int) -> dict:
+        return {f"{prefix}.act.alpha": (channels,), f"{prefix}.act.beta": (channels,),
+                f"{prefix}.upsample.filter": (1, 1, 12), f"{prefix}.downsample.lowpass.filter": (1, 1, 12)}
+
+    shapes = {"conv_pre.weight": (1536, 100, 7), "conv_pre.bias": (1536,)}
+    for i, kernel in enumerate((8, 8, 4, 4, 4, 4)):
+        c_in, c_out = 1536 >> i, 1536 >> (i + 1)
+        shapes[f"ups.{i}.0.weight"] = (c_in, c_out, kernel)
+        shapes[f"ups.{i}.0.bias"] = (c_out,)
+        for j, k in enumerate((3, 7, 11)):
+            block = f"resblocks.{3 * i + j}"
+            for conv in ("convs1", "convs2"):
+                for d in range(3):
+                    shapes[f"{block}.{conv}.{d}.weight"] = (c_out, c_out, k)
+                    shapes[f"{block}.{conv}.{d}.bias"] = (c_out,)
+            for a in range(6):
+                shapes.update(activation(f"{block}.activations.{a}", c_out))
+    shapes.update(activation("activation_post", 24))
+    shapes["conv_post.weight"] = (1, 24, 7)
+    return shapes
+
+
+@pytest.mark.parametrize("module_class, expected, parameters", [
+    (HiFiGAN, expected_v4_shapes, 14_425_409),
+    (BigVGAN, expected_v3_shapes, 112_414_512),
+])
+def test_state_dict_layout_and_parameter_count_match_upstream(module_class, expected, parameters):
+    module = module_class()
+    shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    assert shapes == expected()
+    assert sum(p.numel() for p in module.parameters()) == parameters
+
+
+def test_filters_are_the_kaiser_sinc_of_bigvgan():
+    taps = BigVGAN().state_dict()["resblocks.0.activations.0.upsample.filter"].flatten().double()
+    assert taps.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(taps, taps.flip(0))  # even-length, symmetric about the centre
+    # the cutoff 0.25 (of the doubled rate) passes DC and stops near Nyquist
+    response = np.abs(np.fft.rfft(taps.numpy(), 512))
+    assert response[0] == pytest.approx(1.0, abs=1e-6) and response[-1] < 0.02
+
+
+# --- checkpoints in the upstream layouts ------------------------------------------------------
+
+def test_weight_norm_pairs_match_torchs_own_weight_norm():
+    """Our writer's weight_g/weight_v are what torch.nn.utils.weight_norm saves, and fold back."""
+    for layer in (torch.nn.Conv1d(6, 4, 3), torch.nn.ConvTranspose1d(6, 4, 4, 2)):
+        plain = {"layer.weight": layer.weight.detach().clone()}
+        torch.nn.utils.weight_norm(layer)
+        reference = {f"layer.{k}": v for k, v in layer.state_dict().items() if k.startswith("weight")}
+        ours = add_weight_norm(plain)
+        assert ours.keys() == reference.keys()
+        for key in ours:
+            assert torch.allclose(ours[key], reference[key], atol=1e-6)
+        assert torch.allclose(fold_weight_norm(reference)["layer.weight"], plain["layer.weight"], atol=1e-6)
+
+
+def small_bigvgan(**overrides) -> BigVGAN:
+    """A narrow BigVGAN v2 (same layout and code paths) for fast checkpoint round trips."""
+    torch.manual_seed(0)
+    module = BigVGAN(BigVGANConfig(upsample_initial_channel=128, **overrides)).eval()
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith((".alpha", ".beta")):
+                param.uniform_(-0.5, 0.5)
+    return module
+
+
+@pytest.mark.parametrize("weight_norm", [True, False])
+def test_v3_folder_checkpoint_loads_strictly_and_gives_the_same_audio(tmp_path, weight_norm):
+    original = small_bigvgan()
+    save_v3_checkpoint(tmp_path / "bigvgan", original, weight_norm=weight_norm)
+    payload = torch.load(tmp_path / "bigvgan" / "bigvgan_generator.pt", weights_only=True)
+    assert set(payload) == {"generator"}
+    assert any(k.endswith("weight_g") for k in payload["generator"]) == weight_norm
+    for path in (tmp_path / "bigvgan", tmp_path / "bigvgan" / "bigvgan_generator.pt"):
+        loaded = load_vocoder("v3", path)
+        mel = torch.from_numpy(sample_mel("v3", 16, seed=3))
+        with torch.no_grad():
+            assert torch.allclose(loaded(mel), original(mel), atol=1e-5)
+        assert loaded.source["sha256"] != "synthetic"
+
+
+def test_v3_hyper_parameters_come_from_config_json(tmp_path):
+    """Other BigVGAN v2 variants (here 22 kHz, 80 bands) export from their own config.json."""
+    save_v3_checkpoint(tmp_path / "v22", small_bigvgan(num_mels=80, sampling_rate=22050))
+    loaded = load_vocoder("v3", tmp_path / "v22")
+    assert (loaded.num_mels, loaded.sampling_rate, loaded.hop) == (80, 22050, 256)
+    assert loaded.conv_pre.out_channels == 128
+
+
+def test_v4_state_dict_checkpoint_loads_strictly(tmp_path, vocoder_v4):
+    path = save_v4_checkpoint(tmp_path / "vocoder.pth", vocoder_v4)
+    loaded = load_vocoder("v4", path)
+    mel = torch.from_numpy(sample_mel("v4", 16))
+    with torch.no_grad():
+        assert torch.equal(loaded(mel), vocoder_v4(mel))
+
+
+# --- the synthetic default --------------------------------------------------------------------
+
+@pytest.mark.parametrize("fixture", ["vocoder_v3", "vocoder_v4"])
+def test_synthetic_default_is_audible_unclipped_and_follows_the_mel(request, fixture):
+    module = request.getfixturevalue(fixture)
+    vocoder = fixture[-2:]
+    assert module.source["checkpoint"] == "synthetic-default"
+    with torch.no_grad():
+        speech = module(torch.from_numpy(sample_mel(vocoder, 40, seed=11)))
+        other = module(torch.from_numpy(sample_mel(vocoder, 40, seed=12)))
+    assert 0.02 < speech.std().item() and speech.abs().max().item() < 0.95
+    assert (speech - other).abs().max().item() > 0.05
+
+
+# --- ONNX parity ------------------------------------------------------------------------------
+
+def test_v4_onnx_matches_pytorch_at_every_length(vocoder_v4, onnx_v4):
+    for batch, frames in ((1, 1), (1, 7), (1, 64), (1, 500), (3, 64), (1, 2000)):
+        mel = sample_mel("v4", frames, batch=batch, seed=frames)
+        assert parity_error(vocoder_v4, onnx_v4, mel) <= 1e-4, (batch, frames)
+
+
+def test_v3_onnx_matches_pytorch_at_every_length(vocoder_v3, onnx_v3):
+    for batch, frames in ((1, 1), (1, 7), (1, 64), (1, 500), (3, 64)):
+        mel = sample_mel("v3", frames, batch=batch, seed=frames)
+        assert parity_error(vocoder_v3, onnx_v3, mel) <= 1e-4, (batch, frames)
+
+
+def test_onnx_has_fixed_names_dynamic_axes_and_pipeline_metadata(onnx_v3, onnx_v4):
+    for path, vocoder, rate, hop in ((onnx_v3, "v3", 24000, 256), (onnx_v4, "v4", 48000, 480)):
+        model = onnx.load(str(path), load_external_data=False)
+        (mel,), (audio,) = model.graph.input, model.graph.output
+        assert mel.name == "mel" and audio.name == "audio"
+        assert [d.dim_param or d.dim_value for d in mel.type.tensor_type.shape.dim] == ["batch", 100, "frames"]
+        assert mel.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert model.opset_import[0].version >= 17
+        meta = read_metadata(path)
+        assert (meta["vocoder"], meta["sampling_rate"], meta["hop"]) == (vocoder, rate, hop)
+        assert meta["checkpoint_sha256"] == "synthetic"
+
+
+# --- the command line and its errors ----------------------------------------------------------
+
+def run_export(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_cli_exports_a_checkpoint_and_says_where_weights_came_from(tmp_path, vocoder_v4):
+    checkpoint = save_v4_checkpoint(tmp_path / "vocoder.pth", vocoder_v4)
+    result = run_export("--vocoder", "v4", "--checkpoint", str(checkpoint), "--output", str(tmp_path / "v4.onnx"))
+    assert result.returncode == 0, result.stderr
+    assert read_metadata(tmp_path / "v4.onnx")["checkpoint"] == str(checkpoint)
+    synthetic = run_export("--vocoder", "v4", "--output", str(tmp_path / "synthetic.onnx"))
+    assert "SYNTHETIC" in synthetic.stderr
+
+
+def corrupt_file(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    return path
+
+
+def v4_missing_a_key(tmp_path: Path, vocoder_v4) -> Path:
+    state = dict(vocoder_v4.state_dict())
+    state.pop("conv_post.bias")
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "odd.pth")
+    return tmp_path / "odd.pth"
+
+
+@pytest.mark.parametrize("case, vocoder, message", [
+    ("missing", "v4", "not found"),
+    ("corrupt", "v4", "not a readable PyTorch file"),
+    ("v3 given to v4", "v4", "use --vocoder v3"),
+    ("v4 given to v3", "v3", "use --vocoder v4"),
+    ("keys", "v4", "missing keys: conv_post.bias; unexpected keys: extra.weight"),
+])
+def test_bad_checkpoints_give_one_line_and_no_output(tmp_path, vocoder_v4, case, vocoder, message):
+    checkpoint = {
+        "missing": lambda: tmp_path / "nowhere.pth",
+        "corrupt": lambda: corrupt_file(tmp_path),
+        "v3 given to v4": lambda: save_v3_checkpoint(tmp_path / "bigvgan", small_bigvgan()),
+        "v4 given to v3": lambda: save_v4_checkpoint(tmp_path / "vocoder.pth", vocoder_v4),
+        "keys": lambda: v4_missing_a_key(tmp_path, vocoder_v4),
+    }[case]()
+    output = tmp_path / "out.onnx"
+    result = run_export("--vocoder", vocoder, "--checkpoint", str(checkpoint), "--output", str(output))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not output.exists() and not list(tmp_path.glob(".out.onnx*"))
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    result = run_export("--vocoder", "v4", "--output", str(blocker / "v4.onnx"))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot write")
+
+
+def test_strict_loading_reports_wrong_shapes(tmp_path):
+    bad = {k: v for k, v in HiFiGAN().state_dict().items()}
+    bad["conv_pre.weight"] = torch.zeros(512, 80, 7)
+    torch.save(bad, tmp_path / "vocoder.pth")
+    with pytest.raises(UserError, match=r"conv_pre.weight \(512, 80, 7\) != \(512, 100, 7\)"):
+        load_vocoder("v4", tmp_path / "vocoder.pth")
+
+
+def test_stage_folders_run_from_the_repository_not_site_packages():
+    """`build` is also PyPA's tool: the project's own folder must be what `python -m build` runs."""
+    code = "import importlib.util as u; print(u.find_spec('build').origin); print(u.find_spec('export').origin)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    for line in result.stdout.split():
+        assert Path(line).resolve().is_relative_to(REPO) and "site-packages" not in line
+    manifest = json.loads(subprocess.run([sys.executable, "-m", "pip", "list", "--format=json"],
+                                         capture_output=True, text=True, check=True).stdout)
+    assert "build" not in {package["name"].lower() for package in manifest}
