@@ -1,9 +1,10 @@
 """Log-mel spectrograms as GPT-SoVITS feeds its vocoders, and speech-like test signals.
 
 The vocoders' input contract lives here with the models: 100 Slaney-scaled mel bands of the
-magnitude STFT (Hann window, no centering, reflect padding of (n_fft - hop) / 2 each side),
-natural log clamped at 1e-5. The speech-like signal gives sample mels in the real range
-(roughly -12 to 2) for calibration, precision planning and tests.
+magnitude STFT (periodic Hann window, no centering, reflect padding of (n_fft - hop) / 2 each
+side, magnitude sqrt(|X|^2 + 1e-8)), natural log clamped at 1e-5; fmax = Nyquist. The
+speech-like signal gives sample mels in the real range (roughly -12 to 2) for calibration,
+precision planning and tests.
 """
 from __future__ import annotations
 
@@ -71,7 +72,9 @@ def log_mel(audio: np.ndarray, spec: MelSpec) -> np.ndarray:
     offset = (spec.n_fft - spec.win) // 2
     window[offset:offset + spec.win] = np.hanning(spec.win + 1)[:-1]  # periodic Hann, as torch.hann_window
     spectrum = np.fft.rfft(frames * window, axis=-1)
-    magnitude = np.sqrt(spectrum.real ** 2 + spectrum.imag ** 2 + 1e-6)
+    # GPT-SoVITS' mel_spectrogram_torch: sqrt(|X|^2 + 1e-8) (older releases: 1e-9; the two differ
+    # only in near-silent bins, far below the 1e-5 clamp)
+    magnitude = np.sqrt(spectrum.real ** 2 + spectrum.imag ** 2 + 1e-8)
     mel = mel_filterbank(spec) @ magnitude.T.astype(np.float32)
     return np.log(np.maximum(mel, 1e-5)).astype(np.float32)
 
