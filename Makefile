@@ -20,7 +20,7 @@ BUILD_SOURCES  := $(wildcard build/*.py)
 
 checkpoint = $(CHECKPOINT_$(subst v,V,$(1)))
 
-.PHONY: install engines onnx doctor compare bench report triton test clean FORCE
+.PHONY: install engines onnx doctor compare bench report triton test clean
 .DEFAULT_GOAL := engines
 
 install: $(VENV)/.installed
@@ -33,11 +33,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # One export rule per vocoder. It depends on the checkpoint's files, and on a small stamp that
-# changes when CHECKPOINT_Vn names another checkpoint (or none: the synthetic default).
+# changes (rewritten as the Makefile is read) only when CHECKPOINT_Vn names another checkpoint or
+# none (the synthetic default); so `make -q`/`make -n` tell the truth too.
+record_source = $(shell mkdir -p $(ONNX_DIR) && echo '$(call checkpoint,$(1))' | cmp -s - $(ONNX_DIR)/$(1).source || echo '$(call checkpoint,$(1))' > $(ONNX_DIR)/$(1).source)
+$(foreach v,$(VOCODERS),$(call record_source,$(v)))
+
 define vocoder_rules
-$(ONNX_DIR)/$(1).source: FORCE
-	@mkdir -p $(ONNX_DIR) && echo '$(call checkpoint,$(1))' | cmp -s - $$@ || echo '$(call checkpoint,$(1))' > $$@
-$(ONNX_DIR)/$(1).onnx: $(VENV)/.installed $(EXPORT_SOURCES) $(ONNX_DIR)/$(1).source $(if $(call checkpoint,$(1)),$(wildcard $(call checkpoint,$(1)) $(call checkpoint,$(1))/*))
+$(ONNX_DIR)/$(1).onnx: $(EXPORT_SOURCES) $(ONNX_DIR)/$(1).source $(if $(call checkpoint,$(1)),$(wildcard $(call checkpoint,$(1)) $(call checkpoint,$(1))/*)) | $(VENV)/.installed
 	$(PYTHON) -m export --vocoder $(1) $(if $(call checkpoint,$(1)),--checkpoint $(call checkpoint,$(1))) --output $$@
 endef
 
@@ -75,4 +77,4 @@ test: $(VENV)/.installed
 	$(PYTHON) -m pytest
 
 clean:
-	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.png engines/report.md engines/triton
+	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.runtime-cache engines/*.png engines/report.md engines/triton engines/validate
