@@ -64,6 +64,8 @@ def profiles_for(settings: dict[str, Any], vocoder: str) -> list[Profile]:
             if not low <= opt <= high:
                 raise UserError(f"profile {vocoder}/{name}: {label} must satisfy min <= opt <= max, "
                                 f"got {low}, {opt}, {high}; fix pipeline.toml")
+        if any(profile.name == name for profile in profiles):
+            raise UserError(f"profile {vocoder}/{name} is defined twice; give each [[profiles.{vocoder}]] its own name")
         profiles.append(Profile(name, dims["min"], dims["opt"], dims["max"]))
     return profiles
 
