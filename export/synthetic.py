@@ -13,17 +13,19 @@ from torch import nn
 from export.mels import sample_mel
 from pipeline.settings import load_settings
 
-# (gain of the first convolution, gain of every other convolution, spread of Snake's log alpha/beta)
+# (gain of the first convolution, gain of every other convolution, spread of Snake's log alpha/beta);
+# stress gains are per vocoder: v3's Snake stages grow activations faster than v4's leaky ReLUs
 SYNTHETIC_KINDS = {
     "default": (1.0, 0.6, 0.1),
-    "stress": (20.0, 1.5, 1.0),
+    "stress": {"v3": (10.0, 0.8, 1.0), "v4": (20.0, 1.5, 1.0)},
 }
 CALIBRATION_PEAK = 0.5
 
 
 def synthetic_state_dict(module: nn.Module, vocoder: str, kind: str) -> tuple[dict[str, torch.Tensor], int]:
     """A state dict for `module` drawn from the configured seed, with the output peak calibrated."""
-    first_gain, gain, snake_spread = SYNTHETIC_KINDS[kind]
+    spec = SYNTHETIC_KINDS[kind]
+    first_gain, gain, snake_spread = spec[vocoder] if isinstance(spec, dict) else spec
     seed = load_settings()["export"]["synthetic_seed" if kind == "default" else "stress_seed"]
     generator = torch.Generator().manual_seed(seed + (0 if vocoder == "v3" else 1))
     with torch.no_grad():

@@ -1,0 +1,182 @@
+"""python -m export.clean INPUT.onnx --precision fp32|fp16 --output OUTPUT.onnx
+
+The exported graph still computes everything that depends on weights alone (Snake's exp terms,
+filter expansions, pad amounts) and carries thousands of Constant/Reshape/ConstantOfShape nodes;
+TensorRT turns each into layers. onnx-graphsurgeon folds them (with ONNX Runtime), drops dead and
+no-op nodes, sorts and infers shapes; the result must match the input in ONNX Runtime. Then the
+precision stage (export/precision.py) writes the typed model TensorRT's strongly typed networks
+take their precision from, with its measured plan beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from export.mels import sample_mel
+from pipeline.cli import run_cli
+from pipeline.errors import UserError
+from pipeline.files import atomic_output
+from pipeline.settings import check_precision, load_settings
+
+log = logging.getLogger("clean")
+METADATA_NEEDED = ("vocoder", "sampling_rate", "hop", "n_mels")
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """The exported model, checked; a missing, truncated or foreign file is a one-line UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"ONNX file {path} not found; run `python -m export` first")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path} is not a valid ONNX model ({reason[:200]}); re-export it with python -m export") from None
+    names = load_settings()["tensors"]
+    inputs = [i.name for i in model.graph.input]
+    outputs = [o.name for o in model.graph.output]
+    if inputs != [names["input"]] or outputs != [names["output"]]:
+        raise UserError(f"{path} has inputs {inputs} and outputs {outputs}, expected [{names['input']!r}] and "
+                        f"[{names['output']!r}]; pass a vocoder exported by python -m export")
+    missing = [key for key in METADATA_NEEDED if key not in metadata_of(model)]
+    if missing:
+        raise UserError(f"{path} lacks metadata {', '.join(missing)}; re-export it with python -m export")
+    return model
+
+
+def metadata_of(model: onnx.ModelProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in model.metadata_props}
+
+
+def set_metadata(model: onnx.ModelProto, values: dict) -> None:
+    """Add or replace metadata entries, JSON-encoding non-strings as export.to_onnx does."""
+    current = metadata_of(model)
+    current.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()})
+    del model.metadata_props[:]
+    for key, value in current.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """Node count per op type, most frequent first."""
+    return dict(collections.Counter(node.op_type for node in model.graph.node).most_common())
+
+
+def clean_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constants, drop no-op nodes and dead ends, sort, infer shapes; metadata is kept."""
+    graph = gs.import_onnx(model)
+    graph.fold_constants()
+    drop_noop_nodes(graph)
+    graph.cleanup().toposort()
+    cleaned = gs.export_onnx(graph)
+    cleaned = onnx.shape_inference.infer_shapes(cleaned, data_prop=True)
+    set_metadata(cleaned, metadata_of(model))
+    return cleaned
+
+
+def drop_noop_nodes(graph: gs.Graph) -> None:
+    """Bypass Identity nodes and Casts to the type their input already has."""
+    outputs = {id(tensor) for tensor in graph.outputs}
+    for node in graph.nodes:
+        if not (node.inputs and node.outputs) or (
+                node.op != "Identity" and not (node.op == "Cast" and _casts_to_own_type(node))):
+            continue
+        source, result = node.inputs[0], node.outputs[0]
+        if id(result) in outputs:
+            continue  # a graph output keeps its name; the no-op stays
+        for consumer in list(result.outputs):
+            for index, tensor in enumerate(list(consumer.inputs)):
+                if tensor is result:
+                    consumer.inputs[index] = source
+        node.outputs.clear()
+
+
+def _casts_to_own_type(node: gs.Node) -> bool:
+    dtype = node.inputs[0].dtype
+    return dtype is not None and onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]) == np.dtype(dtype)
+
+
+def run_onnx(model: onnx.ModelProto | str | Path, mel: np.ndarray) -> np.ndarray:
+    """The model's audio for `mel` in ONNX Runtime's CPU provider."""
+    import onnxruntime as ort
+
+    names = load_settings()["tensors"]
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    (audio,) = session.run([names["output"]], {names["input"]: mel.astype(_input_dtype(session))})
+    return audio.astype(np.float32)
+
+
+def _input_dtype(session) -> type:
+    return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+
+
+def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: int) -> float:
+    """Max abs difference of the cleaned model vs the input in ONNX Runtime, relative to peak."""
+    vocoder = metadata_of(original)["vocoder"]
+    mel = sample_mel(vocoder, frames, seed=11)
+    expected, actual = run_onnx(original, mel), run_onnx(cleaned, mel)
+    error = float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+    tolerance = load_settings()["clean"]["parity_rel_tol"]
+    if not error <= tolerance:
+        raise UserError(f"cleaned {vocoder} graph differs from its input by {error:.2e} of peak at {frames} frames "
+                        f"(tolerance {tolerance:.0e}); report this model")
+    return error
+
+
+def clean(source: str | Path, precision: str, output: str | Path, io_dtype: str = "float32") -> Path:
+    """Clean `source`, convert it to `precision` by its measured plan, write `output` (and the plan)."""
+    from export import precision as precisions
+
+    settings = load_settings()
+    check_precision(settings, precision)
+    started = time.perf_counter()
+    original = load_model(source)
+    cleaned = clean_graph(original)
+    error = check_parity(original, cleaned, settings["clean"]["parity_frames"])
+    counts = {"exported": op_counts(original), "cleaned": op_counts(cleaned)}
+    log.info("cleaned %s: %d -> %d nodes, output matches to %.1e of peak", source, len(original.graph.node),
+             len(cleaned.graph.node), error)
+    del original
+    output = Path(output)
+    typed, plan = precisions.apply_precision(cleaned, precision, io_dtype)
+    plan.update(source=str(source), op_counts=counts)
+    plan_path = precisions.plan_path_for(output)
+    set_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
+                         "fp16_mac_share": plan["fp16_mac_share"], "precision_plan": plan_path.name,
+                         "clean_parity_rel_error": error})
+    plan["seconds"] = round(time.perf_counter() - started, 1)
+    with atomic_output(output) as tmp_model, atomic_output(plan_path) as tmp_plan:
+        onnx.save(typed, str(tmp_model))
+        tmp_plan.write_text(json.dumps(plan, indent=2) + "\n")
+    log.info("wrote %s (%d nodes, %.0f%% of MACs in half precision) and %s in %.0f s", output,
+             len(typed.graph.node), 100 * plan["fp16_mac_share"], plan_path.name, plan["seconds"])
+    return output
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.clean", description=__doc__.splitlines()[0])
+    parser.add_argument("input", help="ONNX file written by python -m export")
+    parser.add_argument("--precision", required=True, help="a precision of pipeline.toml's [precisions]: fp32, fp16")
+    parser.add_argument("--output", required=True, help="cleaned ONNX file to write; the plan goes beside it")
+    parser.add_argument("--io-dtype", choices=["float32", "half"], default="float32",
+                        help="type of the mel input and audio output (default float32; half keeps them in "
+                             "the precision's half type)")
+    args = parser.parse_args(argv)
+    clean(args.input, args.precision, args.output, args.io_dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
