@@ -1,0 +1,176 @@
+"""Which TensorRT the build uses: full TensorRT (`tensorrt`) or TensorRT-RTX (`tensorrt_rtx`).
+
+Both expose the same Python API for what this stage needs (builder, strongly typed network, ONNX
+parser, optimization profiles, progress monitor); the differences are kept to a few properties here.
+The modules are imported only when asked for, so a missing one is a one-line error, not a crash.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from types import ModuleType
+
+from tqdm import tqdm
+
+from pipeline.errors import UserError
+
+log = logging.getLogger("build")
+
+AUTO_ORDER = ("tensorrt", "tensorrt_rtx")  # full TensorRT first: it runs on every supported GPU
+PIP_PACKAGES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt-rtx"}
+TITLES = {"tensorrt": "full TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
+# Full TensorRT 10.x executes on compute capability 7.5 (Turing) and newer, Hopper included.
+TENSORRT_MIN_COMPUTE_CAPABILITY = (7, 5)
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str         # "tensorrt" or "tensorrt_rtx"
+    trt: ModuleType   # the imported module
+
+    @property
+    def version(self) -> str:
+        return self.trt.__version__
+
+    @property
+    def is_rtx(self) -> bool:
+        return self.name == "tensorrt_rtx"
+
+    @property
+    def title(self) -> str:
+        return TITLES[self.name]
+
+
+def pip_install_hint(name: str) -> str:
+    """The command that installs a backend into the interpreter running now."""
+    python = sys.executable
+    relative = os.path.relpath(python)
+    return f"{relative if not relative.startswith('..') else python} -m pip install {PIP_PACKAGES[name]}"
+
+
+def installed_backends() -> list[str]:
+    """Backend modules present in this environment, in auto order (nothing is imported)."""
+    return [name for name in AUTO_ORDER if importlib.util.find_spec(name) is not None]
+
+
+def load_backend(choice: str) -> Backend:
+    """Import the chosen backend; `auto` takes full TensorRT if installed, else TensorRT-RTX."""
+    if choice not in ("auto", *AUTO_ORDER):
+        raise UserError(f"unknown backend {choice!r}; use auto, tensorrt or tensorrt_rtx")
+    candidates = AUTO_ORDER if choice == "auto" else (choice,)
+    for name in candidates:
+        if importlib.util.find_spec(name) is None:
+            continue
+        try:
+            return Backend(name, importlib.import_module(name))
+        except ImportError as error:
+            if choice != "auto":
+                raise UserError(f"{TITLES[name]} (module {name}) is installed but does not load ({error}); "
+                                f"reinstall it: {pip_install_hint(name)} --force-reinstall") from None
+            log.warning("%s (module %s) does not load (%s); trying the next backend", TITLES[name], name, error)
+    if choice == "auto":
+        raise UserError("no TensorRT backend is installed; install TensorRT-RTX (builds without a GPU): "
+                        f"{pip_install_hint('tensorrt_rtx')}, or full TensorRT on a GPU machine: "
+                        f"{pip_install_hint('tensorrt')}")
+    raise UserError(f"{TITLES[choice]} (module {choice}) is not installed; install it: {pip_install_hint(choice)}"
+                    + ("" if choice == "tensorrt_rtx" else " (it needs an NVIDIA GPU to build), "
+                       "or pass --backend tensorrt_rtx"))
+
+
+def rtx_compute_capabilities(trt: ModuleType) -> list[str]:
+    """Every GPU target this TensorRT-RTX version can build for, e.g. ["SM75", ..., "SM121"]."""
+    return [name for name in trt.ComputeCapability.__members__ if name.startswith("SM")]
+
+
+def parse_sm(name: str) -> tuple[int, int]:
+    """"SM86" -> (8, 6); "SM120" -> (12, 0)."""
+    digits = name[2:]
+    return int(digits[:-1]), int(digits[-1])
+
+
+def sm_name(capability: tuple[int, int]) -> str:
+    return f"SM{capability[0]}{capability[1]}"
+
+
+def execution_verdict(backend_name: str, capability: tuple[int, int], rtx_supported: list[str] | None = None,
+                      rtx_targets: list[str] | None = None) -> tuple[bool, str]:
+    """Whether plans of this backend can run on a GPU of this compute capability, and why not / the fix.
+
+    TensorRT-RTX runs only on the compute capabilities it can target (`rtx_supported`: RTX-class
+    Turing, Ampere, Ada, Blackwell; data-centre Hopper 9.0 is not one) and that the plans were built
+    for (`rtx_targets`). Full TensorRT runs on 7.5 and newer.
+    """
+    label = f"{capability[0]}.{capability[1]}"
+    if backend_name == "tensorrt_rtx":
+        name = sm_name(capability)
+        if name not in (rtx_supported or []):
+            return False, (f"TensorRT-RTX does not run on compute capability {label}; install full TensorRT "
+                           f"({pip_install_hint('tensorrt')}) and rebuild with `make engines` (auto picks it first)")
+        if name not in (rtx_targets or []):
+            return False, (f"[build] rtx_compute_capabilities leaves out {name}; add it (or use \"all\") "
+                           "and rebuild with `make engines`")
+        return True, f"TensorRT-RTX runs on compute capability {label} and the plans target {name}"
+    if capability < TENSORRT_MIN_COMPUTE_CAPABILITY:
+        return False, (f"full TensorRT 10 needs compute capability 7.5 or newer, this GPU has {label}; "
+                       "use a newer GPU")
+    return True, f"full TensorRT runs on compute capability {label} (plans are built for this GPU model)"
+
+
+def trt_logger(trt: ModuleType):
+    """A TensorRT logger that forwards to Python logging and keeps the errors: the first one becomes
+    the one-line UserError (the rest stay at debug level, `logging.DEBUG` shows them)."""
+
+    class ForwardingLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        @property
+        def first_error(self) -> str:
+            return self.errors[0] if self.errors else ""
+
+        def log(self, severity, msg):
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                self.errors.append(" ".join(msg.split()))
+                log.debug("TensorRT error: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning("TensorRT: %s", msg)
+            else:
+                log.debug("TensorRT: %s", msg)
+
+    return ForwardingLogger()
+
+
+def progress_bars(trt: ModuleType):
+    """A TensorRT progress monitor that shows one tqdm bar per running build phase."""
+
+    class TqdmProgress(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self._bars: dict[str, tqdm] = {}
+            self._lock = threading.Lock()  # TensorRT may report from several threads
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            with self._lock:
+                self._bars[phase_name] = tqdm(total=num_steps, desc=phase_name, unit="step", leave=False,
+                                              position=len(self._bars), disable=None)
+
+        def step_complete(self, phase_name, step):
+            with self._lock:
+                bar = self._bars.get(phase_name)
+                if bar is not None:
+                    bar.update(step + 1 - bar.n)
+            return True
+
+        def phase_finish(self, phase_name):
+            with self._lock:
+                bar = self._bars.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
+
+    return TqdmProgress()

@@ -1,0 +1,369 @@
+"""Build stage, with the real TensorRT-RTX builder on small profiles (it builds on CPU; running a plan
+needs a GPU, so plans are checked against the parsed network, the ONNX and their own bytes)."""
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from build.__main__ import main as build_main
+from build.backend import execution_verdict, rtx_compute_capabilities
+from build.config import build_config
+from build.plan import build_plan
+from pipeline.cli import run_cli
+from pipeline.errors import UserError
+from pipeline.files import sha256_of
+from pipeline.settings import load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+trt = pytest.importorskip("tensorrt_rtx")
+
+SMALL_PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64]},
+                  {"name": "long", "min": [1, 1], "opt": [1, 64], "max": [1, 128]}]
+
+
+def small_settings(profiles=SMALL_PROFILES, **build) -> dict:
+    """pipeline.toml with small profiles (fast builds) and optional [build] overrides."""
+    settings = copy.deepcopy(load_settings())
+    for vocoder in ("v3", "v4"):
+        settings["profiles"][vocoder] = copy.deepcopy(profiles)
+    settings["build"].update(build)
+    return settings
+
+
+def parsed_network(onnx_path: Path):
+    """The strongly typed network TensorRT-RTX parses from the ONNX, independently of build/."""
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse_from_file(str(onnx_path))
+    return builder, network, parser
+
+
+def tensor_facts(tensor) -> dict:
+    return {"name": tensor.name, "dtype": np.dtype(trt.nptype(tensor.dtype)).name, "shape": list(tensor.shape)}
+
+
+def assert_no_outputs(directory: Path) -> None:
+    leftovers = [p.name for p in directory.iterdir() if p.suffix in (".plan", ".json", ".tmp")]
+    assert leftovers == []
+
+
+def check_plan_and_manifest(plan: Path, onnx_path: Path, vocoder: str, precision: str, vocoder_module=None) -> dict:
+    """The manifest agrees with the plan bytes, the ONNX, the parsed network and the profiles asked for."""
+    manifest = json.loads(plan.with_suffix(".json").read_text())
+    assert manifest["format"] == 1
+    assert (manifest["vocoder"], manifest["precision"]) == (vocoder, precision)
+    assert (manifest["backend"], manifest["backend_version"]) == ("tensorrt_rtx", trt.__version__)
+    assert manifest["plan"] == {"file": plan.name, "size": plan.stat().st_size, "sha256": sha256_of(plan)}
+    assert manifest["onnx"] == {"path": str(onnx_path), "sha256": sha256_of(onnx_path)}
+    _, network, _ = parsed_network(onnx_path)
+    assert (network.num_inputs, network.num_outputs) == (1, 1)
+    assert manifest["input"] == tensor_facts(network.get_input(0))
+    assert manifest["output"] == tensor_facts(network.get_output(0))
+    n_mels = manifest["n_mels"]
+    assert manifest["profiles"] == [{"name": p["name"], **{k: [p[k][0], n_mels, p[k][1]] for k in ("min", "opt", "max")}}
+                                    for p in SMALL_PROFILES]
+    assert manifest["compute_capabilities"] == rtx_compute_capabilities(trt)
+    assert manifest["synthetic"] is True and manifest["checkpoint"]["sha256"] == "synthetic"
+    if vocoder_module is not None:
+        assert (manifest["sampling_rate"], manifest["hop"]) == (vocoder_module.sampling_rate, vocoder_module.hop)
+    line = manifest["trtexec"]
+    assert line.startswith(f"trtexec --onnx={onnx_path} --saveEngine={plan} --stronglyTyped")
+    assert f"--profile=1 --minShapes=mel:1x{n_mels}x1 --optShapes=mel:1x{n_mels}x64 --maxShapes=mel:1x{n_mels}x128" in line
+    # The header is a well-formed TensorRT-RTX plan of this version (checked without a GPU) ...
+    runtime = trt.Runtime(trt.Logger(trt.Logger.INTERNAL_ERROR))
+    header = plan.read_bytes()[:runtime.engine_header_size]
+    broken = int(trt.EngineInvalidityDiagnostics.MALFORMED_ENGINE) | int(trt.EngineInvalidityDiagnostics.VERSION_MISMATCH)
+    assert runtime.get_engine_validity(header)[1] & broken == 0
+    # ... and the same check rejects bytes that are not one.
+    assert runtime.get_engine_validity(b"\0" * len(header))[1] & broken != 0
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def onnx_v4_fp16(onnx_v4, tmp_path_factory) -> Path:
+    """The v4 export with float16 weights and float32 input/output, as the clean stage makes it."""
+    from onnxconverter_common.float16 import convert_float_to_float16
+    model = convert_float_to_float16(onnx.load(str(onnx_v4)), keep_io_types=True)
+    path = tmp_path_factory.mktemp("fp16") / "v4.fp16.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_python_m_build_is_this_project():
+    """`build` is also PyPA's packaging tool: it must not be installed, and the repo's CLI must answer."""
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.distribution("build")
+    assert Path(importlib.util.find_spec("build").origin).parent == REPO / "build"
+    result = subprocess.run([sys.executable, "-m", "build", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "--vocoder" in result.stdout and "python -m build doctor" in result.stdout
+
+
+def test_v4_fp32_plan_matches_network(onnx_v4, vocoder_v4, tmp_path):
+    plan = build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan", settings=small_settings())
+    check_plan_and_manifest(plan, onnx_v4, "v4", "fp32", vocoder_v4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v4.fp32.json", "v4.fp32.plan"]
+
+
+def test_v4_fp16_plan_is_half_inside(onnx_v4_fp16, tmp_path):
+    plan = build_plan(onnx_v4_fp16, "v4", "fp16", tmp_path / "v4.fp16.plan", settings=small_settings())
+    manifest = check_plan_and_manifest(plan, onnx_v4_fp16, "v4", "fp16")
+    assert manifest["input"]["dtype"] == manifest["output"]["dtype"] == "float32"
+    _, network, _ = parsed_network(onnx_v4_fp16)
+    layer_types = {network.get_layer(i).get_output(0).dtype for i in range(network.num_layers)}
+    assert trt.DataType.HALF in layer_types
+
+
+def test_v3_fp32_plan_matches_network(onnx_v3, vocoder_v3, tmp_path):
+    plan = build_plan(onnx_v3, "v3", "fp32", tmp_path / "v3.fp32.plan", settings=small_settings())
+    check_plan_and_manifest(plan, onnx_v3, "v3", "fp32", vocoder_v3)
+
+
+def test_precision_must_match_onnx_weights(onnx_v4, onnx_v4_fp16, tmp_path):
+    with pytest.raises(UserError, match="float16 weights"):
+        build_plan(onnx_v4_fp16, "v4", "fp32", tmp_path / "a.plan", settings=small_settings())
+    with pytest.raises(UserError, match="no float16 weights"):
+        build_plan(onnx_v4, "v4", "fp16", tmp_path / "b.plan", settings=small_settings())
+    assert_no_outputs(tmp_path)
+
+
+# --- make: incremental builds through the real CLI ------------------------------------------------
+
+def _tree_with_small_profiles(root: Path, onnx_v4: Path) -> dict:
+    """A copy of the repository's make inputs with small profiles and an exported, 'cleaned' v4."""
+    for folder in ("pipeline", "export", "build"):
+        (root / folder).mkdir()
+        for source in (REPO / folder).glob("*.py"):
+            shutil.copy2(source, root / folder / source.name)
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(REPO / name, root / name)
+    kept, skipping = [], False
+    for line in (REPO / "pipeline.toml").read_text().splitlines():
+        if line.startswith("["):
+            skipping = line.startswith("[[profiles.")
+        if not skipping:
+            kept.append(line)
+    profiles = "".join(f'\n[[profiles.{v}]]\nname = "{p["name"]}"\nmin = {p["min"]}\nopt = {p["opt"]}\nmax = {p["max"]}\n'
+                       for v in ("v3", "v4") for p in SMALL_PROFILES)
+    (root / "pipeline.toml").write_text("\n".join(kept) + "\n" + profiles)
+    onnx_dir = root / "engines" / "onnx"
+    onnx_dir.mkdir(parents=True)
+    (root / "venv").mkdir()
+    (root / "venv" / ".installed").touch()
+    (onnx_dir / "v4.source").write_text("\n")  # what the Makefile's stamp holds with no CHECKPOINT_V4
+    shutil.copy(onnx_v4, onnx_dir / "v4.onnx")
+    shutil.copy(onnx_v4, onnx_dir / "v4.fp32.onnx")
+    past = time.time() - 1000  # sources, then venv, then ONNX, then cleaned ONNX: everything up to date
+    ordered = [*(p for p in root.rglob("*") if p.is_file() and "engines" not in p.parts and p.parent.name != "venv"),
+               root / "venv" / ".installed", onnx_dir / "v4.source", onnx_dir / "v4.onnx", onnx_dir / "v4.fp32.onnx"]
+    for step, path in enumerate(ordered):
+        os.utime(path, (past + step, past + step))
+    return {"VOCODERS": "v4", "PRECISIONS": "fp32", "VENV": "venv", "PYTHON": sys.executable}
+
+
+def _make(root: Path, variables: dict) -> subprocess.CompletedProcess:
+    command = ["make", "-C", str(root), "engines", *(f"{k}={v}" for k, v in variables.items())]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_make_engines_twice_does_no_work(onnx_v4, tmp_path):
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    variables = _tree_with_small_profiles(tmp_path, onnx_v4)
+    first = _make(tmp_path, variables)
+    assert first.returncode == 0, first.stderr
+    commands = [line for line in first.stdout.splitlines() if "-m " in line]
+    assert len(commands) == 1 and "-m build engines/onnx/v4.fp32.onnx" in commands[0], first.stdout
+    plan = tmp_path / "engines" / "v4.fp32.plan"
+    stamp = plan.stat().st_mtime_ns
+    assert json.loads(plan.with_suffix(".json").read_text())["plan"]["sha256"] == sha256_of(plan)
+
+    second = _make(tmp_path, variables)
+    assert second.returncode == 0, second.stderr
+    assert [line for line in second.stdout.splitlines() if "-m " in line] == []
+    assert plan.stat().st_mtime_ns == stamp
+    # A newer cleaned ONNX makes exactly the plan stale again. (Not checked with `make -n`/`-q`: the
+    # Makefile's FORCE-d checkpoint stamp makes those list the whole chain even when nothing runs.)
+    os.utime(tmp_path / "engines" / "onnx" / "v4.fp32.onnx")
+    third = _make(tmp_path, variables)
+    assert third.returncode == 0, third.stderr
+    assert [line for line in third.stdout.splitlines() if "-m " in line] == commands
+    assert plan.stat().st_mtime_ns > stamp
+
+
+# --- bad input: one line, exit code 2, no plan and no manifest -------------------------------------
+
+def _cli_error(capsys, argv) -> str:
+    assert run_cli(build_main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def _model_with(nodes, initializers, onnx_v4: Path, path: Path) -> Path:
+    """A one-op model carrying the v4 export's metadata and tensor names."""
+    source = onnx.load(str(onnx_v4), load_external_data=False)
+    graph = onnx.helper.make_graph(nodes, "broken", [source.graph.input[0]], [source.graph.output[0]], initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.metadata_props.extend(source.metadata_props)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_unsupported_op_names_the_node(onnx_v4, tmp_path, capsys):
+    model = _model_with([onnx.helper.make_node("GriffinLimSpell", ["mel"], ["audio"], name="spell_node")], [],
+                        onnx_v4, tmp_path / "bad.onnx")
+    line = _cli_error(capsys, [str(model), "--vocoder", "v4", "--precision", "fp32",
+                               "--output", str(tmp_path / "v4.fp32.plan")])
+    assert "spell_node" in line and "GriffinLimSpell" in line
+    assert_no_outputs(tmp_path)
+
+
+def test_wrong_type_names_the_node(onnx_v4, tmp_path, capsys):
+    """A float32 mel multiplied by a float16 constant: a strongly typed network refuses the mix."""
+    half = onnx.numpy_helper.from_array(np.ones((1, 100, 1), np.float16), "half_gain")
+    model = _model_with([onnx.helper.make_node("Mul", ["mel", "half_gain"], ["audio"], name="mixed_mul")], [half],
+                        onnx_v4, tmp_path / "mixed.onnx")
+    line = _cli_error(capsys, [str(model), "--vocoder", "v4", "--precision", "fp16",
+                               "--output", str(tmp_path / "v4.fp16.plan")])
+    assert "mixed_mul" in line
+    assert_no_outputs(tmp_path)
+
+
+def test_truncated_onnx(onnx_v4, tmp_path, capsys):
+    truncated = tmp_path / "v4.onnx"
+    truncated.write_bytes(onnx_v4.read_bytes()[: onnx_v4.stat().st_size // 2])
+    line = _cli_error(capsys, [str(truncated), "--vocoder", "v4", "--precision", "fp32",
+                               "--output", str(tmp_path / "v4.fp32.plan")])
+    assert "truncated or corrupt" in line
+    assert_no_outputs(tmp_path)
+
+
+@pytest.mark.parametrize("argv_tail, expected", [
+    (["--vocoder", "v4", "--precision", "int8"], "unknown precision 'int8'"),
+    (["--vocoder", "v3", "--precision", "fp32"], "holds the v4 vocoder, not v3"),
+    (["--vocoder", "v4", "--precision", "fp32", "--backend", "tensorrt"], "-m pip install tensorrt"),
+    (["--vocoder", "v4", "--precision", "fp32", "--builder", "trtexec"], "trtexec not found on the PATH"),
+])
+def test_cli_one_line_errors(onnx_v4, tmp_path, capsys, monkeypatch, argv_tail, expected):
+    if "tensorrt" in argv_tail and importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("full TensorRT is installed here")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no trtexec
+    line = _cli_error(capsys, [str(onnx_v4), *argv_tail, "--output", str(tmp_path / "out.plan")])
+    assert expected in line
+    assert_no_outputs(tmp_path)
+
+
+@pytest.mark.parametrize("profile, expected", [
+    ({"name": "bad", "min": [1, 600], "opt": [1, 500], "max": [4, 1000]}, "frames must satisfy min <= opt <= max"),
+    ({"name": "bad", "min": [1, 1], "opt": [8, 500], "max": [4, 1000]}, "batch must satisfy min <= opt <= max"),
+    ({"name": "bad", "min": [1, 1], "opt": [1, 500]}, "needs min, opt and max"),
+])
+def test_bad_profiles(onnx_v4, tmp_path, profile, expected):
+    with pytest.raises(UserError, match=expected) as error:
+        build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan", settings=small_settings(profiles=[profile]))
+    assert "\n" not in str(error.value)
+    assert_no_outputs(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("backend", "cuda"), ("workspace_gib", 0), ("optimization_level", 7),
+    ("rtx_compute_capabilities", ["Hopper"]), ("hardware_compatibility", "everything"), ("version_compatible", "yes"),
+])
+def test_bad_build_settings(key, value):
+    with pytest.raises(UserError, match=rf"\[build\] {key}") as error:
+        build_config(small_settings(**{key: value}))
+    assert "\n" not in str(error.value)
+
+
+def test_rtx_target_it_cannot_build(onnx_v4, tmp_path):
+    with pytest.raises(UserError, match="cannot target SM90"):
+        build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan",
+                   settings=small_settings(rtx_compute_capabilities=["SM86", "SM90"]))
+    assert_no_outputs(tmp_path)
+
+
+# --- trtexec ----------------------------------------------------------------------------------------
+
+STAND_IN_TRTEXEC = """#!{python}
+# Stand-in for NVIDIA's trtexec (full TensorRT does not install on this machine): checks the arguments
+# the build passes, then writes a plan file the way trtexec does, or fails like it.
+import pathlib, sys
+args = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in sys.argv[1:])
+print("&&&& RUNNING TensorRT.trtexec [TensorRT v101300] [b12] # trtexec " + " ".join(sys.argv[1:]))
+if {fail} or "stronglyTyped" not in args or not pathlib.Path(args["onnx"]).is_file():
+    print("[E] Error[4]: stand-in refused the arguments")
+    sys.exit(1)
+pathlib.Path(args["saveEngine"]).write_bytes(b"plan built by trtexec")
+print("&&&& PASSED TensorRT.trtexec")
+"""
+
+
+def _stand_in_trtexec(folder: Path, fail: bool) -> None:
+    tool = folder / "trtexec"
+    tool.write_text(STAND_IN_TRTEXEC.format(python=sys.executable, fail=fail))
+    tool.chmod(0o755)
+
+
+def test_builder_trtexec_writes_the_same_manifest(onnx_v4, tmp_path, monkeypatch):
+    bin_dir, out = tmp_path / "bin", tmp_path / "out"
+    bin_dir.mkdir()
+    _stand_in_trtexec(bin_dir, fail=False)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    plan = build_plan(onnx_v4, "v4", "fp32", out / "v4.fp32.plan", builder="trtexec", settings=small_settings())
+    manifest = json.loads(plan.with_suffix(".json").read_text())
+    assert plan.read_bytes() == b"plan built by trtexec"
+    assert manifest["plan"]["sha256"] == sha256_of(plan)
+    assert (manifest["builder"], manifest["backend"], manifest["backend_version"]) == ("trtexec", "tensorrt", "10.13.0")
+    assert manifest["compute_capabilities"] is None
+    assert manifest["trtexec"].startswith(f"trtexec --onnx={onnx_v4} --saveEngine={plan} ")
+
+
+def test_failing_trtexec_leaves_nothing(onnx_v4, tmp_path, monkeypatch):
+    _stand_in_trtexec(tmp_path, fail=True)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match="trtexec failed: .*stand-in refused"):
+        build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan", builder="trtexec", settings=small_settings())
+    assert_no_outputs(tmp_path)
+
+
+# --- doctor -----------------------------------------------------------------------------------------
+
+def test_doctor_reports_this_machine():
+    from build.doctor import cuda_state
+    result = subprocess.run([sys.executable, "-m", "build", "doctor"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = dict(line.split("  ", 1) for line in result.stdout.splitlines())
+    assert rows["tensorrt_rtx (TensorRT-RTX)"].strip() == trt.__version__
+    state = cuda_state()
+    if not state.gpus:
+        assert rows["GPU"].strip().startswith("none")
+        assert rows["run plans here"].strip().startswith("no")
+    else:
+        assert f"compute capability {state.gpus[0].capability[0]}.{state.gpus[0].capability[1]}" in rows["GPU 0"]
+
+
+def test_execution_verdicts():
+    supported = rtx_compute_capabilities(trt)
+    hopper_ok, hopper_fix = execution_verdict("tensorrt_rtx", (9, 0), supported, supported)
+    assert not hopper_ok and "-m pip install tensorrt" in hopper_fix
+    assert execution_verdict("tensorrt_rtx", (8, 6), supported, supported)[0]
+    ada_ok, ada_fix = execution_verdict("tensorrt_rtx", (8, 9), supported, ["SM86"])
+    assert not ada_ok and "rtx_compute_capabilities" in ada_fix
+    assert not execution_verdict("tensorrt_rtx", (7, 0), supported, supported)[0]
+    assert execution_verdict("tensorrt", (9, 0))[0]
+    assert not execution_verdict("tensorrt", (7, 0))[0]
