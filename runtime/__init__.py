@@ -1,0 +1,17 @@
+"""Thin standalone runtime for the vocoder plans: numpy, pycuda and TensorRT (or TensorRT-RTX) only.
+
+Copy this folder into a service. `import runtime` loads neither torch nor onnx (nor pycuda or
+TensorRT, which load with the first plan):
+
+    engine = runtime.load_engine("engines/v4.fp16.plan")   # checks the manifest, GPU and backend first
+    audio = engine(mel)    # (batch, 100, frames) natural-log mel -> (batch, 1, frames * engine.hop) float32
+"""
+from runtime.chunks import plan_chunks, synthesize
+from runtime.engine import Engine, load_engine
+from runtime.errors import EngineError, RuntimeUserError
+from runtime.manifest import check_compatibility, check_plan_bytes, choose_profile, read_manifest
+from runtime.mel import check_mel
+from runtime.wav import to_pcm16, write_wav
+
+__all__ = ["Engine", "EngineError", "RuntimeUserError", "check_compatibility", "check_mel", "check_plan_bytes",
+           "choose_profile", "load_engine", "plan_chunks", "read_manifest", "synthesize", "to_pcm16", "write_wav"]

@@ -1,0 +1,364 @@
+"""The runtime's CPU-side behaviour: manifest checks, profile choice, chunking and cross-fade, input
+checks, WAV writing, CLI errors and its import boundaries. GPU paths are in test_runtime_gpu.py."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import runtime
+from runtime.__main__ import run as run_cli
+from runtime.chunks import chunk_weights, plan_chunks
+from runtime.errors import EngineError, RuntimeUserError
+from runtime.manifest import batch_pieces, choose_profile, profiles_of
+from runtime.wav import to_pcm16, write_wav
+
+REPO = Path(__file__).resolve().parent.parent
+RTX_TARGETS = ["SM75", "SM80", "SM86", "SM89", "SM120"]
+
+
+def make_plan(tmp_path: Path, backend: str = "tensorrt_rtx", version: str = "1.7.1.116", **overrides) -> Path:
+    """A plan file (arbitrary bytes) and a manifest describing it, as the build stage writes them."""
+    plan = tmp_path / "v4.fp16.plan"
+    plan.write_bytes(b"not really a plan" * 10)
+    manifest = {
+        "format": 1, "vocoder": "v4", "precision": "fp16", "backend": backend, "backend_version": version,
+        "sampling_rate": 48000, "hop": 480, "n_mels": 100,
+        "input": {"name": "mel", "dtype": "float32", "shape": [-1, 100, -1]},
+        "output": {"name": "audio", "dtype": "float32", "shape": [-1, 1, -1]},
+        "profiles": [{"name": "short", "min": [1, 100, 1], "opt": [1, 100, 500], "max": [4, 100, 1000]},
+                     {"name": "long", "min": [1, 100, 1], "opt": [1, 100, 2000], "max": [2, 100, 4000]}],
+        "compute_capabilities": RTX_TARGETS if backend == "tensorrt_rtx" else None,
+        "hardware_compatibility": "none", "version_compatible": False,
+        "plan": {"file": plan.name, "size": plan.stat().st_size, "sha256": hashlib.sha256(plan.read_bytes()).hexdigest()},
+    }
+    manifest.update(overrides)
+    plan.with_suffix(".json").write_text(json.dumps(manifest))
+    return plan
+
+
+def one_line_error(excinfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message and message
+    return message
+
+
+# ---- manifest -------------------------------------------------------------------------------------
+
+def test_read_manifest_returns_the_manifest_beside_the_plan(tmp_path):
+    plan = make_plan(tmp_path)
+    manifest = runtime.read_manifest(plan)
+    assert manifest["hop"] == 480 and manifest["plan"]["file"] == plan.name
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda plan: plan.unlink(), "not found"),
+    (lambda plan: plan.with_suffix(".json").unlink(), "manifest"),
+    (lambda plan: plan.with_suffix(".json").write_text("{not json"), "not valid JSON"),
+    (lambda plan: plan.with_suffix(".json").write_text(json.dumps({"format": 2})), "format"),
+])
+def test_unreadable_manifest_is_one_line_naming_the_fix(tmp_path, damage, expected):
+    plan = make_plan(tmp_path)
+    damage(plan)
+    with pytest.raises(RuntimeUserError) as excinfo:
+        runtime.read_manifest(plan)
+    message = one_line_error(excinfo)
+    assert expected in message and "make engines" in message
+
+
+def test_manifest_without_profiles_is_refused(tmp_path):
+    with pytest.raises(RuntimeUserError, match="profiles"):
+        runtime.read_manifest(make_plan(tmp_path, profiles=[]))
+
+
+def test_tensorrt_rtx_plan_on_compute_capability_9_is_refused_with_the_fix(tmp_path):
+    manifest = runtime.read_manifest(make_plan(tmp_path))
+    with pytest.raises(EngineError) as excinfo:
+        runtime.check_compatibility(manifest, gpu=("NVIDIA H100 80GB HBM3", (9, 0)), backend=("tensorrt_rtx", "1.7.1.116"))
+    message = one_line_error(excinfo)
+    for part in ("TensorRT-RTX", "compute capability 9.0", "full TensorRT", "make engines", "tensorrt extra", "RTX card"):
+        assert part in message
+
+
+def test_tensorrt_rtx_plan_runs_on_a_targeted_rtx_card(tmp_path):
+    manifest = runtime.read_manifest(make_plan(tmp_path))
+    runtime.check_compatibility(manifest, gpu=("NVIDIA GeForce RTX 4090", (8, 9)), backend=("tensorrt_rtx", "1.7.1.116"))
+
+
+def test_untargeted_rtx_card_names_the_missing_target(tmp_path):
+    manifest = runtime.read_manifest(make_plan(tmp_path, compute_capabilities=["SM86", "SM89"]))
+    with pytest.raises(EngineError) as excinfo:
+        runtime.check_compatibility(manifest, gpu=("NVIDIA GeForce RTX 2080 Ti", (7, 5)), backend=("tensorrt_rtx", "1.7.1.116"))
+    assert "SM75" in one_line_error(excinfo) and "rtx_compute_capabilities" in str(excinfo.value)
+
+
+def test_other_backend_installed_names_the_package_to_install(tmp_path):
+    manifest = runtime.read_manifest(make_plan(tmp_path))
+    with pytest.raises(EngineError) as excinfo:
+        runtime.check_compatibility(manifest, gpu=("NVIDIA GeForce RTX 4090", (8, 9)), backend=("tensorrt", "10.13.0.35"))
+    assert "pip install tensorrt-rtx==1.7.1.116" in one_line_error(excinfo)
+
+
+@pytest.mark.parametrize("version_compatible, running, ok", [
+    (False, "10.13.0.35", True), (False, "10.13.2.6", False), (True, "10.14.1.48", True),
+    (True, "10.12.0.36", False), (True, "11.0.0.1", False),
+])
+def test_version_rules_follow_version_compatibility(tmp_path, version_compatible, running, ok):
+    manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version="10.13.0.35",
+                                               version_compatible=version_compatible))
+    check = lambda: runtime.check_compatibility(manifest, gpu=("NVIDIA H100", (9, 0)), backend=("tensorrt", running))  # noqa: E731
+    if ok:
+        check()
+    else:
+        with pytest.raises(EngineError) as excinfo:
+            check()
+        assert "10.13.0.35" in one_line_error(excinfo) and "make engines" in str(excinfo.value)
+
+
+def test_ampere_plus_plan_is_refused_on_turing(tmp_path):
+    manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version="10.13.0.35",
+                                               hardware_compatibility="ampere_plus"))
+    with pytest.raises(EngineError, match="Ampere"):
+        runtime.check_compatibility(manifest, gpu=("Tesla T4", (7, 5)), backend=("tensorrt", "10.13.0.35"))
+
+
+def test_plan_that_does_not_match_its_manifest_is_refused(tmp_path):
+    plan = make_plan(tmp_path)
+    manifest = runtime.read_manifest(plan)
+    runtime.check_plan_bytes(manifest, plan.read_bytes(), plan)
+    damaged = bytearray(plan.read_bytes())
+    damaged[3] ^= 1
+    with pytest.raises(EngineError) as excinfo:
+        runtime.check_plan_bytes(manifest, bytes(damaged), plan)
+    assert "does not match its manifest" in one_line_error(excinfo)
+
+
+# ---- profiles -------------------------------------------------------------------------------------
+
+def test_profile_choice_prefers_fewest_splits_then_the_tightest_profile(tmp_path):
+    profiles = profiles_of(runtime.read_manifest(make_plan(tmp_path)))
+    assert choose_profile(profiles, 1, 800).name == "short"
+    assert choose_profile(profiles, 4, 800).name == "short"
+    assert choose_profile(profiles, 1, 1001).name == "long"
+    assert choose_profile(profiles, 1, 4001) is None
+    assert [(s.start, s.stop) for s in batch_pieces(5, 2)] == [(0, 2), (2, 4), (4, 5)]
+
+
+# ---- chunks and cross-fade ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("frames, chunk, overlap", [(300, 64, 12), (65, 64, 12), (1000, 100, 0), (1234, 97, 32)])
+def test_chunks_are_equal_cover_the_mel_and_overlap_enough(frames, chunk, overlap):
+    starts = plan_chunks(frames, chunk, overlap)
+    assert starts[0] == 0 and starts[-1] + chunk == frames
+    assert all(0 < b - a <= chunk - overlap for a, b in zip(starts, starts[1:]))
+    hop = 7
+    total = np.zeros(frames * hop)
+    for start, weight in zip(starts, chunk_weights(starts, chunk, overlap, hop)):
+        assert weight.min() >= 0
+        total[start * hop:(start + chunk) * hop] += weight
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+
+
+def test_overlap_too_large_for_the_chunk_is_refused():
+    with pytest.raises(RuntimeUserError, match="overlap"):
+        plan_chunks(500, 64, 30)
+
+
+def frame_by_frame(mel, hop=5):
+    """A vocoder without context: each frame's mean band value, held for `hop` samples."""
+    return np.repeat(mel.mean(axis=1, keepdims=True), hop, axis=2)
+
+
+def test_chunked_synthesis_of_a_context_free_vocoder_is_exact():
+    mel = np.random.default_rng(0).standard_normal((2, 100, 333)).astype(np.float32)
+    calls = []
+    infer = lambda m: calls.append(m.shape) or frame_by_frame(m)  # noqa: E731
+    audio = runtime.synthesize(infer, mel, max_frames=50, overlap_frames=12, hop=5)
+    assert calls == [(2 * len(plan_chunks(333, 50, 12)), 100, 50)]  # one batched call, equal chunks
+    np.testing.assert_allclose(audio, frame_by_frame(mel), atol=1e-6)
+
+
+def test_chunked_synthesis_works_on_torch_tensors_too():
+    torch = pytest.importorskip("torch")
+    mel = np.random.default_rng(1).standard_normal((1, 100, 200)).astype(np.float32)
+    audio = runtime.synthesize(lambda m: torch.from_numpy(frame_by_frame(m.numpy())), torch.from_numpy(mel),
+                               max_frames=64, overlap_frames=12, hop=5)
+    np.testing.assert_allclose(audio.numpy(), frame_by_frame(mel), atol=1e-6)
+
+
+def test_infer_returning_the_wrong_length_is_an_engine_error():
+    mel = np.zeros((1, 100, 10), np.float32)
+    with pytest.raises(EngineError, match="hop"):
+        runtime.synthesize(lambda m: frame_by_frame(m, hop=4), mel, max_frames=64, hop=5)
+
+
+def test_chunked_v4_under_onnx_runtime_matches_one_pass(onnx_v4):
+    import onnxruntime as ort
+    from export.mels import sample_mel
+
+    session = ort.InferenceSession(str(onnx_v4), providers=["CPUExecutionProvider"])
+    infer = lambda m: session.run(["audio"], {"mel": m})[0]  # noqa: E731
+    frames, hop = 300, 480
+    mel = runtime.check_mel(sample_mel("v4", frames, batch=1, seed=3), 100)
+    whole = infer(mel)
+    chunked = runtime.synthesize(infer, mel, max_frames=64, overlap_frames=12, hop=hop)
+    assert chunked.shape == whole.shape == (1, 1, frames * hop)
+    snr = 10 * np.log10(np.sum(whole.astype(np.float64) ** 2) / np.sum((chunked - whole).astype(np.float64) ** 2))
+    print(f"chunked (64-frame chunks, 12-frame overlap) vs one pass, v4 at {frames} frames: SNR {snr:.1f} dB")
+    assert snr >= 40.0
+
+
+# ---- input checks ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mel, expected", [
+    (np.zeros((100, 50), np.float32), "(batch, n_mels, frames)"),
+    (np.zeros((1, 80, 50), np.float32), "80 bands"),
+    (np.zeros((1, 50, 100), np.float32), "transposed"),
+    (np.zeros((1, 100, 50), np.int64), "floating point"),
+    (np.zeros((1, 100, 0), np.float32), "empty"),
+    (np.zeros((0, 100, 5), np.float32), "empty"),
+    (np.full((1, 100, 5), np.nan, np.float32), "NaN or Inf"),
+    (np.array([[[np.inf] * 5] * 100]), "NaN or Inf"),
+])
+def test_bad_mels_are_one_line_errors(mel, expected):
+    with pytest.raises(RuntimeUserError) as excinfo:
+        runtime.check_mel(mel, 100)
+    assert expected in one_line_error(excinfo)
+
+
+def test_good_mel_becomes_contiguous_float32():
+    mel = np.asfortranarray(np.random.default_rng(0).standard_normal((2, 100, 7)))
+    checked = runtime.check_mel(mel, 100)
+    assert checked.dtype == np.float32 and checked.flags.c_contiguous
+    np.testing.assert_allclose(checked, mel, rtol=1e-6)
+
+
+def test_torch_mel_is_checked_with_torch():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeUserError, match="NaN"):
+        runtime.check_mel(torch.full((1, 100, 3), float("nan")), 100)
+    checked = runtime.check_mel(torch.zeros((1, 100, 3), dtype=torch.float64), 100)
+    assert checked.dtype == torch.float32
+
+
+# ---- WAV ------------------------------------------------------------------------------------------
+
+def test_pcm16_is_peak_normalised_only_above_one():
+    quiet = np.array([0.5, -0.25, 0.0], np.float32)
+    assert to_pcm16(quiet).tolist() == [16384, -8192, 0]
+    loud = np.array([2.0, -1.0, 0.5], np.float32)
+    assert to_pcm16(loud).tolist() == [32767, -16384, 8192]
+
+
+def test_pcm16_wav_reads_back(tmp_path):
+    audio = np.sin(np.linspace(0, 100, 4800)).astype(np.float32) * 0.9
+    path = write_wav(tmp_path / "out.wav", audio, 48000)
+    with wave.open(str(path)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate(), wav.getnframes()) == (1, 2, 48000, 4800)
+        samples = np.frombuffer(wav.readframes(4800), "<i2")
+    np.testing.assert_array_equal(samples, to_pcm16(audio))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]
+
+
+def test_float_wav_reads_back_bit_exact(tmp_path):
+    wavfile = pytest.importorskip("scipy.io.wavfile")
+    audio = (np.random.default_rng(0).standard_normal(1001) * 1.5).astype(np.float32)
+    path = write_wav(tmp_path / "out.wav", audio, 24000, float32=True)
+    rate, samples = wavfile.read(path)
+    assert rate == 24000 and samples.dtype == np.float32
+    np.testing.assert_array_equal(samples, audio)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RuntimeUserError, match="cannot write"):
+        write_wav(blocker / "out.wav", np.zeros(10, np.float32), 48000)
+    with pytest.raises(ValueError):
+        runtime.wav.atomic_write(tmp_path / "out.wav", lambda tmp: (_ for _ in ()).throw(ValueError("boom")))
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+
+def cli_error(capsys, *argv) -> str:
+    code = run_cli([str(a) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.mark.parametrize("mel, expected", [
+    (np.zeros((1, 80, 20), np.float32), "80 bands"),
+    (np.full((100, 20), np.nan, np.float32), "NaN"),
+    (np.zeros((100, 0), np.float32), "empty"),
+    (np.zeros((1, 1, 100, 20), np.float32), "(batch, n_mels, frames)"),
+])
+def test_cli_bad_mel_is_one_line_and_writes_nothing(tmp_path, capsys, mel, expected):
+    plan = make_plan(tmp_path)
+    np.save(tmp_path / "mel.npy", mel)
+    assert expected in cli_error(capsys, plan, "--mel", tmp_path / "mel.npy", "--output", tmp_path / "out.wav")
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_cli_missing_files_and_mismatched_plan(tmp_path, capsys):
+    plan = make_plan(tmp_path)
+    mel = tmp_path / "mel.npy"
+    out = tmp_path / "out.wav"
+    assert "not found" in cli_error(capsys, tmp_path / "none.plan", "--mel", mel, "--output", out)
+    assert "mel file" in cli_error(capsys, plan, "--mel", mel, "--output", out)
+    mel.write_text("text, not numpy")
+    assert ".npy" in cli_error(capsys, plan, "--mel", mel, "--output", out)
+    np.save(mel, np.zeros((100, 20), np.float32))
+    plan.write_bytes(b"another plan")
+    assert "does not match its manifest" in cli_error(capsys, plan, "--mel", mel, "--output", out)
+    assert not out.exists()
+
+
+def test_cli_entry_point_without_a_gpu_stack_fails_in_one_line(tmp_path):
+    """`python -m runtime` end to end; on a machine where the plan cannot run it says why in one line."""
+    plan = make_plan(tmp_path)
+    np.save(tmp_path / "mel.npy", np.zeros((100, 20), np.float32))
+    result = subprocess.run([sys.executable, "-m", "runtime", str(plan), "--mel", str(tmp_path / "mel.npy"),
+                             "--output", str(tmp_path / "out.wav")], cwd=REPO, capture_output=True, text=True)
+    if result.returncode == 0:
+        pytest.skip("this machine ran the plan")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (tmp_path / "out.wav").exists()
+
+
+# ---- boundaries -----------------------------------------------------------------------------------
+
+def test_import_runtime_loads_neither_torch_nor_onnx():
+    code = ("import sys, json, runtime; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch', 'onnx', 'onnxruntime', 'pycuda', 'tensorrt', 'tensorrt_rtx', 'export', 'pipeline'})))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == []
+
+
+def test_runtime_imports_only_stdlib_numpy_and_itself_at_module_level():
+    """Scan runtime/*.py: module-level imports are stdlib, numpy or runtime; function-level ones may
+    add torch, pycuda and TensorRT; no file imports another stage or onnx."""
+    stages = {"export", "build", "validate", "pipeline", "serving", "onnx", "onnxruntime"}
+    for path in sorted((REPO / "runtime").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [(node.module or "").split(".")[0]]
+            else:
+                continue
+            assert not stages & set(names), f"{path.name} imports {names}"
+            if node.col_offset == 0:
+                allowed = set(sys.stdlib_module_names) | {"numpy", "runtime", "__future__"}
+                assert set(names) <= allowed, f"{path.name} imports {names} at module level"
