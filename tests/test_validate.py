@@ -1,0 +1,212 @@
+"""Validate stage on CPU: metrics by hand, mels against an independent reference, the layer-by-layer
+comparison on a planted fault, plans that cannot execute here, the benchmark's reasons and the report."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from export.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
+from pipeline.errors import UserError
+from pipeline.settings import REPO_ROOT, load_settings
+from validate import metrics
+
+
+def small_settings(tmp_path: Path) -> dict:
+    """The real config with the benchmark and report cut down to CPU-test sizes."""
+    settings = copy.deepcopy(load_settings())
+    settings["validate"].update(bench_cpu_frames=[8], bench_cpu_batches=[1], bench_warmup=1, bench_runs=3,
+                                bench_min_runs=2, bench_row_seconds=0.1, report_inputs=3, report_frames=32,
+                                artifacts=str(tmp_path / "artifacts"))
+    return settings
+
+
+def to_fp16(model: onnx.ModelProto, path: Path) -> Path:
+    from onnxconverter_common import float16
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx.save(float16.convert_float_to_float16(model, keep_io_types=True), str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fp16_v4(onnx_v4, tmp_path_factory) -> Path:
+    return to_fp16(onnx.load(str(onnx_v4)), tmp_path_factory.mktemp("fp16") / "v4.fp16.onnx")
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+def test_metrics_match_hand_computed_values():
+    assert metrics.cosine_similarity([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert metrics.cosine_similarity([1, 0], [0, 1]) == pytest.approx(0.0)
+    assert metrics.cosine_similarity([1, 1], [1, 0]) == pytest.approx(1 / math.sqrt(2))
+    assert metrics.mean_squared_error([1, 2, 3], [1, 2, 5]) == pytest.approx(4 / 3)
+    assert metrics.snr_db([3, 4], [3, 5]) == pytest.approx(10 * math.log10(25))  # signal 25, noise 1
+    assert metrics.snr_db([1, 2], [1, 2]) == math.inf
+    with pytest.raises(ValueError):
+        metrics.snr_db([1, 2], [1, 2, 3])
+
+
+def test_log_mel_distance_sees_gain_as_log_of_it():
+    audio = speech_like_audio(0.5, 24000, seed=3)
+    resolutions = [[512, 128], [1024, 256]]
+    assert metrics.log_mel_distance(audio, audio, 24000, resolutions, 80) == 0.0
+    doubled = metrics.log_mel_distance(audio, 2 * audio, 24000, resolutions, 80)
+    assert 0.5 < doubled <= math.log(2) + 1e-3  # ln 2 in every band above the 1e-5 clamp
+
+
+def test_thresholds_and_failures_follow_the_config():
+    settings = load_settings()
+    fp16 = metrics.thresholds_for(settings, "fp16")
+    assert fp16 == {"cosine_min": settings["precisions"]["fp16"]["cosine_min"],
+                    "snr_min_db": settings["precisions"]["fp16"]["snr_min_db"]}
+    assert metrics.thresholds_for(settings, "fp32")["snr_min_db"] == settings["validate"]["snr_min_db"]
+    assert metrics.failures({"cosine": 1.0, "snr_db": 90.0}, fp16) == []
+    missed = metrics.failures({"cosine": 0.99, "snr_db": 20.0}, fp16)
+    assert len(missed) == 2 and "cosine" in missed[0] and "SNR" in missed[1]
+
+
+# --- mels -----------------------------------------------------------------------------------------
+
+
+def reference_mel(audio: np.ndarray, spec: MelSpec) -> np.ndarray:
+    """GPT-SoVITS' recipe rebuilt on torch.stft and librosa's filterbank, independent of export/mels.py."""
+    import librosa
+    import torch
+    y = torch.from_numpy(audio.astype(np.float32))[None, None]
+    pad = (spec.n_fft - spec.hop) // 2
+    y = torch.nn.functional.pad(y, (pad, pad), mode="reflect")[:, 0]
+    stft = torch.stft(y, spec.n_fft, hop_length=spec.hop, win_length=spec.win, window=torch.hann_window(spec.win),
+                      center=False, normalized=False, onesided=True, return_complex=True)
+    magnitude = torch.sqrt(stft.abs() ** 2 + 1e-8)
+    basis = torch.from_numpy(librosa.filters.mel(sr=spec.sampling_rate, n_fft=spec.n_fft, n_mels=spec.n_mels,
+                                                 fmin=spec.fmin, fmax=spec.fmax))
+    return torch.log(torch.clamp(basis @ magnitude, min=1e-5))[0].numpy()
+
+
+@pytest.mark.parametrize("vocoder", ["v3", "v4"])
+def test_log_mel_matches_torch_stft_and_librosa(vocoder):
+    spec = MEL_SPECS[vocoder]
+    audio = speech_like_audio(0.6, spec.sampling_rate, seed=11)
+    audio[: spec.sampling_rate // 10] = 0.0  # a silent stretch exercises the epsilon and the clamp
+    ours, theirs = log_mel(audio, spec), reference_mel(audio, spec)
+    assert ours.shape == theirs.shape == (100, len(audio) // spec.hop)
+    assert np.abs(ours - theirs).max() < 2e-3
+
+
+def test_mel_command_reads_wav_and_resamples(tmp_path):
+    from scipy.io import wavfile
+    from validate.wav import mel_from_wav
+    spec = MEL_SPECS["v4"]
+    audio = speech_like_audio(0.5, spec.sampling_rate, seed=5)
+    native, other = tmp_path / "native.wav", tmp_path / "at48k.wav"
+    pcm = (audio * 32767).astype(np.int16)
+    wavfile.write(native, spec.sampling_rate, pcm)
+    wavfile.write(other, 48000, np.interp(np.arange(24000) / 48000, np.arange(len(audio)) / spec.sampling_rate,
+                                          audio).astype(np.float32))
+    out = tmp_path / "mel.npy"
+    result = subprocess.run([sys.executable, "-m", "validate", "mel", str(native), "--vocoder", "v4", "--output", str(out)],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    mel = np.load(out)
+    assert mel.shape == (1, 100, len(audio) // spec.hop)
+    assert np.abs(mel[0] - log_mel(pcm / 32768.0, spec)).max() < 1e-4  # PCM16 full scale is 32768
+    resampled = mel_from_wav(other, "v4")
+    assert resampled.shape == mel.shape
+    assert np.median(np.abs(resampled - mel)) < 0.1  # same sound after 48 kHz -> 32 kHz
+    with pytest.raises(UserError, match="not a readable WAV"):
+        (tmp_path / "bad.wav").write_bytes(b"not audio")
+        mel_from_wav(tmp_path / "bad.wav", "v4")
+
+
+# --- comparison -----------------------------------------------------------------------------------
+
+
+def test_healthy_fp16_candidate_passes(onnx_v4, fp16_v4, tmp_path):
+    from validate.compare import compare
+    outcome = compare(onnx_v4, fp16_v4, save_dir=tmp_path)
+    assert outcome.passed, outcome.metric_failures
+    assert outcome.precision == "fp16"
+    assert all(m["cosine"] >= 0.9995 and m["snr_db"] >= 40 for m in outcome.metrics)
+    for path in outcome.saved.values():
+        assert Path(path).stat().st_size > 0
+    saved = json.loads(Path(outcome.saved["inputs"]).read_text())  # Polygraphy's JSON: one feed per input
+    assert len(saved["lst"] if isinstance(saved, dict) and "lst" in saved else saved) == load_settings()["validate"]["compare_inputs"]
+
+
+def test_layerwise_names_the_planted_fault_as_first_failing_layer(onnx_v4, tmp_path):
+    model = onnx.load(str(onnx_v4))
+    convs = [node for node in model.graph.node if node.op_type == "Conv"]
+    target = convs[len(convs) // 3]  # a convolution inside the network, not the first layer
+    weights = next(init for init in model.graph.initializer if init.name == target.input[1])
+    weights.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weights) * 1.5, weights.name))
+    faulty = to_fp16(model, tmp_path / "v4.faulty.fp16.onnx")
+
+    result = subprocess.run([sys.executable, "-m", "validate", "compare", str(onnx_v4), str(faulty), "--layerwise",
+                             "--save-dir", str(tmp_path / "artifacts")], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"first failing layer: {target.name}" in result.stdout.splitlines()[-1]
+    assert "worst layers" in result.stdout and "polygraphy run" in result.stdout
+    assert (tmp_path / "artifacts" / "v4.faulty.fp16.onnx.layerwise.reference-outputs.json").is_file()
+
+
+def test_plan_that_cannot_execute_here_says_why(onnx_v4, tmp_path):
+    plan = tmp_path / "v4.fp16.plan"
+    plan.write_bytes(b"built elsewhere")
+    manifest = {"vocoder": "v4", "precision": "fp16", "backend": "tensorrt_rtx", "n_mels": 100,
+                "onnx": {"path": "engines/onnx/v4.fp16.onnx"}}
+    (tmp_path / "v4.fp16.json").write_text(json.dumps(manifest))
+    result = subprocess.run([sys.executable, "-m", "validate", "compare", str(onnx_v4), str(plan), "--layerwise"],
+                            cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "TensorRT cannot execute here" in line and "engines/onnx/v4.fp16.onnx" in line
+
+
+def test_compare_rejects_missing_files(onnx_v4, tmp_path):
+    from validate.compare import compare
+    with pytest.raises(UserError, match="not found"):
+        compare(onnx_v4, tmp_path / "absent.onnx")
+
+
+# --- benchmark and report -------------------------------------------------------------------------
+
+
+def test_bench_on_cpu_measures_cpu_rows_and_says_why_gpu_rows_are_missing(tmp_path):
+    from validate.bench import markdown_table, run_benchmark, terminal_table
+    results = run_benchmark(["v4"], [8], [1], settings=small_settings(tmp_path))
+    rows = {row["backend"]: row for row in results["rows"]}
+    for backend in ("torch-cpu-fp32", "onnxruntime-cpu-fp32"):
+        assert rows[backend]["status"] == "ok" and rows[backend]["median_ms"] > 0 and rows[backend]["runs"] >= 2
+        assert rows[backend]["rtf"] == pytest.approx(rows[backend]["audio_seconds"] / rows[backend]["median_ms"] * 1000)
+    assert rows["onnxruntime-cpu-fp32"]["cosine"] > 0.9999  # against PyTorch on the same mel
+    for backend in ("torch-eager-fp32", "onnxruntime-cuda-fp16", "tensorrt-fp16", "torch-compile-fp16"):
+        assert rows[backend]["status"] == "skipped" and rows[backend]["reason"]
+    table = terminal_table(results)
+    assert "not measured" in table and "torch-cpu-fp32" in table
+    assert "Not measured:" in markdown_table(results)
+
+
+def test_report_renders_from_a_small_run(onnx_v4, fp16_v4, tmp_path):
+    from validate.report import build_report, render_markdown, terminal_summary
+    report = build_report(["v4"], "fp16", small_settings(tmp_path), models={"v4": (onnx_v4, fp16_v4)})
+    markdown = render_markdown(report)
+    for heading in ("## Environment", "### Conversion", "### Performance", "### Quality", "### Saved"):
+        assert heading in markdown
+    quality = report["vocoders"]["v4"]["quality"]
+    assert quality["inputs"] == 3 and quality["cosine_mean"] > 0.9995 and quality["passed"]
+    performance = report["vocoders"]["v4"]["performance"]
+    assert performance["engine_reason"] and "cannot execute here" in markdown
+    assert performance["speedup"] == pytest.approx(performance["original"]["median_ms"] / performance["optimized"]["median_ms"])
+    assert f"{performance['speedup']:.2f}x" in markdown
+    assert "v4" in terminal_summary(report)

@@ -1,0 +1,77 @@
+"""python -m validate mel IN.wav --vocoder v3|v4 --output MEL.npy
+
+The mel GPT-SoVITS computes for each vocoder (export/mels.py: v3 24 kHz, n_fft 1024, hop 256;
+v4 32 kHz, n_fft 1280, hop 320), from a recording, so real speech can be copy-synthesised through
+PyTorch and through the engine and listened to. Like GPT-SoVITS, stereo is averaged to mono and
+other sample rates are resampled (polyphase, scipy) to the rate the vocoder's mel needs.
+"""
+from __future__ import annotations
+
+import logging
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+
+from export.mels import MEL_SPECS, log_mel
+from pipeline.errors import UserError
+from pipeline.files import atomic_output
+
+log = logging.getLogger("validate")
+
+
+def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
+    """Mono float32 samples in [-1, 1] and the sample rate, from integer PCM or float WAV."""
+    from scipy.io import wavfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found; pass an existing .wav file")
+    try:
+        rate, data = wavfile.read(path)
+    except (ValueError, OSError) as error:
+        raise UserError(f"{path} is not a readable WAV file ({error}); convert it to 16-bit PCM WAV") from None
+    if np.issubdtype(data.dtype, np.integer):
+        info = np.iinfo(data.dtype)
+        data = (data.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)
+    audio = np.asarray(data, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1)
+    if audio.size == 0:
+        raise UserError(f"{path} holds no samples")
+    return audio, int(rate)
+
+
+def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target:
+        return audio
+    from scipy.signal import resample_poly
+    common = gcd(rate, target)
+    log.info("resampling %d Hz to %d Hz", rate, target)
+    return resample_poly(audio, target // common, rate // common).astype(np.float32)
+
+
+def mel_from_wav(path: str | Path, vocoder: str) -> np.ndarray:
+    """(1, 100, frames) natural-log mel of the recording, ready to feed the vocoder."""
+    spec = MEL_SPECS[vocoder]
+    audio, rate = read_wav(path)
+    audio = resample(audio, rate, spec.sampling_rate)
+    if len(audio) < spec.n_fft:
+        raise UserError(f"{path} is shorter than one analysis window ({spec.n_fft} samples at "
+                        f"{spec.sampling_rate} Hz); use a longer recording")
+    return log_mel(audio, spec)[None]
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("wav", help="input recording (.wav, PCM or float, any sample rate)")
+    parser.add_argument("--vocoder", required=True, choices=sorted(MEL_SPECS))
+    parser.add_argument("--output", required=True, help="mel to write (.npy, float32 (1, 100, frames))")
+
+
+def main(args) -> int:
+    mel = mel_from_wav(args.wav, args.vocoder)
+    with atomic_output(args.output) as tmp:
+        with open(tmp, "wb") as stream:
+            np.save(stream, mel)
+    log.info("%s: %d frames (range %.1f to %.1f) -> %s", args.vocoder, mel.shape[-1], mel.min(), mel.max(), args.output)
+    return 0
