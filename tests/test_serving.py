@@ -1,0 +1,327 @@
+"""Serving: the GPT-SoVITS drop-in on a stand-in TTS object, and the Triton model repository.
+
+No engine can execute on this CPU-only machine, so where the drop-in needs a running engine the
+exported v4 ONNX model runs under ONNX Runtime in its place (real computation, with the runtime
+Engine's interface). Triton config generation never reads plan contents, so its tests use
+manifests with placeholder plan files.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from export.mels import sample_mel
+from export.vocoders import BigVGAN, BigVGANConfig
+from pipeline.errors import UserError
+from pipeline.files import sha256_of
+from pipeline.settings import load_settings, profiles_for
+from serving.gpt_sovits import (EngineRequest, EngineVocoder, engine_settings, install, rebuild_reasons,
+                                yaml_options)
+from serving.triton import write_repository
+
+REPO = Path(__file__).resolve().parent.parent
+SETTINGS = load_settings()
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def write_engine(engines: Path, vocoder: str, precision: str, onnx_path: Path, backend: str = "tensorrt_rtx",
+                 plan_bytes: bytes = b"placeholder plan: never executed here", **overrides) -> Path:
+    """A plan file and its manifest in the schema of docs/architecture.md, profiles from pipeline.toml."""
+    sampling_rate, hop = {"v3": (24000, 256), "v4": (48000, 480)}[vocoder]
+    profiles = [{"name": p.name, "min": list(p.shapes(100)[0]), "opt": list(p.shapes(100)[1]),
+                 "max": list(p.shapes(100)[2])} for p in profiles_for(SETTINGS, vocoder)]
+    engines.mkdir(parents=True, exist_ok=True)
+    plan = engines / f"{vocoder}.{precision}.plan"
+    plan.write_bytes(plan_bytes)
+    manifest = {
+        "format": 1, "vocoder": vocoder, "precision": precision,
+        "backend": backend, "backend_version": "1.7.1.116" if backend == "tensorrt_rtx" else "10.13.0",
+        "sampling_rate": sampling_rate, "hop": hop, "n_mels": 100,
+        "input": {"name": "mel", "dtype": "float32", "shape": [-1, 100, -1]},
+        "output": {"name": "audio", "dtype": "float32", "shape": [-1, 1, -1]},
+        "profiles": profiles,
+        "workspace_bytes": int(SETTINGS["build"]["workspace_gib"] * (1 << 30)),
+        "onnx": {"path": str(onnx_path), "sha256": "-"},
+        "checkpoint": {"source": "synthetic-default", "sha256": "synthetic"},
+        "plan": {"file": plan.name, "size": plan.stat().st_size, "sha256": sha256_of(plan)},
+    }
+    manifest.update(overrides)
+    plan.with_suffix(".json").write_text(json.dumps(manifest))
+    return plan
+
+
+class OnnxRuntimeEngine:
+    """The exported ONNX model under ONNX Runtime in a TensorRT engine's place, with the runtime
+    Engine's interface (manifest, sampling_rate, hop; host float32 mel in, host audio out)."""
+
+    def __init__(self, plan: Path):
+        self.manifest = json.loads(Path(plan).with_suffix(".json").read_text())
+        self.session = ort.InferenceSession(self.manifest["onnx"]["path"], providers=["CPUExecutionProvider"])
+        self.sampling_rate, self.hop = self.manifest["sampling_rate"], self.manifest["hop"]
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        if not (isinstance(mel, np.ndarray) and mel.dtype == np.float32):
+            raise TypeError(f"the engine takes host float32 mels, got {type(mel).__name__} {getattr(mel, 'dtype', '')}")
+        (audio,) = self.session.run(["audio"], {"mel": mel})
+        return audio
+
+    def close(self) -> None:
+        self.session = None  # as runtime.Engine.close frees its contexts: later calls fail
+
+
+class StandInTTS:
+    """The attributes of GPT-SoVITS' TTS the drop-in relies on, set as TTS sets them; init_vocoder
+    keeps GPT-SoVITS' rule of returning early when a vocoder of the same class is loaded."""
+
+    def __init__(self, version: str, is_half: bool, vocoders: dict):
+        self.configs = SimpleNamespace(version=version, is_half=is_half, device=torch.device("cpu"))
+        self.precision = torch.float16 if is_half else torch.float32
+        self.vocoder_configs = {"sr": None, "T_ref": None, "T_chunk": None, "upsample_rate": None, "overlapped_len": None}
+        self.vocoder = None
+        self._vocoders = vocoders
+        self.init_vocoder(version)
+
+    def init_vocoder(self, version: str) -> None:
+        module = self._vocoders[version]
+        if self.vocoder is not None and type(self.vocoder).__name__ == type(module).__name__:
+            return
+        self.vocoder = copy.deepcopy(module).half() if self.configs.is_half else module
+        self.vocoder_configs.update(sr=module.sampling_rate, upsample_rate=module.hop, overlapped_len=12)
+
+
+def settings_with_engines(engines: Path) -> dict:
+    settings = copy.deepcopy(SETTINGS)
+    settings["paths"]["engines"] = str(engines)  # absolute: pipeline paths join it to the repo root unchanged
+    return settings
+
+
+@pytest.fixture()
+def v4_engines(tmp_path, onnx_v4) -> Path:
+    """v4 at fp32 and fp16 and a v3 fp16 engine beside them, all runnable through the stand-in."""
+    engines = tmp_path / "engines"
+    for vocoder, precision in (("v4", "fp32"), ("v4", "fp16"), ("v3", "fp16")):
+        write_engine(engines, vocoder, precision, onnx_v4)
+    return engines
+
+
+def install_on(tts, engines: Path, **options):
+    return install(tts, {"use_tensorrt": True, **options}, settings=settings_with_engines(engines),
+                   load_engine=OnnxRuntimeEngine)
+
+
+def peak_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((actual.float() - expected.float()).abs().max() / expected.float().abs().max())
+
+
+# --- GPT-SoVITS drop-in --------------------------------------------------------------------------
+
+def test_drop_in_chooses_the_engine_of_version_and_precision(v4_engines, vocoder_v4):
+    half = StandInTTS("v4", is_half=True, vocoders={"v4": vocoder_v4})
+    install_on(half, v4_engines)
+    assert isinstance(half.vocoder, EngineVocoder)
+    assert half.vocoder.plan == v4_engines / "v4.fp16.plan"  # is_half, no tensorrt_precision: fp16
+
+    full = StandInTTS("v4", is_half=False, vocoders={"v4": vocoder_v4})
+    install_on(full, v4_engines)
+    assert full.vocoder.plan == v4_engines / "v4.fp32.plan"
+
+    install_on(full, v4_engines, tensorrt_precision="fp16")  # the yaml key wins over is_half
+    assert full.vocoder.plan == v4_engines / "v4.fp16.plan"
+    assert full.vocoder.pytorch is vocoder_v4  # installing again wraps GPT-SoVITS' module, not the wrapper
+
+
+def test_engine_call_keeps_dtype_device_and_shape_of_the_pytorch_vocoder(v4_engines, vocoder_v4):
+    tts = StandInTTS("v4", is_half=True, vocoders={"v4": vocoder_v4})
+    install_on(tts, v4_engines)
+    mel = torch.from_numpy(sample_mel("v4", frames=40, seed=3))
+    with torch.inference_mode():
+        expected = vocoder_v4(mel)
+        audio16 = tts.vocoder(mel.half())
+        audio32 = tts.vocoder(mel)
+    assert audio16.dtype == torch.float16 and audio16.device == mel.device
+    assert audio32.dtype == torch.float32
+    assert audio16.shape == audio32.shape == expected.shape == (1, 1, 40 * 480)
+    assert peak_error(audio32, expected) < 1e-4  # the float32 engine path is the vocoder itself
+    assert peak_error(audio16, expected) < 5e-3  # fp16 mel in, fp16 audio out: rounding only
+
+
+def test_drop_in_reattaches_after_init_vocoder_and_warns_once(v4_engines, vocoder_v4, caplog):
+    tiny_v3 = BigVGAN(BigVGANConfig(upsample_initial_channel=64)).eval()  # a real BigVGAN, small
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": vocoder_v4, "v3": tiny_v3})
+    install_on(tts, v4_engines)
+    tts.init_vocoder("v4")  # GPT-SoVITS returns early for the same class: the engine stays
+    assert isinstance(tts.vocoder, EngineVocoder) and tts.vocoder.pytorch is vocoder_v4
+
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        tts.init_vocoder("v3")  # no v3 fp32 engine, no GPT-SoVITS checkpoint here to build one from
+        assert tts.vocoder is tiny_v3
+        tts.init_vocoder("v4")
+        assert isinstance(tts.vocoder, EngineVocoder) and tts.vocoder.plan.name == "v4.fp32.plan"
+        tts.init_vocoder("v3")
+        assert tts.vocoder is tiny_v3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "v3 fp32" in warnings[0] and "not found" in warnings[0]
+    with torch.inference_mode():
+        assert tts.vocoder(torch.from_numpy(sample_mel("v3", frames=8))).shape == (1, 1, 8 * 256)
+
+
+def test_unloadable_engine_leaves_the_pytorch_vocoder_with_one_warning(rtx_engines, vocoder_v4, caplog):
+    engines = rtx_engines  # a real TensorRT-RTX plan: this machine has no GPU to load it on
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": vocoder_v4})
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        stats = install(tts, {"use_tensorrt": True}, settings=settings_with_engines(engines))  # the real runtime
+        tts.init_vocoder("v4")
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "keeps its PyTorch vocoder" in warnings[0].getMessage()
+    assert tts.vocoder is vocoder_v4
+    mel = torch.from_numpy(sample_mel("v4", frames=16))
+    with torch.inference_mode():
+        assert torch.equal(tts.vocoder(mel), vocoder_v4(mel))
+    assert stats.snapshot()["calls"] == 0
+
+
+def test_stats_count_calls_latency_and_real_time_factor(v4_engines, vocoder_v4):
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": vocoder_v4})
+    stats = install_on(tts, v4_engines)
+    assert tts.vocoder_stats is stats and stats.snapshot()["calls"] == 0
+    with torch.inference_mode():
+        for frames in (8, 16, 24, 32, 40):
+            tts.vocoder(torch.from_numpy(sample_mel("v4", frames=frames)))
+    snapshot = stats.snapshot()
+    assert snapshot["calls"] == snapshot["tensorrt_calls"] == 5 and snapshot["pytorch_calls"] == 0
+    assert 0 < snapshot["median_ms"] <= snapshot["p95_ms"]
+    assert snapshot["real_time_factor"] > 0
+
+
+def test_engine_failure_during_a_call_hands_over_to_pytorch(v4_engines, vocoder_v4, caplog):
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": vocoder_v4})
+    stats = install_on(tts, v4_engines)
+    tts.vocoder.engine.close()
+    mel = torch.from_numpy(sample_mel("v4", frames=16))
+    with caplog.at_level(logging.WARNING, logger="serving"), torch.inference_mode():
+        first, second = tts.vocoder(mel), tts.vocoder(mel)
+        expected = vocoder_v4(mel)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert stats.snapshot()["pytorch_calls"] == 2 and stats.snapshot()["tensorrt_calls"] == 0
+
+
+def test_rebuild_reasons_name_each_setting_that_differs(tmp_path, onnx_v4):
+    manifest = json.loads(write_engine(tmp_path, "v4", "fp16", onnx_v4).with_suffix(".json").read_text())
+    request = EngineRequest("v4", "fp16", SETTINGS["build"]["workspace_gib"], None)
+    assert rebuild_reasons(manifest, request) == []
+    assert rebuild_reasons(None, request) == ["no engine built yet"]
+    assert "precision" in " ".join(rebuild_reasons(manifest, EngineRequest("v4", "fp32", request.workspace_gib, None)))
+    assert "workspace" in " ".join(rebuild_reasons(manifest, EngineRequest("v4", "fp16", 2.5, None)))
+    assert "max batch" in " ".join(rebuild_reasons(manifest, EngineRequest("v4", "fp16", request.workspace_gib, 1)))
+    assert "weights" in " ".join(rebuild_reasons(manifest, request, checkpoint_sha256="0" * 64))
+
+
+def test_engine_settings_carry_workspace_and_max_batch_into_valid_profiles():
+    tuned = engine_settings(SETTINGS, EngineRequest("v4", "fp16", 3.0, 1))
+    assert tuned["build"]["workspace_gib"] == 3.0
+    assert {p.max[0] for p in profiles_for(tuned, "v4")} == {1}  # profiles_for checks min <= opt <= max
+    assert SETTINGS == load_settings()  # pipeline.toml's settings are untouched
+
+
+def test_yaml_section_and_bad_values(vocoder_v4):
+    configs = SimpleNamespace(default_configs={"custom": {"version": "v4"},
+                                               "tensorrt": {"use_tensorrt": True, "tensorrt_precision": "fp16"}})
+    assert yaml_options(SimpleNamespace(configs=configs)) == {"use_tensorrt": True, "tensorrt_precision": "fp16"}
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": vocoder_v4})
+    for options, word in (({"use_tensorrt": "yes"}, "use_tensorrt"),
+                          ({"use_tensorrt": True, "tensorrt_precision": "int3"}, "precision"),
+                          ({"use_tensorrt": True, "tensorrt_workspace_size": 0}, "workspace"),
+                          ({"use_tensorrt": True, "tensorrt_max_batch": 2}, "unknown")):
+        with pytest.raises(UserError, match=word):
+            install(tts, options)
+    assert install(tts, {"use_tensorrt": False}) is None and tts.vocoder is vocoder_v4
+
+
+# --- Triton model repository ---------------------------------------------------------------------
+
+def parse_config(path: Path):
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_triton_configs_parse_and_match_their_manifests(tmp_path):
+    engines = tmp_path / "engines"
+    plans = [write_engine(engines, "v4", "fp16", tmp_path / "unused.onnx", backend="tensorrt"),
+             write_engine(engines, "v3", "fp32", tmp_path / "unused.onnx", backend="tensorrt", plan_bytes=b"v3 plan")]
+    smallest = min(p.max[0] for vocoder in ("v3", "v4") for p in profiles_for(SETTINGS, vocoder))
+    serving = {**SETTINGS["serving"], "preferred_batch_sizes": [smallest], "instance_count": 2}
+    folders = write_repository(engines, tmp_path / "triton", serving)
+    assert sorted(f.name for f in folders) == ["v3_fp32", "v4_fp16"]
+    pb = model_config_pb2
+    for plan in plans:
+        manifest = json.loads(plan.with_suffix(".json").read_text())
+        folder = tmp_path / "triton" / f"{manifest['vocoder']}_{manifest['precision']}"
+        config = parse_config(folder / "config.pbtxt")
+        assert config.name == folder.name and config.platform == "tensorrt_plan"
+        assert config.max_batch_size == min(p["max"][0] for p in manifest["profiles"])
+        for tensors, spec in ((config.input, manifest["input"]), (config.output, manifest["output"])):
+            assert len(tensors) == 1 and tensors[0].name == spec["name"]
+            assert tensors[0].data_type == pb.TYPE_FP32 and list(tensors[0].dims) == spec["shape"][1:]
+        assert list(config.dynamic_batching.preferred_batch_size) == [smallest]
+        assert config.dynamic_batching.max_queue_delay_microseconds == serving["max_queue_delay_microseconds"]
+        (group,) = config.instance_group
+        assert group.count == 2 and group.kind == pb.ModelInstanceGroup.KIND_GPU
+        assert list(group.profile) == [str(i) for i in range(len(manifest["profiles"]))]
+        assert (folder / "1" / "model.plan").read_bytes() == plan.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def rtx_engines(tmp_path_factory, onnx_v4) -> Path:
+    """A real v4 plan and manifest from the build stage (TensorRT-RTX, small profiles, one target)."""
+    from build.plan import build_plan
+
+    settings = copy.deepcopy(SETTINGS)
+    settings["profiles"]["v4"] = [{"name": "short", "min": [1, 1], "opt": [1, 16], "max": [2, 32]},
+                                  {"name": "long", "min": [1, 1], "opt": [1, 64], "max": [1, 128]}]
+    settings["build"].update(rtx_compute_capabilities=["SM86"], optimization_level=0)
+    engines = tmp_path_factory.mktemp("rtx") / "engines"
+    settings["paths"]["timing_cache"] = str(engines / "timing.cache")
+    build_plan(onnx_v4, "v4", "fp32", engines / "v4.fp32.plan", backend="tensorrt_rtx", settings=settings)
+    return engines
+
+
+def test_triton_refuses_tensorrt_rtx_plans_unless_forced(tmp_path, rtx_engines):
+    engines, repository = rtx_engines, tmp_path / "triton"
+    manifest = json.loads((engines / "v4.fp32.json").read_text())
+    command = [sys.executable, "-m", "serving.triton", "--engines", str(engines), "--output", str(repository)]
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and not repository.exists()
+    assert refused.stderr.count("\n") == 1 and "full TensorRT only" in refused.stderr and "--force-rtx" in refused.stderr
+    forced = subprocess.run(command + ["--force-rtx"], cwd=REPO, capture_output=True, text=True)
+    assert forced.returncode == 0, forced.stderr
+    config = parse_config(repository / "v4_fp32" / "config.pbtxt")  # from the build stage's own manifest
+    assert config.max_batch_size == 1 and list(config.instance_group[0].profile) == ["0", "1"]
+    assert [(t.name, list(t.dims)) for t in (*config.input, *config.output)] == \
+        [(manifest["input"]["name"], manifest["input"]["shape"][1:]), (manifest["output"]["name"], manifest["output"]["shape"][1:])]
+    assert sha256_of(repository / "v4_fp32" / "1" / "model.plan") == manifest["plan"]["sha256"]
+
+
+def test_triton_rejects_bad_inputs_in_one_line(tmp_path):
+    engines = tmp_path / "engines"
+    plan = write_engine(engines, "v4", "fp32", tmp_path / "unused.onnx", backend="tensorrt")
+    with pytest.raises(UserError, match="preferred_batch_sizes"):
+        write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "preferred_batch_sizes": [8]})
+    with pytest.raises(UserError, match="instance kind"):
+        write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "instance_kind": "GPU"})
+    plan.write_bytes(b"changed after the build")
+    with pytest.raises(UserError, match="does not match its manifest"):
+        write_repository(engines, tmp_path / "triton", SETTINGS["serving"])
+    assert not (tmp_path / "triton" / "v4_fp32" / "config.pbtxt").exists()
