@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", choices=["auto", "tensorrt", "tensorrt_rtx"],
                         help="Python builder backend (default: [build] backend; auto = full TensorRT first)")
     args = parser.parse_args(argv)
-    from build.plan import build_plan  # here, so --help and doctor skip the torch import behind read_metadata
+    from build.plan import build_plan  # here, so --help and doctor skip the TensorRT and onnx imports
     build_plan(args.onnx, args.vocoder, args.precision, args.output, builder=args.builder, backend=args.backend)
     return 0
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from export.to_onnx import read_metadata
 from pipeline.errors import UserError
+from pipeline.onnx_metadata import REQUIRED as REQUIRED_METADATA, read_metadata
 
-REQUIRED_METADATA = ("vocoder", "sampling_rate", "hop", "n_mels", "checkpoint", "checkpoint_sha256")
 REDUCED_TYPES = ("float16", "bfloat16")
 
 

@@ -25,6 +25,7 @@ from export.mels import sample_mel
 from pipeline.cli import run_cli
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
+from pipeline.onnx_metadata import metadata_of, update_metadata
 from pipeline.settings import check_precision, load_settings
 
 log = logging.getLogger("clean")
@@ -54,20 +55,6 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def metadata_of(model: onnx.ModelProto) -> dict[str, str]:
-    return {entry.key: entry.value for entry in model.metadata_props}
-
-
-def set_metadata(model: onnx.ModelProto, values: dict) -> None:
-    """Add or replace metadata entries, JSON-encoding non-strings as export.to_onnx does."""
-    current = metadata_of(model)
-    current.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()})
-    del model.metadata_props[:]
-    for key, value in current.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
     """Node count per op type, most frequent first."""
     return dict(collections.Counter(node.op_type for node in model.graph.node).most_common())
@@ -81,7 +68,7 @@ def clean_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.cleanup().toposort()
     cleaned = gs.export_onnx(graph)
     cleaned = onnx.shape_inference.infer_shapes(cleaned, data_prop=True)
-    set_metadata(cleaned, metadata_of(model))
+    update_metadata(cleaned, metadata_of(model))
     return cleaned
 
 
@@ -153,7 +140,7 @@ def clean(source: str | Path, precision: str, output: str | Path, io_dtype: str 
     typed, plan = precisions.apply_precision(cleaned, precision, io_dtype)
     plan.update(source=str(source), op_counts=counts)
     plan_path = precisions.plan_path_for(output)
-    set_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
+    update_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
                          "fp16_mac_share": plan["fp16_mac_share"], "precision_plan": plan_path.name,
                          "clean_parity_rel_error": error})
     plan["seconds"] = round(time.perf_counter() - started, 1)

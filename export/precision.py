@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from export.mels import sample_mel
 from pipeline.errors import UserError
+from pipeline.onnx_metadata import metadata_of
 from pipeline.settings import check_precision, load_settings
 
 log = logging.getLogger("clean")
@@ -248,7 +249,7 @@ class Planner:
     def __init__(self, model32: onnx.ModelProto, bar: dict, io_dtype: str):
         self.model32, self.bar, self.io_dtype = model32, bar, io_dtype
         self.config = load_settings()["clean"]
-        self.vocoder = {e.key: e.value for e in model32.metadata_props}["vocoder"]
+        self.vocoder = metadata_of(model32)["vocoder"]
         self.trials: list[dict] = []
 
     def measure(self, float32_nodes: set[str], references: dict) -> tuple[onnx.ModelProto, dict[str, dict]]:
@@ -316,7 +317,7 @@ class Planner:
 def apply_precision(model: onnx.ModelProto, precision: str, io_dtype: str = "float32") -> tuple[onnx.ModelProto, dict]:
     """The typed model for `precision` and its plan (what stays float32, measured errors, half MAC share)."""
     spec = check_precision(load_settings(), precision)
-    metadata = {e.key: e.value for e in model.metadata_props}
+    metadata = metadata_of(model)
     header = {"format": 1, "vocoder": metadata["vocoder"], "checkpoint": metadata.get("checkpoint"),
               "precision": precision, "onnx_type": spec["onnx_type"], "io_dtype": io_dtype}
     if spec["onnx_type"] == "float32":

@@ -7,7 +7,6 @@ hop, mel bands, where the weights came from) travel in the model's metadata_prop
 """
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
+from pipeline.onnx_metadata import update_metadata
 from pipeline.settings import load_settings
 
 log = logging.getLogger("export")
@@ -45,7 +45,7 @@ def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path,
             do_constant_folding=True,
         )
         model = onnx.load(str(tmp))
-        _set_metadata(model, {
+        update_metadata(model, {
             "vocoder": vocoder,
             "sampling_rate": module.sampling_rate,
             "hop": module.hop,
@@ -59,25 +59,6 @@ def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path,
     log.info("%s: wrote %s (%d nodes)%s", vocoder, output, len(model.graph.node),
              " from SYNTHETIC weights" if module.source["sha256"] == "synthetic" else "")
     return output
-
-
-def _set_metadata(model: onnx.ModelProto, values: dict) -> None:
-    del model.metadata_props[:]
-    for key, value in values.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The pipeline metadata of an exported or cleaned model (weights are not loaded)."""
-    model = onnx.load(str(path), load_external_data=False)
-    values = {}
-    for entry in model.metadata_props:
-        try:
-            values[entry.key] = json.loads(entry.value)
-        except json.JSONDecodeError:
-            values[entry.key] = entry.value
-    return values
 
 
 def parity_error(module: nn.Module, onnx_path: str | Path, mel: np.ndarray) -> float:

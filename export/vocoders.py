@@ -65,6 +65,16 @@ def dilated_padding(kernel_size: int, dilation: int) -> int:
     return (kernel_size * dilation - dilation) // 2
 
 
+def dilated_conv_pairs(channels: int, kernel_size: int, dilations: tuple[int, ...]) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """The residual blocks' convolutions: one dilated and one plain 'same'-length conv per dilation."""
+    convs1 = nn.ModuleList(
+        nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=dilated_padding(kernel_size, d))
+        for d in dilations)
+    convs2 = nn.ModuleList(
+        nn.Conv1d(channels, channels, kernel_size, padding=dilated_padding(kernel_size, 1)) for _ in dilations)
+    return convs1, convs2
+
+
 def mean_of_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
     """The multi-receptive-field fusion both generators share: the mean of parallel blocks."""
     total = blocks[0](x)
@@ -173,12 +183,7 @@ class AMPBlock(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...], logscale: bool):
         super().__init__()
-        self.convs1 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=dilated_padding(kernel_size, d))
-            for d in dilations)
-        self.convs2 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, padding=dilated_padding(kernel_size, 1))
-            for _ in dilations)
+        self.convs1, self.convs2 = dilated_conv_pairs(channels, kernel_size, dilations)
         self.activations = nn.ModuleList(AntiAliasedSnake(channels, logscale) for _ in range(2 * len(dilations)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,12 +237,7 @@ class ResBlock1(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, dilations: tuple[int, ...]):
         super().__init__()
-        self.convs1 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, dilation=d, padding=dilated_padding(kernel_size, d))
-            for d in dilations)
-        self.convs2 = nn.ModuleList(
-            nn.Conv1d(channels, channels, kernel_size, padding=dilated_padding(kernel_size, 1))
-            for _ in dilations)
+        self.convs1, self.convs2 = dilated_conv_pairs(channels, kernel_size, dilations)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv1, conv2 in zip(self.convs1, self.convs2):

@@ -10,7 +10,7 @@ import pytest
 
 from export.clean import clean, clean_graph, load_model, op_counts, run_onnx
 from export.mels import sample_mel
-from export.to_onnx import read_metadata
+from pipeline.onnx_metadata import read_metadata
 from pipeline.settings import load_settings
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent

@@ -14,7 +14,8 @@ import torch
 from export.checkpoints import (add_weight_norm, fold_weight_norm, load_vocoder, save_v3_checkpoint,
                                 save_v4_checkpoint)
 from export.mels import sample_mel
-from export.to_onnx import parity_error, read_metadata
+from export.to_onnx import parity_error
+from pipeline.onnx_metadata import read_metadata
 from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 from pipeline.errors import UserError
 

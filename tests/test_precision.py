@@ -13,7 +13,8 @@ from export.checkpoints import load_vocoder
 from export.clean import clean, clean_graph, load_model
 from export.mels import sample_mel
 from export.precision import audio_errors, meets_bar, session_for, run_session, to_half
-from export.to_onnx import onnx_from_module, read_metadata
+from export.to_onnx import onnx_from_module
+from pipeline.onnx_metadata import read_metadata
 from pipeline.settings import load_settings
 
 HALF = onnx.TensorProto.FLOAT16

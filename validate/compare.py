@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from export.mels import sample_mel
-from export.to_onnx import read_metadata
+from pipeline.onnx_metadata import read_metadata
 from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT, load_settings
 from validate.metrics import audio_metrics, failures, thresholds_for

@@ -1,0 +1,36 @@
+"""The pipeline facts an ONNX model carries in its metadata_props: written by export (vocoder,
+sample rate, hop, mel bands, where the weights came from), extended by clean (precision, fp16
+share, plan file), read by build, validate and serving. Values are stored as JSON text."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+REQUIRED = ("vocoder", "sampling_rate", "hop", "n_mels", "checkpoint", "checkpoint_sha256")
+
+
+def metadata_of(model: onnx.ModelProto) -> dict[str, Any]:
+    values = {}
+    for entry in model.metadata_props:
+        try:
+            values[entry.key] = json.loads(entry.value)
+        except json.JSONDecodeError:
+            values[entry.key] = entry.value  # plain strings such as "v3" are stored unquoted
+    return values
+
+
+def update_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:
+    """Add or replace entries, keeping the others."""
+    merged = {**metadata_of(model), **values}
+    del model.metadata_props[:]
+    for key, value in merged.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of a model file, without loading its weights."""
+    return metadata_of(onnx.load(str(path), load_external_data=False))
