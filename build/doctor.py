@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from build.backend import (AUTO_ORDER, TITLES, execution_verdict, installed_backends, load_backend,
-                           pip_install_hint, rtx_compute_capabilities)
+                           pip_install_hint, rtx_compute_capabilities, sm_name)
 from build.config import build_config
 from pipeline.errors import UserError
 from pipeline.settings import load_settings
@@ -56,6 +56,15 @@ def cuda_state() -> CudaState:
     count = ctypes.c_int()
     lib.cuDeviceGetCount(ctypes.byref(count))
     return CudaState(driver, [_gpu(lib, index) for index in range(count.value)], "")
+
+
+def full_tensorrt_targets(hardware_compatibility: str) -> list[str] | None:
+    """What a full-TensorRT plan built here runs on: the build GPU's compute capability, unless it
+    was built Ampere-plus (then any Ampere or newer GPU; None, and the runtime lets TensorRT judge)."""
+    gpus = cuda_state().gpus
+    if hardware_compatibility == "ampere_plus" or not gpus:
+        return None
+    return [sm_name(gpus[0].capability)]
 
 
 def _gpu(lib, index: int) -> Gpu:

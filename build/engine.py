@@ -15,6 +15,7 @@ from typing import Sequence
 
 from build.backend import Backend, progress_bars, rtx_compute_capabilities, trt_logger
 from build.config import BuildConfig
+from build.doctor import full_tensorrt_targets
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 
@@ -36,7 +37,7 @@ class ProfileShapes:
 @dataclass(frozen=True)
 class BuiltPlan:
     serialized: object                         # the backend's IHostMemory (buffer protocol)
-    compute_capabilities: list[str] | None     # TensorRT-RTX targets; None for full TensorRT
+    compute_capabilities: list[str] | None     # GPUs the plan runs on (full TensorRT: the build GPU; None: any Ampere+)
     hardware_compatibility: str
     version_compatible: bool
 
@@ -95,8 +96,8 @@ def build_serialized(backend: Backend, onnx_path: str | Path, profiles: Sequence
             log.warning("[build] hardware_compatibility and version_compatible apply to full TensorRT only; "
                         "TensorRT-RTX plans target the compute capabilities %s", ", ".join(targets))
     else:
-        targets = None
         hardware, version_compatible = _set_compatibility(trt, builder_config, config)
+        targets = full_tensorrt_targets(hardware)
         _load_timing_cache(builder_config, config.timing_cache)
     monitor = progress_bars(trt)  # must outlive the build
     builder_config.progress_monitor = monitor

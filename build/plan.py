@@ -10,6 +10,7 @@ from typing import Any
 
 from build.backend import Backend, load_backend
 from build.config import BuildConfig, build_config
+from build.doctor import full_tensorrt_targets
 from build.engine import ProfileShapes, build_serialized
 from build.manifest import BuildRecord, make_manifest, manifest_path, write_manifest
 from build.onnx_model import OnnxFacts, inspect_onnx
@@ -80,7 +81,8 @@ def _build_with_trtexec(onnx_path, tmp_plan: Path, profiles, facts: OnnxFacts, c
     version = run_trtexec(trtexec_command(config.trtexec, onnx_path, tmp_plan, profiles, facts.input.name, config))
     if tmp_plan.stat().st_size == 0:
         raise UserError(f"trtexec reported success but wrote no plan to {tmp_plan}; run the trtexec line by hand")
-    return {"backend": "tensorrt", "backend_version": version, "compute_capabilities": None,
+    return {"backend": "tensorrt", "backend_version": version,
+            "compute_capabilities": full_tensorrt_targets(config.hardware_compatibility),
             "hardware_compatibility": config.hardware_compatibility, "version_compatible": config.version_compatible}
 
 

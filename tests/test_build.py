@@ -367,3 +367,14 @@ def test_execution_verdicts():
     assert not execution_verdict("tensorrt_rtx", (7, 0), supported, supported)[0]
     assert execution_verdict("tensorrt", (9, 0))[0]
     assert not execution_verdict("tensorrt", (7, 0))[0]
+
+
+def test_full_tensorrt_plans_record_the_gpu_they_run_on():
+    """Full TensorRT plans run on their build GPU's compute capability unless built Ampere-plus; the
+    runtime refuses another GPU up front from this manifest entry."""
+    from build.backend import sm_name
+    from build.doctor import cuda_state, full_tensorrt_targets
+
+    gpus = cuda_state().gpus
+    assert full_tensorrt_targets("ampere_plus") is None
+    assert full_tensorrt_targets("none") == ([sm_name(gpus[0].capability)] if gpus else None)
