@@ -52,16 +52,21 @@ def _bar():
     return {"cosine_min": spec["cosine_min"], "snr_min_db": spec["snr_min_db"]}
 
 
-@pytest.mark.parametrize("kind", ["default", "stress"])
-def test_fp16_v4_meets_the_bar_against_pytorch(kind, fp16_v4):
-    module, path, plan = fp16_v4[kind]
+def assert_meets_bar_against_pytorch(module, path, vocoder: str, lengths) -> None:
+    """The half model at `path` against float32 PyTorch on speech-like mels of each length."""
     session = session_for(onnx.load(str(path)))
-    for frames in load_settings()["clean"]["verify_frames"]["v4"]:
-        mel = sample_mel("v4", frames, seed=frames + 1)
+    for frames in lengths:
+        mel = sample_mel(vocoder, frames, seed=frames + 1)
         with torch.no_grad():
             expected = module(torch.from_numpy(mel)).numpy()
         errors = audio_errors(expected, run_session(session, mel))
-        assert meets_bar(errors, _bar()), (kind, frames, errors)
+        assert meets_bar(errors, _bar()), (vocoder, frames, errors)
+
+
+@pytest.mark.parametrize("kind", ["default", "stress"])
+def test_fp16_v4_meets_the_bar_against_pytorch(kind, fp16_v4):
+    module, path, plan = fp16_v4[kind]
+    assert_meets_bar_against_pytorch(module, path, "v4", load_settings()["clean"]["verify_frames"]["v4"])
     assert 0.0 < plan["fp16_mac_share"] <= 1.0
     assert read_metadata(path)["fp16_mac_share"] == plan["fp16_mac_share"]
 
@@ -118,13 +123,7 @@ def test_half_io_option_keeps_mel_and_audio_half(onnx_v4):
 
 def test_fp16_v3_default_meets_the_bar_against_pytorch(onnx_v3, vocoder_v3, tmp_path):
     path = clean(onnx_v3, "fp16", tmp_path / "v3.fp16.onnx")
-    session = session_for(onnx.load(str(path)))
-    for frames in (1, 2, 7, 64):
-        mel = sample_mel("v3", frames, seed=frames + 1)
-        with torch.no_grad():
-            expected = vocoder_v3(torch.from_numpy(mel)).numpy()
-        errors = audio_errors(expected, run_session(session, mel))
-        assert meets_bar(errors, _bar()), (frames, errors)
+    assert_meets_bar_against_pytorch(vocoder_v3, path, "v3", (1, 2, 7, 64))
 
 
 def test_fp16_v3_stress_gets_float32_regions_and_meets_the_bar(tmp_path):
@@ -136,10 +135,4 @@ def test_fp16_v3_stress_gets_float32_regions_and_meets_the_bar(tmp_path):
     assert not all(meets_bar(e, _bar()) for e in plan["errors_all_half"].values()), plan["errors_all_half"]
     assert plan["float32_nodes"] and all(meets_bar(e, _bar()) for e in plan["errors_planned"].values())
     assert "500" in {str(k) for k in plan["errors_planned"]}
-    session = session_for(onnx.load(str(path)))
-    for frames in (1, 2, 7, 64):
-        mel = sample_mel("v3", frames, seed=frames + 1)
-        with torch.no_grad():
-            expected = module(torch.from_numpy(mel)).numpy()
-        errors = audio_errors(expected, run_session(session, mel))
-        assert meets_bar(errors, _bar()), (frames, errors)
+    assert_meets_bar_against_pytorch(module, path, "v3", (1, 2, 7, 64))
