@@ -87,12 +87,6 @@ def rtx_compute_capabilities(trt: ModuleType) -> list[str]:
     return [name for name in trt.ComputeCapability.__members__ if name.startswith("SM")]
 
 
-def parse_sm(name: str) -> tuple[int, int]:
-    """"SM86" -> (8, 6); "SM120" -> (12, 0)."""
-    digits = name[2:]
-    return int(digits[:-1]), int(digits[-1])
-
-
 def sm_name(capability: tuple[int, int]) -> str:
     return f"SM{capability[0]}{capability[1]}"
 
