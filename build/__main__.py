@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli import run_cli
+from runtime.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -33,4 +33,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_main(main))

@@ -18,14 +18,12 @@ from types import ModuleType
 from tqdm import tqdm
 
 from pipeline.errors import UserError
+from runtime.runnable import PIP_NAMES
 
 log = logging.getLogger("build")
 
 AUTO_ORDER = ("tensorrt", "tensorrt_rtx")  # full TensorRT first: it runs on every supported GPU
-PIP_PACKAGES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt-rtx"}
 TITLES = {"tensorrt": "full TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
-# Full TensorRT 10.x executes on compute capability 7.5 (Turing) and newer, Hopper included.
-TENSORRT_MIN_COMPUTE_CAPABILITY = (7, 5)
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ def pip_install_hint(name: str) -> str:
     """The command that installs a backend into the interpreter running now."""
     python = sys.executable
     relative = os.path.relpath(python)
-    return f"{relative if not relative.startswith('..') else python} -m pip install {PIP_PACKAGES[name]}"
+    return f"{relative if not relative.startswith('..') else python} -m pip install {PIP_NAMES[name]}"
 
 
 def installed_backends() -> list[str]:
@@ -85,34 +83,6 @@ def load_backend(choice: str) -> Backend:
 def rtx_compute_capabilities(trt: ModuleType) -> list[str]:
     """Every GPU target this TensorRT-RTX version can build for, e.g. ["SM75", ..., "SM121"]."""
     return [name for name in trt.ComputeCapability.__members__ if name.startswith("SM")]
-
-
-def sm_name(capability: tuple[int, int]) -> str:
-    return f"SM{capability[0]}{capability[1]}"
-
-
-def execution_verdict(backend_name: str, capability: tuple[int, int], rtx_supported: list[str] | None = None,
-                      rtx_targets: list[str] | None = None) -> tuple[bool, str]:
-    """Whether plans of this backend can run on a GPU of this compute capability, and why not / the fix.
-
-    TensorRT-RTX runs only on the compute capabilities it can target (`rtx_supported`: RTX-class
-    Turing, Ampere, Ada, Blackwell; data-centre Hopper 9.0 is not one) and that the plans were built
-    for (`rtx_targets`). Full TensorRT runs on 7.5 and newer.
-    """
-    label = f"{capability[0]}.{capability[1]}"
-    if backend_name == "tensorrt_rtx":
-        name = sm_name(capability)
-        if name not in (rtx_supported or []):
-            return False, (f"TensorRT-RTX does not run on compute capability {label}; install full TensorRT "
-                           f"({pip_install_hint('tensorrt')}) and rebuild with `make engines` (auto picks it first)")
-        if name not in (rtx_targets or []):
-            return False, (f"[build] rtx_compute_capabilities leaves out {name}; add it (or use \"all\") "
-                           "and rebuild with `make engines`")
-        return True, f"TensorRT-RTX runs on compute capability {label} and the plans target {name}"
-    if capability < TENSORRT_MIN_COMPUTE_CAPABILITY:
-        return False, (f"full TensorRT 10 needs compute capability 7.5 or newer, this GPU has {label}; "
-                       "use a newer GPU")
-    return True, f"full TensorRT runs on compute capability {label} (plans are built for this GPU model)"
 
 
 def trt_logger(trt: ModuleType):

@@ -1,7 +1,9 @@
 """`python -m build doctor`: what is installed here and whether its plans can run on this machine's GPUs.
 
-The GPU is asked through the CUDA driver library itself (ctypes on libcuda), so the check needs
-neither torch nor the CUDA toolkit, and tells the truth on machines without a GPU.
+The GPU is asked through the CUDA driver library itself (runtime.cuda.driver_library), so the check
+needs neither torch, a CUDA binding nor the CUDA toolkit, and tells the truth on machines without
+a GPU. Whether plans can run is the runtime's decision (runtime/runnable.py): the doctor asks it
+about the plans this machine's builder would make.
 """
 from __future__ import annotations
 
@@ -11,13 +13,12 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from build.backend import (AUTO_ORDER, TITLES, execution_verdict, installed_backends, load_backend,
-                           pip_install_hint, rtx_compute_capabilities, sm_name)
-from build.config import build_config
+from build.backend import (AUTO_ORDER, TITLES, Backend, installed_backends, load_backend, pip_install_hint,
+                           rtx_compute_capabilities)
+from build.config import BuildConfig, build_config
 from pipeline.errors import UserError
 from pipeline.settings import load_settings
-
-CUDA_LIBRARIES = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
+from runtime import cuda, runnable
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
 
@@ -37,16 +38,11 @@ class CudaState:
 
 
 def cuda_state() -> CudaState:
-    """The CUDA driver version and the visible GPUs, read through libcuda."""
-    lib = None
-    for name in CUDA_LIBRARIES:
-        try:
-            lib = ctypes.CDLL(name)
-            break
-        except OSError:
-            continue
-    if lib is None:
-        return CudaState(None, [], "no CUDA driver (libcuda not found): no NVIDIA GPU usable on this machine")
+    """The CUDA driver version and the visible GPUs, read through the driver library."""
+    try:
+        lib = cuda.driver_library()
+    except OSError:
+        return CudaState(None, [], "no CUDA driver (its library is not found): no NVIDIA GPU usable on this machine")
     version = ctypes.c_int()
     lib.cuDriverGetVersion(ctypes.byref(version))
     driver = f"{version.value // 1000}.{version.value % 1000 // 10}"
@@ -64,7 +60,7 @@ def full_tensorrt_targets(hardware_compatibility: str) -> list[str] | None:
     gpus = cuda_state().gpus
     if hardware_compatibility == "ampere_plus" or not gpus:
         return None
-    return [sm_name(gpus[0].capability)]
+    return [runnable.sm_name(gpus[0].capability)]
 
 
 def _gpu(lib, index: int) -> Gpu:
@@ -96,44 +92,74 @@ def doctor_rows() -> list[tuple[str, str]]:
     rows = [("python", f"{sys.version.split()[0]} ({sys.executable})")]
     rows += [(f"{name} ({TITLES[name]})", version) for name, version in _backend_versions().items()]
     rows.append(("trtexec", shutil.which(config.trtexec) or f"{config.trtexec} not on PATH (only for BUILDER=trtexec)"))
+    rows.append(("CUDA binding (runtime)", cuda_binding_finding()))
     try:
         backend = load_backend(config.backend)
     except UserError as error:
         rows.append(("make engines uses", f"nothing: {error}"))
-        return rows + _cuda_rows(cuda_state(), None, None, None)
-    supported = targets = None
+        return rows + _cuda_rows(cuda_state(), None, config)
     if backend.is_rtx:
-        supported = rtx_compute_capabilities(backend.trt)
-        targets = supported if config.rtx_compute_capabilities == "all" else \
-            [t for t in config.rtx_compute_capabilities if t in supported]
-        used = f"{backend.name} {backend.version}, plans for {', '.join(targets)} (builds without a GPU)"
+        used = f"{backend.name} {backend.version}, plans for {', '.join(rtx_targets(backend, config))} (builds without a GPU)"
     else:
         used = f"{backend.name} {backend.version}, plans for the GPU it builds on (needs a GPU to build)"
     rows.append(("make engines uses", f"{used} ([build] backend = {config.backend})"))
-    return rows + _cuda_rows(cuda_state(), backend.name, supported, targets)
+    return rows + _cuda_rows(cuda_state(), backend, config)
 
 
-def _cuda_rows(state: CudaState, backend_name: str | None, rtx_supported: list[str] | None,
-               rtx_targets: list[str] | None) -> list[tuple[str, str]]:
+def cuda_binding_finding() -> str:
+    """Which CUDA binding the runtime would use, and how to get the other."""
+    installed = cuda.available_bindings()
+    missing = [name for name in cuda.BINDINGS if name not in installed]
+    if not installed:
+        return f"none: {cuda.INSTALL['cuda-bindings']} (or {cuda.INSTALL['pycuda']})"
+    other = f"; the other: {cuda.INSTALL[missing[0]]}" if missing else f"; {', '.join(installed)} installed"
+    return f"{cuda.chosen_binding()} (set {cuda.BINDING_VARIABLE} to choose){other}"
+
+
+def rtx_targets(backend: Backend, config: BuildConfig) -> list[str]:
+    supported = rtx_compute_capabilities(backend.trt)
+    if config.rtx_compute_capabilities == "all":
+        return supported
+    return [t for t in config.rtx_compute_capabilities if t in supported]
+
+
+def planned_manifest(backend_name: str, version: str, targets: list[str] | None, config: BuildConfig) -> dict:
+    """The part of a manifest that says where a plan built here with this config would run."""
+    return {"backend": backend_name, "backend_version": version, "compute_capabilities": targets,
+            "hardware_compatibility": config.hardware_compatibility if backend_name == "tensorrt" else "none",
+            "version_compatible": config.version_compatible and backend_name == "tensorrt"}
+
+
+def plan_verdict(backend: Backend | None, config: BuildConfig, gpu: Gpu) -> str:
+    """The runtime's verdict on the plans this machine would build, run on `gpu`."""
+    here = runnable.Gpu(gpu.name, gpu.capability)
+    if backend is None:  # nothing installed yet: what full TensorRT, which runs on every supported GPU, would do
+        manifest = planned_manifest("tensorrt", "10", [runnable.sm_name(gpu.capability)], config)
+        reason = runnable.why_not_runnable(manifest, here, runnable.Backend("tensorrt", "10"))
+        return f"NO backend installed; {reason or 'full TensorRT would run here: ' + pip_install_hint('tensorrt')}"
+    if backend.is_rtx:
+        targets = rtx_targets(backend, config)
+    else:
+        targets = None if config.hardware_compatibility == "ampere_plus" else [runnable.sm_name(gpu.capability)]
+    manifest = planned_manifest(backend.name, backend.version, targets, config)
+    reason = runnable.why_not_runnable(manifest, here, runnable.backend_of(backend.trt))
+    return f"NO: {reason}" if reason else f"yes: {backend.title} plans built here run on {here.described}"
+
+
+def _cuda_rows(state: CudaState, backend: Backend | None, config: BuildConfig) -> list[tuple[str, str]]:
     rows = [("CUDA driver", state.driver or "none")]
     if not state.gpus:
         rows.append(("GPU", f"none: {state.note}"))
-        if backend_name == "tensorrt_rtx":
+        if backend is not None and backend.is_rtx:
             rows.append(("run plans here", "no (no GPU); TensorRT-RTX still builds plans here ahead of time: "
                          "run them on a machine where `make doctor` says yes"))
-        elif backend_name == "tensorrt":
+        elif backend is not None:
             rows.append(("run plans here", "no (no GPU); full TensorRT cannot build or run without one: use "
                          f"TensorRT-RTX to build here ({pip_install_hint('tensorrt_rtx')}, --backend tensorrt_rtx)"))
         return rows
     for gpu in state.gpus:
         rows.append((f"GPU {gpu.index}", f"{gpu.name}, compute capability {gpu.capability[0]}.{gpu.capability[1]}"))
-        if backend_name is not None:
-            ok, reason = execution_verdict(backend_name, gpu.capability, rtx_supported, rtx_targets)
-            rows.append((f"run plans on GPU {gpu.index}", f"{'yes' if ok else 'NO'}: {reason}"))
-        else:  # nothing installed yet: say what full TensorRT, which runs on every supported GPU, would do
-            ok, reason = execution_verdict("tensorrt", gpu.capability)
-            rows.append((f"run plans on GPU {gpu.index}", f"NO backend installed; {reason}" +
-                         (f": install it with {pip_install_hint('tensorrt')}" if ok else "")))
+        rows.append((f"run plans on GPU {gpu.index}", plan_verdict(backend, config, gpu)))
     return rows
 
 

@@ -5,7 +5,7 @@ import argparse
 
 from export.checkpoints import load_vocoder
 from export.to_onnx import onnx_from_module
-from pipeline.cli import run_cli
+from runtime.errors import run_main
 
 
 def main(argv=None) -> int:
@@ -21,4 +21,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_main(main))

@@ -19,6 +19,7 @@ from torch import nn
 from export.synthetic import synthetic_state_dict
 from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 from pipeline.errors import UserError
+from runtime.errors import reason_of
 from pipeline.files import atomic_output, sha256_of
 
 log = logging.getLogger("export")
@@ -54,7 +55,7 @@ def _read_torch_file(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = reason_of(error)
         raise UserError(f"checkpoint {path} is not a readable PyTorch file ({reason}); "
                         "re-download or re-save it") from None
 

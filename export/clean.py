@@ -22,10 +22,13 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from export.mels import sample_mel
-from pipeline.cli import run_cli
+from runtime.errors import run_main
 from pipeline.errors import UserError
+from runtime.errors import reason_of
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import metadata_of, update_metadata
+from pipeline.onnx_tools import cpu_session, reroute, run_audio
+from pipeline.quality import max_error_over_peak
 from pipeline.settings import check_precision, load_settings
 
 log = logging.getLogger("clean")
@@ -41,7 +44,7 @@ def load_model(path: str | Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError, OSError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = reason_of(error)
         raise UserError(f"{path} is not a valid ONNX model ({reason[:200]}); re-export it with python -m export") from None
     names = load_settings()["tensors"]
     inputs = [i.name for i in model.graph.input]
@@ -79,13 +82,9 @@ def drop_noop_nodes(graph: gs.Graph) -> None:
         if not (node.inputs and node.outputs) or (
                 node.op != "Identity" and not (node.op == "Cast" and _casts_to_own_type(node))):
             continue
-        source, result = node.inputs[0], node.outputs[0]
-        if id(result) in outputs:
+        if id(node.outputs[0]) in outputs:
             continue  # a graph output keeps its name; the no-op stays
-        for consumer in list(result.outputs):
-            for index, tensor in enumerate(list(consumer.inputs)):
-                if tensor is result:
-                    consumer.inputs[index] = source
+        reroute(node.outputs[0], node.inputs[0])
         node.outputs.clear()
 
 
@@ -94,27 +93,12 @@ def _casts_to_own_type(node: gs.Node) -> bool:
     return dtype is not None and onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]) == np.dtype(dtype)
 
 
-def run_onnx(model: onnx.ModelProto | str | Path, mel: np.ndarray) -> np.ndarray:
-    """The model's audio for `mel` in ONNX Runtime's CPU provider."""
-    import onnxruntime as ort
-
-    names = load_settings()["tensors"]
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    (audio,) = session.run([names["output"]], {names["input"]: mel.astype(_input_dtype(session))})
-    return audio.astype(np.float32)
-
-
-def _input_dtype(session) -> type:
-    return np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
-
-
 def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: int) -> float:
     """Max abs difference of the cleaned model vs the input in ONNX Runtime, relative to peak."""
     vocoder = metadata_of(original)["vocoder"]
     mel = sample_mel(vocoder, frames, seed=11)
-    expected, actual = run_onnx(original, mel), run_onnx(cleaned, mel)
-    error = float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+    expected, actual = (run_audio(cpu_session(model), mel) for model in (original, cleaned))
+    error = max_error_over_peak(expected, actual)
     tolerance = load_settings()["clean"]["parity_rel_tol"]
     if not error <= tolerance:
         raise UserError(f"cleaned {vocoder} graph differs from its input by {error:.2e} of peak at {frames} frames "
@@ -166,4 +150,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_main(main))

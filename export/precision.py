@@ -28,6 +28,8 @@ from tqdm import tqdm
 
 from export.mels import sample_mel
 from pipeline.errors import UserError
+from pipeline.onnx_tools import cpu_session, reroute, run_audio
+from pipeline.quality import audio_errors, bar_for, meets_bar, rounded, worst
 from pipeline.onnx_metadata import metadata_of
 from pipeline.settings import check_precision, load_settings
 
@@ -72,12 +74,12 @@ def merge_casts(model: onnx.ModelProto) -> onnx.ModelProto:
         source = node.inputs[0]
         producer = source.inputs[0] if source.inputs else None
         if producer is not None and producer.op == "Cast" and _np_type(node.attrs["to"]) == producer.inputs[0].dtype:
-            _reroute(node.outputs[0], producer.inputs[0])
+            reroute(node.outputs[0], producer.inputs[0])
             continue
         twins = [c for c in source.outputs if c is not node and c.op == "Cast" and c.attrs["to"] == node.attrs["to"]
                  and c.outputs and id(c.outputs[0]) not in outputs]
         for twin in twins:
-            _reroute(twin.outputs[0], node.outputs[0])
+            reroute(twin.outputs[0], node.outputs[0])
     graph.cleanup().toposort()
     merged = gs.export_onnx(graph)
     merged.metadata_props.extend(model.metadata_props)
@@ -88,62 +90,20 @@ def _np_type(onnx_type: int) -> np.dtype:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx_type))
 
 
-def _reroute(old: gs.Variable, new: gs.Variable) -> None:
-    for consumer in list(old.outputs):
-        for index, tensor in enumerate(list(consumer.inputs)):
-            if tensor is old:
-                consumer.inputs[index] = new
-
-
 # --- measuring ---------------------------------------------------------------------------------
-
-
-def audio_errors(reference: np.ndarray, actual: np.ndarray) -> dict[str, float | bool]:
-    """Cosine similarity, SNR in dB and finiteness of `actual` against `reference`."""
-    ref, act = reference.astype(np.float64).ravel(), actual.astype(np.float64).ravel()
-    finite = bool(np.isfinite(act).all())
-    noise = float(((act - ref) ** 2).sum()) if finite else float("inf")
-    signal = float((ref ** 2).sum())
-    snr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
-    norms = float(np.linalg.norm(ref) * np.linalg.norm(act))
-    cosine = float(ref @ act / norms) if finite and norms > 0 else 0.0
-    return {"cosine": round(cosine, 8), "snr_db": round(float(snr), 2), "finite": finite}
-
-
-def meets_bar(errors: dict, bar: dict, margin_db: float = 0.0) -> bool:
-    return bool(errors["finite"] and errors["cosine"] >= bar["cosine_min"]
-                and errors["snr_db"] >= bar["snr_min_db"] + margin_db)
-
-
-def worst(errors: list[dict]) -> dict:
-    """The lowest cosine and SNR over several runs, finite only if all were."""
-    return {"cosine": min(e["cosine"] for e in errors), "snr_db": min(e["snr_db"] for e in errors),
-            "finite": all(e["finite"] for e in errors)}
-
-
-def session_for(model: onnx.ModelProto):
-    import onnxruntime as ort
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-
-
-def run_session(session, mel: np.ndarray) -> np.ndarray:
-    feed = session.get_inputs()[0]
-    dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
-    (audio,) = session.run([session.get_outputs()[0].name], {feed.name: mel.astype(dtype)})
-    return audio.astype(np.float32)
 
 
 def errors_by_frames(session, references: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict]:
     """Errors of `session` at each length of `references` ({frames: (mel, reference audio)})."""
-    return {str(frames): audio_errors(expected, run_session(session, mel))
+    return {str(frames): audio_errors(expected, run_audio(session, mel))
             for frames, (mel, expected) in references.items()}
 
 
 def references_for(model32: onnx.ModelProto, vocoder: str, frames: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Sample mels and the float32 model's audio for them: what every candidate is measured against."""
-    session = session_for(model32)
+    session = cpu_session(model32)
     mels = {f: sample_mel(vocoder, f, seed=100 + f) for f in frames}
-    return {f: (mel, run_session(session, mel)) for f, mel in mels.items()}
+    return {f: (mel, run_audio(session, mel)) for f, mel in mels.items()}
 
 
 def layerwise_errors(model32: onnx.ModelProto, model16: onnx.ModelProto, mel: np.ndarray) -> dict[str, float]:
@@ -254,7 +214,7 @@ class Planner:
 
     def measure(self, float32_nodes: set[str], references: dict) -> tuple[onnx.ModelProto, dict[str, dict]]:
         typed = to_half(self.model32, float32_nodes, self.io_dtype)
-        return typed, errors_by_frames(session_for(typed), references)
+        return typed, errors_by_frames(cpu_session(typed), references)
 
     def plan(self) -> tuple[onnx.ModelProto, dict]:
         plan_refs = references_for(self.model32, self.vocoder, self.config["plan_frames"])
@@ -277,7 +237,7 @@ class Planner:
             raise UserError(f"{self.vocoder}: even with every measured node in float32 the half model misses the bar "
                             f"({worst(list(verified.values()))}); use --precision fp32 for this checkpoint")
         plain_full = verified if count == 0 else errors_by_frames(
-            session_for(to_half(self.model32, set(), self.io_dtype)), verify_refs)
+            cpu_session(to_half(self.model32, set(), self.io_dtype)), verify_refs)
         return typed, self._report(units, count, plain_full, verified)
 
     def _bisect(self, units: list[dict], references: dict, margin: float) -> int:
@@ -290,7 +250,7 @@ class Planner:
             _, errors = self.measure(float32_set(units, middle), references)
             passed = meets_bar(worst(list(errors.values())), self.bar, margin)
             self.trials.append({"units": middle, "float32_nodes": len(float32_set(units, middle)),
-                                **worst(list(errors.values())), "pass": passed})
+                                **rounded(worst(list(errors.values()))), "pass": passed})
             low, high = (low, middle) if passed else (middle, high)
             progress.update(1)
         progress.close()
@@ -306,7 +266,8 @@ class Planner:
             "macs_per_frame": round(sum(macs.values()) / frames),
             "bar": self.bar, "plan_margin_db": self.config["plan_margin_db"],
             "reference": "float32 ONNX model in ONNX Runtime (CPU provider)",
-            "errors_all_half": plain, "errors_planned": verified,
+            "errors_all_half": {k: rounded(v) for k, v in plain.items()},
+            "errors_planned": {k: rounded(v) for k, v in verified.items()},
             "bisection": self.trials,
             "units_kept": [{k: unit[k] for k in ("node", "op", "error", "growth")} for unit in units[:count]],
             "layerwise_worst": [{k: unit[k] for k in ("node", "op", "error", "growth")}
@@ -325,6 +286,6 @@ def apply_precision(model: onnx.ModelProto, precision: str, io_dtype: str = "flo
     if spec["onnx_type"] == "bfloat16":
         raise UserError(f"precision {precision}: ONNX Runtime here cannot run bfloat16 convolutions, so no plan can be "
                         "measured; use fp16 (or fp32)")
-    bar = {"cosine_min": spec["cosine_min"], "snr_min_db": spec["snr_min_db"]}
+    bar = bar_for(load_settings(), precision)
     typed, plan = Planner(model, bar, io_dtype).plan()
     return typed, {**header, **plan}

@@ -1,5 +1,6 @@
-"""One exception type for problems the user can fix; CLIs print it as one line and exit non-zero."""
+"""The offline stages' user error: the runtime's one error style (runtime/errors.py), which it owns."""
+from runtime.errors import RuntimeUserError
 
 
-class UserError(Exception):
+class UserError(RuntimeUserError):
     """A problem with the user's input or environment; the message names it and the fix."""

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from runtime.engine import load_engine
-from runtime.errors import RuntimeUserError
+from runtime.errors import RuntimeUserError, run_main
 from runtime.manifest import read_manifest
 from runtime.mel import check_mel
 from runtime.wav import to_pcm16, write_wav
@@ -57,15 +57,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """main with a RuntimeUserError printed as `error: ...` and exit code 2."""
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
-        return main(argv)
-    except RuntimeUserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(run_main(main))

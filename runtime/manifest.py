@@ -1,8 +1,9 @@
 """The manifest beside each plan: the only thing the runtime trusts about it.
 
-Pure functions: reading and checking the manifest, deciding whether a plan can run on a given
-GPU and TensorRT build, and choosing an optimization profile for a request. No CUDA needed, so
-all of it is tested on machines without a GPU.
+The one reader of manifests in the project: every stage that needs one calls `read_manifest`.
+Pure functions: reading and checking the manifest against its schema and its plan file, and
+choosing an optimization profile for a request. No CUDA needed, so all of it is tested on
+machines without a GPU (whether a plan can run here is runtime/runnable.py's decision).
 """
 from __future__ import annotations
 
@@ -12,12 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import EngineError, RuntimeUserError
+from runtime.runnable import BACKENDS, REBUILD, parse_sm
 
 FORMAT = 1
-BACKENDS = ("tensorrt", "tensorrt_rtx")
-PIP_NAMES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt-rtx"}
-DISPLAY = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
-REBUILD = "rebuild it with `make engines`"
 
 
 @dataclass(frozen=True)
@@ -49,13 +47,27 @@ def read_manifest(plan_path: str | Path) -> dict:
     if not path.is_file():
         raise RuntimeUserError(f"manifest {path} not found beside the plan; {REBUILD} (the build stage writes both)")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RuntimeUserError(f"manifest {path} is not valid JSON ({error}); {REBUILD}") from None
     problem = _schema_problem(manifest)
     if problem:
         raise RuntimeUserError(f"manifest {path}: {problem}; {REBUILD}")
+    problem = _plan_file_problem(manifest, plan_path)
+    if problem:
+        raise EngineError(f"plan {plan_path} does not match its manifest ({problem}); {REBUILD} so both are written together")
     return manifest
+
+
+def _plan_file_problem(manifest: dict, plan_path: Path) -> str | None:
+    """A manifest copied beside another plan, or a plan replaced since: name and size disagree."""
+    expected = manifest["plan"]
+    if plan_path.name != expected["file"]:
+        return f"the manifest describes {expected['file']}, not {plan_path.name}"
+    size = plan_path.stat().st_size
+    if size != expected["size"]:
+        return f"size {size} bytes, manifest says {expected['size']}"
+    return None
 
 
 def _schema_problem(manifest: object) -> str | None:
@@ -86,7 +98,7 @@ def _schema_problem(manifest: object) -> str | None:
         if any(s[1] != manifest["n_mels"] for s in shapes) or not all(a <= b for a, b in zip(shapes[0], shapes[2])):
             return f"profile {entry.get('name')!r} does not fit n_mels {manifest['n_mels']} or has min > max"
     targets = manifest.get("compute_capabilities")
-    if targets is not None and not (isinstance(targets, list) and all(_parse_sm(t) for t in targets)):
+    if targets is not None and not (isinstance(targets, list) and all(parse_sm(t) for t in targets)):
         return "compute_capabilities must be null or a list like [\"SM86\", \"SM120\"]"
     plan = manifest.get("plan")
     if not (isinstance(plan, dict) and isinstance(plan.get("file"), str) and _positive_int(plan.get("size"))
@@ -97,58 +109,6 @@ def _schema_problem(manifest: object) -> str | None:
 
 def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _parse_sm(target: object) -> tuple[int, int] | None:
-    """'SM86' -> (8, 6), 'SM120' -> (12, 0)."""
-    if isinstance(target, str) and target.upper().startswith("SM") and target[2:].isdigit() and len(target) >= 4:
-        return int(target[2:-1]), int(target[-1])
-    return None
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
-
-
-def rtx_supports(cc: tuple[int, int]) -> bool:
-    """TensorRT-RTX runs on Turing, Ampere, Ada and RTX Blackwell; not on Hopper (9.x) or data-centre Blackwell (10.x)."""
-    return cc >= (7, 5) and cc[0] not in (9, 10, 11)
-
-
-def check_compatibility(manifest: dict, gpu: tuple[str, tuple[int, int]], backend: tuple[str, str]) -> None:
-    """Raise EngineError (one line: reason and fix) unless the plan can run on `gpu` = (name,
-    (major, minor)) with `backend` = (module name, version)."""
-    built_with, built_version = manifest["backend"], manifest["backend_version"]
-    name, version = backend
-    gpu_name, cc = gpu
-    cc = (int(cc[0]), int(cc[1]))
-    here = f"{gpu_name} (compute capability {cc[0]}.{cc[1]})"
-    if built_with == "tensorrt_rtx" and not rtx_supports(cc):
-        raise EngineError(f"TensorRT-RTX plans do not run on {here}; rebuild with full TensorRT (`make engines` with "
-                          "the tensorrt extra and build.backend = \"tensorrt\") or run on an RTX card (compute capability 7.5, 8.x, 12.x)")
-    if name != built_with:
-        raise EngineError(f"the plan was built with {DISPLAY[built_with]} {built_version} but this process uses "
-                          f"{DISPLAY.get(name, name)} {version}; pip install {PIP_NAMES[built_with]}=={built_version}, "
-                          f"or {REBUILD} with the {DISPLAY.get(name, name)} backend")
-    targets = manifest.get("compute_capabilities")
-    if targets is not None and cc not in {_parse_sm(t) for t in targets}:
-        raise EngineError(f"the plan targets {', '.join(targets)}, not {here}; add SM{cc[0]}{cc[1]} to "
-                          f"build.rtx_compute_capabilities in pipeline.toml and {REBUILD}")
-    if manifest.get("hardware_compatibility") == "ampere_plus" and cc < (8, 0):
-        raise EngineError(f"the plan was built for Ampere and newer, not {here}; {REBUILD} on this machine")
-    _check_version(built_with, built_version, version, bool(manifest.get("version_compatible")))
-
-
-def _check_version(backend: str, built: str, running: str, version_compatible: bool) -> None:
-    built_v, running_v = _version(built), _version(running)
-    fix = f"pip install {PIP_NAMES[backend]}=={built}, or {REBUILD} with the installed version"
-    if version_compatible:
-        if built_v[:1] != running_v[:1] or running_v < built_v:
-            raise EngineError(f"the version-compatible plan needs {DISPLAY[backend]} {built_v[0]}.x at {built} or newer, "
-                              f"this process has {running}; {fix}")
-    elif built_v[:3] != running_v[:3]:
-        raise EngineError(f"the plan was built with {DISPLAY[backend]} {built}, this process has {running} "
-                          f"(plans are tied to their version); {fix}")
 
 
 def check_plan_bytes(manifest: dict, plan: bytes, plan_path: str | Path) -> None:

@@ -13,7 +13,6 @@ top-level section in `configs.default_configs` and writes them back unchanged, w
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import subprocess
 import sys
@@ -32,6 +31,8 @@ from tqdm import tqdm
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import REPO_ROOT, check_precision, load_settings, output_paths
+from runtime.errors import RuntimeUserError, reason_of
+from runtime.manifest import read_manifest
 
 log = logging.getLogger("serving")
 
@@ -194,16 +195,12 @@ def load_runtime_engine(plan: Path):
     return load_engine(plan)
 
 
-def _read_manifest(path: Path) -> dict[str, Any] | None:
+def readable_manifest(plan: Path) -> dict[str, Any] | None:
+    """The plan's manifest, or None when there is no usable one (then the engine is rebuilt)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        return read_manifest(plan)
+    except RuntimeUserError:
         return None
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 class EngineVocoder(nn.Module):
@@ -228,7 +225,7 @@ class EngineVocoder(nn.Module):
             try:
                 audio = self._engine_audio(mel)
             except Exception as error:  # noqa: BLE001 - any engine failure hands over to PyTorch
-                log.warning("%s failed (%s); the PyTorch vocoder serves from now on", self.plan.name, _one_line(error))
+                log.warning("%s failed (%s); the PyTorch vocoder serves from now on", self.plan.name, reason_of(error))
                 self.engine, backend = None, "pytorch"
         if self.engine is None:
             audio = self.pytorch(mel)
@@ -284,7 +281,7 @@ class _DropIn:
         except Exception as error:  # noqa: BLE001 - whatever stops the engine, GPT-SoVITS keeps working
             self.failed.add(key)
             log.warning("TensorRT %s %s vocoder unavailable (%s); GPT-SoVITS keeps its PyTorch vocoder",
-                        version, request.precision, _one_line(error))
+                        version, request.precision, reason_of(error))
             return
         self.tts.vocoder = EngineVocoder(self.tts.vocoder, engine, plan, self.stats)
         log.info("GPT-SoVITS %s vocoder served by %s", version, plan)
@@ -293,7 +290,7 @@ class _DropIn:
         """The engine for `request`, built first when missing or built with other settings."""
         paths = output_paths(self.settings, request.vocoder, request.precision)
         checkpoint = gpt_sovits_checkpoint(self.settings, request.vocoder)
-        manifest = _read_manifest(paths["manifest"]) if paths["plan"].is_file() else None
+        manifest = readable_manifest(paths["plan"])
         reasons = rebuild_reasons(manifest, request, checkpoint_sha256(checkpoint))
         if reasons:
             log.info("building %s: %s", paths["plan"].name, "; ".join(reasons))

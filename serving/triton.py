@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import runtime
-from pipeline.cli import run_cli
+from runtime.errors import run_main
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import REPO_ROOT, load_settings
@@ -160,4 +160,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_main(main))

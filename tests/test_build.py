@@ -3,6 +3,7 @@ needs a GPU, so plans are checked against the parsed network, the ONNX and their
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.metadata
 import importlib.util
 import json
@@ -18,10 +19,10 @@ import onnx
 import pytest
 
 from build.__main__ import main as build_main
-from build.backend import execution_verdict, rtx_compute_capabilities
+from build.backend import rtx_compute_capabilities
 from build.config import build_config
 from build.plan import build_plan
-from pipeline.cli import run_cli
+from runtime.errors import run_main
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import load_settings
@@ -145,7 +146,7 @@ def test_precision_must_match_onnx_weights(onnx_v4, onnx_v4_fp16, tmp_path):
 
 def _tree_with_small_profiles(root: Path, onnx_v4: Path) -> dict:
     """A copy of the repository's make inputs with small profiles and an exported, 'cleaned' v4."""
-    for folder in ("pipeline", "export", "build"):
+    for folder in ("pipeline", "export", "build", "runtime"):
         (root / folder).mkdir()
         for source in (REPO / folder).glob("*.py"):
             shutil.copy2(source, root / folder / source.name)
@@ -208,7 +209,7 @@ def test_make_engines_twice_does_no_work(onnx_v4, tmp_path):
 # --- bad input: one line, exit code 2, no plan and no manifest -------------------------------------
 
 def _cli_error(capsys, argv) -> str:
-    assert run_cli(build_main, argv) == 2
+    assert run_main(build_main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     return err[0]
@@ -357,24 +358,36 @@ def test_doctor_reports_this_machine():
         assert f"compute capability {state.gpus[0].capability[0]}.{state.gpus[0].capability[1]}" in rows["GPU 0"]
 
 
-def test_execution_verdicts():
-    supported = rtx_compute_capabilities(trt)
-    hopper_ok, hopper_fix = execution_verdict("tensorrt_rtx", (9, 0), supported, supported)
-    assert not hopper_ok and "-m pip install tensorrt" in hopper_fix
-    assert execution_verdict("tensorrt_rtx", (8, 6), supported, supported)[0]
-    ada_ok, ada_fix = execution_verdict("tensorrt_rtx", (8, 9), supported, ["SM86"])
-    assert not ada_ok and "rtx_compute_capabilities" in ada_fix
-    assert not execution_verdict("tensorrt_rtx", (7, 0), supported, supported)[0]
-    assert execution_verdict("tensorrt", (9, 0))[0]
-    assert not execution_verdict("tensorrt", (7, 0))[0]
+def test_doctor_verdicts_come_from_the_runtime():
+    """The doctor asks the runtime's owner (runtime/runnable.py) about the plans this machine would build."""
+    from build.backend import Backend
+    from build.doctor import Gpu, plan_verdict
+
+    config = build_config(load_settings())
+    rtx = Backend("tensorrt_rtx", trt)
+    hopper = plan_verdict(rtx, config, Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0)))
+    assert hopper.startswith("NO: TensorRT-RTX plans do not run") and "full TensorRT" in hopper
+    assert plan_verdict(rtx, config, Gpu(0, "NVIDIA GeForce RTX 3090", (8, 6))).startswith("yes")
+    narrow = dataclasses.replace(config, rtx_compute_capabilities=("SM86",))
+    ada = plan_verdict(rtx, narrow, Gpu(0, "NVIDIA GeForce RTX 4090", (8, 9)))
+    assert ada.startswith("NO") and "rtx_compute_capabilities" in ada
+    assert plan_verdict(None, config, Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0))).startswith("NO backend installed")
 
 
-def test_full_tensorrt_plans_record_the_gpu_they_run_on():
-    """Full TensorRT plans run on their build GPU's compute capability unless built Ampere-plus; the
-    runtime refuses another GPU up front from this manifest entry."""
-    from build.backend import sm_name
-    from build.doctor import cuda_state, full_tensorrt_targets
+def test_full_tensorrt_plans_run_only_on_the_gpu_model_they_were_built_on(monkeypatch):
+    """The build records the build GPU's compute capability; the runtime then refuses any other GPU,
+    unless the plan was built Ampere-plus."""
+    from build import doctor
+    from runtime.runnable import Backend, Gpu, why_not_runnable
 
-    gpus = cuda_state().gpus
-    assert full_tensorrt_targets("ampere_plus") is None
-    assert full_tensorrt_targets("none") == ([sm_name(gpus[0].capability)] if gpus else None)
+    monkeypatch.setattr(doctor, "cuda_state", lambda: doctor.CudaState("13.0", [doctor.Gpu(0, "RTX A6000", (8, 6))], ""))
+    manifest = {"backend": "tensorrt", "backend_version": "10.16.1.11", "version_compatible": False,
+                "hardware_compatibility": "none", "compute_capabilities": doctor.full_tensorrt_targets("none")}
+    assert manifest["compute_capabilities"] == ["SM86"]
+    here = Backend("tensorrt", "10.16.1.11")
+    assert why_not_runnable(manifest, Gpu("RTX A6000", (8, 6)), here) is None
+    assert "built on a GPU of SM86" in why_not_runnable(manifest, Gpu("NVIDIA L40S", (8, 9)), here)
+    moving = dict(manifest, hardware_compatibility="ampere_plus", compute_capabilities=doctor.full_tensorrt_targets("ampere_plus"))
+    assert moving["compute_capabilities"] is None
+    assert why_not_runnable(moving, Gpu("NVIDIA L40S", (8, 9)), here) is None
+    assert "Ampere" in why_not_runnable(moving, Gpu("Tesla T4", (7, 5)), here)

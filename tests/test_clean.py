@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from export.clean import clean, clean_graph, load_model, op_counts, run_onnx
+from export.clean import clean, clean_graph, load_model, op_counts
 from export.mels import sample_mel
 from pipeline.onnx_metadata import read_metadata
+from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.settings import load_settings
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -28,7 +29,7 @@ def test_cleanup_keeps_outputs_and_shrinks_the_graph(vocoder, request):
     tolerance = load_settings()["clean"]["parity_rel_tol"]
     for batch, frames in ((1, 1), (2, 7), (1, 64)):
         mel = sample_mel(vocoder, frames, batch=batch, seed=frames)
-        expected, actual = run_onnx(exported, mel), run_onnx(cleaned, mel)
+        expected, actual = (run_audio(cpu_session(model), mel) for model in (exported, cleaned))
         assert actual.shape == expected.shape
         assert np.abs(actual - expected).max() <= tolerance * np.abs(expected).max()
 

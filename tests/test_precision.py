@@ -12,7 +12,9 @@ import torch
 from export.checkpoints import load_vocoder
 from export.clean import clean, clean_graph, load_model
 from export.mels import sample_mel
-from export.precision import audio_errors, meets_bar, session_for, run_session, to_half
+from export.precision import to_half
+from pipeline.onnx_tools import cpu_session, run_audio
+from pipeline.quality import audio_errors, bar_for, meets_bar
 from export.to_onnx import onnx_from_module
 from pipeline.onnx_metadata import read_metadata
 from pipeline.settings import load_settings
@@ -48,18 +50,17 @@ def _types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _bar():
-    spec = load_settings()["precisions"]["fp16"]
-    return {"cosine_min": spec["cosine_min"], "snr_min_db": spec["snr_min_db"]}
+    return bar_for(load_settings(), "fp16")
 
 
 def assert_meets_bar_against_pytorch(module, path, vocoder: str, lengths) -> None:
     """The half model at `path` against float32 PyTorch on speech-like mels of each length."""
-    session = session_for(onnx.load(str(path)))
+    session = cpu_session(onnx.load(str(path)))
     for frames in lengths:
         mel = sample_mel(vocoder, frames, seed=frames + 1)
         with torch.no_grad():
             expected = module(torch.from_numpy(mel)).numpy()
-        errors = audio_errors(expected, run_session(session, mel))
+        errors = audio_errors(expected, run_audio(session, mel))
         assert meets_bar(errors, _bar()), (vocoder, frames, errors)
 
 
@@ -117,8 +118,8 @@ def test_half_io_option_keeps_mel_and_audio_half(onnx_v4):
     types = _types(typed)
     assert types["mel"] == HALF and types["audio"] == HALF
     mel = sample_mel("v4", 7)
-    reference = run_session(session_for(clean_graph(load_model(onnx_v4))), mel)
-    assert audio_errors(reference, run_session(session_for(typed), mel))["finite"]
+    reference = run_audio(cpu_session(clean_graph(load_model(onnx_v4))), mel)
+    assert audio_errors(reference, run_audio(cpu_session(typed), mel))["finite"]
 
 
 def test_fp16_v3_default_meets_the_bar_against_pytorch(onnx_v3, vocoder_v3, tmp_path):

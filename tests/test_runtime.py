@@ -14,34 +14,29 @@ import numpy as np
 import pytest
 
 import runtime
-from runtime.__main__ import run as run_cli
+from factories import write_plan
+from runtime.__main__ import main as runtime_main
+from runtime.errors import PlanNotRunnable, run_main
+from runtime.runnable import Backend, Gpu, check_runnable
 from runtime.chunks import chunk_weights, plan_chunks
 from runtime.errors import EngineError, RuntimeUserError
 from runtime.manifest import batch_pieces, choose_profile, profiles_of
 from runtime.wav import to_pcm16, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
-RTX_TARGETS = ["SM75", "SM80", "SM86", "SM89", "SM120"]
+PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 500], "max": [4, 1000]},
+            {"name": "long", "min": [1, 1], "opt": [1, 2000], "max": [2, 4000]}]
+RTX = Backend("tensorrt_rtx", "1.7.1.116", ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121"))
 
 
-def make_plan(tmp_path: Path, backend: str = "tensorrt_rtx", version: str = "1.7.1.116", **overrides) -> Path:
-    """A plan file (arbitrary bytes) and a manifest describing it, as the build stage writes them."""
-    plan = tmp_path / "v4.fp16.plan"
-    plan.write_bytes(b"not really a plan" * 10)
-    manifest = {
-        "format": 1, "vocoder": "v4", "precision": "fp16", "backend": backend, "backend_version": version,
-        "sampling_rate": 48000, "hop": 480, "n_mels": 100,
-        "input": {"name": "mel", "dtype": "float32", "shape": [-1, 100, -1]},
-        "output": {"name": "audio", "dtype": "float32", "shape": [-1, 1, -1]},
-        "profiles": [{"name": "short", "min": [1, 100, 1], "opt": [1, 100, 500], "max": [4, 100, 1000]},
-                     {"name": "long", "min": [1, 100, 1], "opt": [1, 100, 2000], "max": [2, 100, 4000]}],
-        "compute_capabilities": RTX_TARGETS if backend == "tensorrt_rtx" else None,
-        "hardware_compatibility": "none", "version_compatible": False,
-        "plan": {"file": plan.name, "size": plan.stat().st_size, "sha256": hashlib.sha256(plan.read_bytes()).hexdigest()},
-    }
-    manifest.update(overrides)
-    plan.with_suffix(".json").write_text(json.dumps(manifest))
-    return plan
+def run_cli(argv) -> int:
+    return run_main(runtime_main, argv)
+
+
+def make_plan(tmp_path: Path, **options) -> Path:
+    """A v4 fp16 plan (placeholder bytes) with two profiles and its manifest, from the test factory."""
+    options.setdefault("profiles", PROFILES)
+    return write_plan(tmp_path, **options)
 
 
 def one_line_error(excinfo) -> str:
@@ -80,8 +75,8 @@ def test_manifest_without_profiles_is_refused(tmp_path):
 
 def test_tensorrt_rtx_plan_on_compute_capability_9_is_refused_with_the_fix(tmp_path):
     manifest = runtime.read_manifest(make_plan(tmp_path))
-    with pytest.raises(EngineError) as excinfo:
-        runtime.check_compatibility(manifest, gpu=("NVIDIA H100 80GB HBM3", (9, 0)), backend=("tensorrt_rtx", "1.7.1.116"))
+    with pytest.raises(PlanNotRunnable) as excinfo:
+        check_runnable(manifest, Gpu("NVIDIA H100 80GB HBM3", (9, 0)), RTX)
     message = one_line_error(excinfo)
     for part in ("TensorRT-RTX", "compute capability 9.0", "full TensorRT", "make engines", "tensorrt extra", "RTX card"):
         assert part in message
@@ -89,44 +84,45 @@ def test_tensorrt_rtx_plan_on_compute_capability_9_is_refused_with_the_fix(tmp_p
 
 def test_tensorrt_rtx_plan_runs_on_a_targeted_rtx_card(tmp_path):
     manifest = runtime.read_manifest(make_plan(tmp_path))
-    runtime.check_compatibility(manifest, gpu=("NVIDIA GeForce RTX 4090", (8, 9)), backend=("tensorrt_rtx", "1.7.1.116"))
+    check_runnable(manifest, Gpu("NVIDIA GeForce RTX 4090", (8, 9)), RTX)
 
 
 def test_untargeted_rtx_card_names_the_missing_target(tmp_path):
-    manifest = runtime.read_manifest(make_plan(tmp_path, compute_capabilities=["SM86", "SM89"]))
-    with pytest.raises(EngineError) as excinfo:
-        runtime.check_compatibility(manifest, gpu=("NVIDIA GeForce RTX 2080 Ti", (7, 5)), backend=("tensorrt_rtx", "1.7.1.116"))
+    manifest = runtime.read_manifest(make_plan(tmp_path, targets=["SM86", "SM89"]))
+    with pytest.raises(PlanNotRunnable) as excinfo:
+        check_runnable(manifest, Gpu("NVIDIA GeForce RTX 2080 Ti", (7, 5)), RTX)
     assert "SM75" in one_line_error(excinfo) and "rtx_compute_capabilities" in str(excinfo.value)
 
 
 def test_other_backend_installed_names_the_package_to_install(tmp_path):
     manifest = runtime.read_manifest(make_plan(tmp_path))
-    with pytest.raises(EngineError) as excinfo:
-        runtime.check_compatibility(manifest, gpu=("NVIDIA GeForce RTX 4090", (8, 9)), backend=("tensorrt", "10.13.0.35"))
+    with pytest.raises(PlanNotRunnable) as excinfo:
+        check_runnable(manifest, Gpu("NVIDIA GeForce RTX 4090", (8, 9)), Backend("tensorrt", "10.13.0.35"))
     assert "pip install tensorrt-rtx==1.7.1.116" in one_line_error(excinfo)
+    assert "pip install tensorrt-rtx==1.7.1.116" in runtime.why_not_runnable(manifest, Gpu("RTX 4090", (8, 9)), None)
+    assert "no usable CUDA GPU" in runtime.why_not_runnable(manifest, None, RTX)
 
 
 @pytest.mark.parametrize("version_compatible, running, ok", [
-    (False, "10.13.0.35", True), (False, "10.13.2.6", False), (True, "10.14.1.48", True),
-    (True, "10.12.0.36", False), (True, "11.0.0.1", False),
+    (False, "10.13.0.35", True), (False, "10.13.0.36", False), (False, "10.13.2.6", False),
+    (True, "10.14.1.48", True), (True, "10.12.0.36", False), (True, "11.0.0.1", True),
 ])
 def test_version_rules_follow_version_compatibility(tmp_path, version_compatible, running, ok):
-    manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version="10.13.0.35",
+    """Plans are tied to all four parts of their version; version-compatible ones load in any later
+    version, TensorRT 11 included (NVIDIA documents 10.x version-compatible plans running on 11)."""
+    manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version="10.13.0.35", targets=["SM90"],
                                                version_compatible=version_compatible))
-    check = lambda: runtime.check_compatibility(manifest, gpu=("NVIDIA H100", (9, 0)), backend=("tensorrt", running))  # noqa: E731
-    if ok:
-        check()
-    else:
-        with pytest.raises(EngineError) as excinfo:
-            check()
-        assert "10.13.0.35" in one_line_error(excinfo) and "make engines" in str(excinfo.value)
+    reason = runtime.why_not_runnable(manifest, Gpu("NVIDIA H100", (9, 0)), Backend("tensorrt", running))
+    assert (reason is None) == ok, reason
+    if not ok:
+        assert "10.13.0.35" in reason and "make engines" in reason
 
 
 def test_ampere_plus_plan_is_refused_on_turing(tmp_path):
-    manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version="10.13.0.35",
+    manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version="10.13.0.35", targets=None,
                                                hardware_compatibility="ampere_plus"))
-    with pytest.raises(EngineError, match="Ampere"):
-        runtime.check_compatibility(manifest, gpu=("Tesla T4", (7, 5)), backend=("tensorrt", "10.13.0.35"))
+    with pytest.raises(PlanNotRunnable, match="Ampere"):
+        check_runnable(manifest, Gpu("Tesla T4", (7, 5)), Backend("tensorrt", "10.13.0.35"))
 
 
 def test_plan_that_does_not_match_its_manifest_is_refused(tmp_path):

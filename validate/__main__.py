@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-from pipeline.cli import run_cli
+from runtime.errors import run_main
 
 # subcommand -> (module, one-line help); each module offers add_arguments(parser) and main(args)
 COMMANDS = {
@@ -31,4 +31,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(run_main(main))

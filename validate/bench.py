@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
-import importlib.util
 import json
 import logging
 import math
@@ -25,9 +24,11 @@ from typing import Any, Callable
 import numpy as np
 
 from export.mels import sample_mel
+import runtime
+from runtime.errors import reason_of
 from pipeline.files import atomic_output
 from pipeline.settings import REPO_ROOT, load_settings, output_paths
-from validate.metrics import cosine_similarity, snr_db
+from pipeline.quality import cosine_similarity, snr_db
 
 log = logging.getLogger("validate")
 
@@ -40,6 +41,8 @@ BACKENDS = {
     "onnxruntime-cuda-fp16": ("cuda", "fp16"),
     "tensorrt-fp32": ("cuda", "fp32"),
     "tensorrt-fp16": ("cuda", "fp16"),
+    "tensorrt-fp32-zero-copy": ("cuda", "fp32"),
+    "tensorrt-fp16-zero-copy": ("cuda", "fp16"),
     "torch-compile-fp16": ("cuda", "fp16"),   # last GPU row: compiling takes a minute or more
     "torch-cpu-fp32": ("cpu", "fp32"),
     "onnxruntime-cpu-fp32": ("cpu", "fp32"),
@@ -102,26 +105,14 @@ def onnxruntime_cuda_reason() -> str | None:
 
 
 def tensorrt_reason(vocoder: str, precision: str, settings: dict) -> str | None:
-    """Why the built plan cannot execute here, or None (then Polygraphy's TrtRunner runs it)."""
-    reason = cuda_reason()
-    if reason:
-        return reason
-    import torch
-    major, minor = torch.cuda.get_device_capability()
-    installed = [name for name in ("tensorrt", "tensorrt_rtx") if importlib.util.find_spec(name)]
-    if major == 9 and "tensorrt" not in installed:
-        return "full TensorRT is not installed here and TensorRT-RTX does not run on Hopper (SM90)"
-    paths = output_paths(settings, vocoder, precision)
-    if not paths["plan"].is_file() or not paths["manifest"].is_file():
-        return f"no {paths['plan'].relative_to(REPO_ROOT)} with its manifest; run make engines"
-    manifest = json.loads(paths["manifest"].read_text())
-    backend = manifest.get("backend", "tensorrt")
-    if backend not in installed:
-        return f"{backend} is not installed here; the plan cannot be loaded"
-    allowed = manifest.get("compute_capabilities")
-    if allowed and f"SM{major}{minor}" not in allowed:
-        return f"{backend} plan built for {', '.join(allowed)}; this GPU ({torch.cuda.get_device_name()}) is SM{major}{minor}"
-    return None
+    """Why the built plan cannot execute here (the runtime's verdict), or None."""
+    plan = output_paths(settings, vocoder, precision)["plan"]
+    if not plan.is_file():
+        return f"no {plan.relative_to(REPO_ROOT)}; run make engines"
+    try:
+        return runtime.plan_blocker(runtime.read_manifest(plan))
+    except runtime.RuntimeUserError as error:
+        return str(error)
 
 
 def machine_info() -> dict[str, Any]:
@@ -162,6 +153,13 @@ class Models:
         if key not in self._cache and BACKENDS[backend][0] == "cuda":
             self.device_baseline[key] = gpu_bytes_in_use()
         return self._cached(key, make)
+
+    def close(self) -> None:
+        """Close what holds GPU state of its own (the runtime's engines)."""
+        for value in self._cache.values():
+            if hasattr(value, "close"):
+                value.close()
+        self._cache.clear()
 
     def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
         if key not in self._cache:
@@ -302,14 +300,15 @@ def _onnxruntime(models: Models, vocoder: str, mel: np.ndarray, precision: str, 
     return run, notes + ([note] if note else [])
 
 
-def _tensorrt(models: Models, vocoder: str, mel: np.ndarray, precision: str):
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+def _tensorrt(models: Models, vocoder: str, mel: np.ndarray, precision: str, zero_copy: bool):
+    """The project's own runtime, as users run it: numpy through pinned buffers, or CUDA tensors zero-copy."""
     plan = output_paths(models.settings, vocoder, precision)["plan"]
-    runner = models.session(vocoder, f"tensorrt-{precision}",
-                            lambda: TrtRunner(EngineFromBytes(plan.read_bytes())).__enter__())
-    name = models.settings["tensors"]["input"]
-    out = models.settings["tensors"]["output"]
-    return (lambda: runner.infer({name: mel})[out]), ["Polygraphy TrtRunner, host copies included"]
+    engine = models.session(vocoder, f"tensorrt-{precision}", lambda: runtime.load_engine(plan))
+    if not zero_copy:
+        return (lambda: engine(mel)), ["runtime host path: pinned copies in and out included"]
+    import torch
+    x = torch.from_numpy(mel).cuda()
+    return (lambda: engine(x)), ["runtime zero-copy path: CUDA tensor in and out"]
 
 
 def unavailable(backend: str, vocoder: str, settings: dict) -> str | None:
@@ -326,7 +325,7 @@ def prepare(models: Models, backend: str, vocoder: str, mel: np.ndarray, batch: 
     """(run_once, notes) for one row of a backend that can run here (Skip if it still cannot)."""
     device, precision = BACKENDS[backend]
     if backend.startswith("tensorrt"):
-        return _tensorrt(models, vocoder, mel, precision)
+        return _tensorrt(models, vocoder, mel, precision, backend.endswith("zero-copy"))
     if backend.startswith("torch-eager") or backend == "torch-cpu-fp32":
         return _torch_eager(models, vocoder, mel, precision == "fp16", device)
     if backend == "torch-cudagraph-fp16":
@@ -458,6 +457,7 @@ def run_benchmark(vocoders: list[str], frames: list[int], batches: list[int], ba
             results["rows"].append(asdict(row))
             if on_row:
                 on_row(results)
+        models.close()
     return results
 
 
@@ -480,7 +480,7 @@ def _measure(models: Models, vocoder: str, backend: str, batch: int, frames: int
         return _skipped(row, str(reason))
     except Exception as error:  # a backend that breaks must not end the benchmark: record why
         log.warning("%s %s %dx%d failed: %s", vocoder, backend, batch, frames, error)
-        return _skipped(row, f"failed: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}")
+        return _skipped(row, f"failed: {type(error).__name__}: {reason_of(error)}")
     row.runs = len(times)
     row.median_ms = float(np.median(times))
     row.p10_ms, row.p90_ms = (float(v) for v in np.percentile(times, [10, 90]))

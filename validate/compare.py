@@ -11,7 +11,6 @@ that went wrong. Inputs and reference outputs are saved in Polygraphy's JSON for
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -22,8 +21,10 @@ import numpy as np
 from export.mels import sample_mel
 from pipeline.onnx_metadata import read_metadata
 from pipeline.errors import UserError
+import runtime
 from pipeline.settings import REPO_ROOT, load_settings
-from validate.metrics import audio_metrics, failures, thresholds_for
+from pipeline.quality import bar_for, failures
+from validate.metrics import audio_metrics
 
 log = logging.getLogger("validate")
 
@@ -75,31 +76,6 @@ def candidate_precision(candidate: Path, manifest: dict | None) -> str:
     model = onnx.load(str(candidate))
     types = {init.data_type for init in model.graph.initializer}
     return "fp16" if onnx.TensorProto.FLOAT16 in types else "bf16" if onnx.TensorProto.BFLOAT16 in types else "fp32"
-
-
-def read_manifest(plan: Path) -> dict:
-    manifest_path = plan.with_suffix(".json")
-    if not manifest_path.is_file():
-        raise UserError(f"{plan} has no manifest {manifest_path.name} beside it; rebuild it with python -m build")
-    return json.loads(manifest_path.read_text())
-
-
-def tensorrt_blocker(backend: str) -> str | None:
-    """Why TensorRT cannot execute a plan here, or None."""
-    import importlib.util
-    module = "tensorrt_rtx" if backend == "tensorrt_rtx" else "tensorrt"
-    if importlib.util.find_spec(module) is None:
-        return f"{module} is not installed"
-    try:
-        import torch
-        if not torch.cuda.is_available():
-            return "no CUDA GPU is visible"
-        major, _ = torch.cuda.get_device_capability()
-        if module == "tensorrt_rtx" and major == 9:
-            return "TensorRT-RTX does not run on Hopper (SM90)"
-    except ImportError:
-        pass
-    return None
 
 
 def reference_layers(reference: Path) -> list[tuple[str, str, str]]:
@@ -173,7 +149,7 @@ def compare(reference: str | Path, candidate: str | Path, layerwise: bool = Fals
     vocoder = read_metadata(reference).get("vocoder")
     if vocoder not in ("v3", "v4"):
         raise UserError(f"{reference} carries no vocoder metadata; pass the ONNX written by python -m export")
-    manifest = read_manifest(candidate) if candidate.suffix == ".plan" else None
+    manifest = runtime.read_manifest(candidate) if candidate.suffix == ".plan" else None
     precision = candidate_precision(candidate, manifest)
     frames = cfg["layer_frames"] if layerwise else cfg["compare_frames"]
     count = 1 if layerwise else cfg["compare_inputs"]
@@ -186,11 +162,11 @@ def compare(reference: str | Path, candidate: str | Path, layerwise: bool = Fals
         marked = [tensor for tensor, _, _ in layers if tensor in present]
     ref_runner = onnx_runner(reference, "reference", [t for t, _, _ in layers] if layerwise else None)
     if manifest is not None:
-        blocker = tensorrt_blocker(manifest.get("backend", "tensorrt"))
+        blocker = runtime.plan_blocker(manifest)
         if blocker:
-            raise UserError(f"{candidate}: TensorRT cannot execute here ({blocker}); compare its cleaned ONNX "
-                            f"instead: python -m validate compare {reference} {manifest['onnx']['path']}"
-                            f"{' --layerwise' if layerwise else ''}")
+            raise runtime.PlanNotRunnable(f"{candidate} cannot run here ({blocker}); compare its cleaned ONNX "
+                                          f"instead: python -m validate compare {reference} {manifest['onnx']['path']}"
+                                          f"{' --layerwise' if layerwise else ''}")
         cand_runner = trt_runner(candidate, manifest, layerwise, frames, settings)
     else:
         cand_runner = onnx_runner(candidate, "candidate", marked)
@@ -215,7 +191,7 @@ def compare(reference: str | Path, candidate: str | Path, layerwise: bool = Fals
     candidate_audio = [it[output_name] for it in results["candidate"]]
     rate = int(read_metadata(reference).get("sampling_rate", 0)) or (24000 if vocoder == "v3" else 48000)
     metrics = [audio_metrics(r, c, rate, settings) for r, c in zip(reference_audio, candidate_audio)]
-    thresholds = thresholds_for(settings, precision)
+    thresholds = bar_for(settings, precision)
     missed = sorted({phrase for m in metrics for phrase in failures(m, thresholds)})
     first = next((layer for layer in layer_list if not layer.passed), None)
 

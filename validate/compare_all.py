@@ -7,11 +7,11 @@ plan could not be executed.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT, load_settings
+from runtime import PlanNotRunnable, read_manifest
 from validate.compare import compare, summary
 
 
@@ -23,16 +23,14 @@ def engine_manifests(settings: dict) -> list[Path]:
 
 def compare_engine(manifest_path: Path, layerwise: bool, settings: dict) -> tuple[str, bool]:
     """(printable result, passed) for one engine."""
-    manifest = json.loads(manifest_path.read_text())
-    reference = REPO_ROOT / settings["paths"]["onnx"] / f"{manifest['vocoder']}.onnx"
     plan = manifest_path.with_suffix(".plan")
+    manifest = read_manifest(plan)
+    reference = REPO_ROOT / settings["paths"]["onnx"] / f"{manifest['vocoder']}.onnx"
     worst = settings["validate"]["worst_layers"]
     try:
         outcome = compare(reference, plan, layerwise, settings=settings)
         return summary(outcome, worst), outcome.passed
-    except UserError as error:
-        if "cannot execute here" not in str(error):
-            raise
+    except PlanNotRunnable as error:
         fallback = compare(reference, REPO_ROOT / manifest["onnx"]["path"], layerwise, settings=settings)
         return f"{plan.name}: NOT RUN - {error}\n{summary(fallback, worst)}", False
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.files import atomic_output
+from runtime import RuntimeUserError, read_manifest
 from pipeline.settings import REPO_ROOT, load_settings, output_paths
 from validate.bench import machine_info, run_benchmark, tensorrt_reason
 
@@ -36,23 +37,30 @@ def environment() -> list[tuple[str, str]]:
 def conversion(vocoder: str, precision: str, settings: dict) -> list[dict[str, Any]]:
     """Every file of the chain for one vocoder and precision: present or not, size, fp16 share."""
     rows = []
-    for kind, path in output_paths(settings, vocoder, precision).items():
+    paths = output_paths(settings, vocoder, precision)
+    for kind, path in paths.items():
         row = {"file": _relative(path), "kind": kind, "exists": path.is_file(),
                "mib": path.stat().st_size / 2 ** 20 if path.is_file() else None, "detail": ""}
         if kind == "precision_plan" and path.is_file():
-            row["detail"] = _fp16_share(json.loads(path.read_text()))
+            row["detail"] = _fp16_share(json.loads(path.read_text(encoding="utf-8")))
         if kind == "manifest" and path.is_file():
-            manifest = json.loads(path.read_text())
-            row["detail"] = f"{manifest.get('backend')} {manifest.get('backend_version')}, built in {manifest.get('build_seconds', 0):.0f} s"
+            row["detail"] = _build_detail(paths["plan"])
         rows.append(row)
     return rows
 
 
 def _fp16_share(plan: dict) -> str:
-    for key in ("fp16_mac_share", "fp16_share", "half_mac_share"):
-        if isinstance(plan.get(key), (int, float)):
-            return f"fp16 share of MACs {100 * plan[key]:.1f}%"
-    return "fp16 share not recorded"
+    share = plan.get("fp16_mac_share")
+    return f"fp16 share of MACs {100 * share:.1f}%" if isinstance(share, (int, float)) else "fp16 share not recorded"
+
+
+def _build_detail(plan: Path) -> str:
+    """Backend and build time from the manifest, or why the manifest cannot be read."""
+    try:
+        manifest = read_manifest(plan)
+    except RuntimeUserError as error:
+        return f"unreadable: {error}"
+    return f"{manifest['backend']} {manifest['backend_version']}, built in {manifest.get('build_seconds', 0):.0f} s"
 
 
 def _relative(path: Path) -> str:

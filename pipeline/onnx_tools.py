@@ -1,0 +1,36 @@
+"""The two ONNX mechanics several stages share: a CPU ONNX Runtime session that turns a mel into
+audio, and rewiring a graphsurgeon graph so one tensor's consumers read another."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def cpu_session(model):
+    """An ONNX Runtime CPU session for a ModelProto, serialized bytes or a path."""
+    import onnx
+    import onnxruntime as ort
+
+    if isinstance(model, onnx.ModelProto):
+        model = model.SerializeToString()
+    elif isinstance(model, Path):
+        model = str(model)
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+
+
+def run_audio(session, mel: np.ndarray) -> np.ndarray:
+    """The session's audio for `mel` as float32, the mel cast to the model's input type (half models too)."""
+    feed = session.get_inputs()[0]
+    dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
+    (audio,) = session.run([session.get_outputs()[0].name], {feed.name: np.asarray(mel).astype(dtype)})
+    return audio.astype(np.float32)
+
+
+def reroute(old, new) -> None:
+    """Every node that reads graphsurgeon tensor `old` reads `new` instead (the producer of `old`
+    is left without consumers, for graph.cleanup() to drop)."""
+    for consumer in list(old.outputs):
+        for index, tensor in enumerate(list(consumer.inputs)):
+            if tensor is old:
+                consumer.inputs[index] = new

@@ -1,0 +1,167 @@
+"""Can this plan run here, and if not, why and what to do: the one place that decides.
+
+The runtime asks before it loads a plan; validate (compare, bench, report) asks before it tries
+one and falls back when the answer is no; `make doctor` asks about the plans the installed builder
+would make. The decision itself is a pure function of the manifest, the GPU and the TensorRT
+module in use, so it is tested without a GPU; `plan_blocker` adds the look at this machine.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
+
+from runtime.errors import PlanNotRunnable, reason_of
+
+BACKENDS = ("tensorrt", "tensorrt_rtx")
+PIP_NAMES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt-rtx"}
+DISPLAY = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
+REBUILD = "rebuild it with `make engines`"
+FULL_TENSORRT_MIN_CAPABILITY = (7, 5)  # full TensorRT 10 and 11 run on Turing and newer
+AMPERE = (8, 0)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    capability: Tuple[int, int]
+
+    @property
+    def described(self) -> str:
+        return f"{self.name} (compute capability {self.capability[0]}.{self.capability[1]})"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """The TensorRT module of this process: its name, version and, for TensorRT-RTX, the compute
+    capabilities it can build for (the GPUs it runs on at all)."""
+
+    module: str
+    version: str
+    rtx_targets: Optional[Tuple[str, ...]] = None
+
+
+def sm_name(capability: Sequence[int]) -> str:
+    """(8, 6) -> 'SM86', (12, 0) -> 'SM120'."""
+    return f"SM{capability[0]}{capability[1]}"
+
+
+def parse_sm(target: object) -> Optional[Tuple[int, int]]:
+    """'SM86' -> (8, 6), 'SM120' -> (12, 0); None for anything else."""
+    if isinstance(target, str) and target.upper().startswith("SM") and target[2:].isdigit() and len(target) >= 4:
+        return int(target[2:-1]), int(target[-1])
+    return None
+
+
+def parse_version(text: str) -> Tuple[int, ...]:
+    return tuple(int(part) for part in str(text).split(".") if part.isdigit())
+
+
+def why_not_runnable(manifest: dict, gpu: Optional[Gpu], backend: Optional[Backend]) -> Optional[str]:
+    """The reason (with its fix) that the plan of `manifest` cannot run on `gpu` with `backend`, or
+    None when it can. `gpu` None: no usable GPU; `backend` None: the plan's module is not installed."""
+    built_with, built_version = manifest["backend"], manifest["backend_version"]
+    if backend is None:
+        return (f"{DISPLAY[built_with]} is not installed here; pip install {PIP_NAMES[built_with]}=={built_version} "
+                f"(the version the plan was built with)")
+    if gpu is None:
+        return "no usable CUDA GPU here; run on a machine with an NVIDIA GPU and its driver"
+    if backend.module != built_with:
+        return (f"the plan was built with {DISPLAY[built_with]} {built_version} but this process uses "
+                f"{DISPLAY.get(backend.module, backend.module)} {backend.version}; pip install "
+                f"{PIP_NAMES[built_with]}=={built_version}, or {REBUILD} with that backend")
+    reason = (_rtx_gpu_problem if built_with == "tensorrt_rtx" else _full_gpu_problem)(manifest, gpu, backend)
+    return reason or _version_problem(built_with, built_version, backend.version, bool(manifest.get("version_compatible")))
+
+
+def _rtx_gpu_problem(manifest: dict, gpu: Gpu, backend: Backend) -> Optional[str]:
+    """TensorRT-RTX runs a plan only on the compute capabilities it was built for, and only on those
+    it can target at all (RTX-class Turing to Blackwell; not Hopper or data-centre Blackwell)."""
+    here = sm_name(gpu.capability)
+    targets = manifest.get("compute_capabilities") or []
+    if here in targets:
+        return None
+    supported = backend.rtx_targets
+    if supported is not None and here not in supported:
+        return (f"TensorRT-RTX plans do not run on {gpu.described}; rebuild with full TensorRT (`make engines` with "
+                f"the tensorrt extra and build.backend = \"tensorrt\") or run on an RTX card ({', '.join(supported)})")
+    return (f"the plan targets {', '.join(targets) or 'no GPU'}, not {gpu.described}; add {here} to "
+            f"build.rtx_compute_capabilities in pipeline.toml and {REBUILD}")
+
+
+def _full_gpu_problem(manifest: dict, gpu: Gpu, backend: Backend) -> Optional[str]:
+    """Full TensorRT plans run on the GPU model they were built on, or with `ampere_plus` on any
+    Ampere or newer GPU."""
+    if tuple(gpu.capability) < FULL_TENSORRT_MIN_CAPABILITY:
+        return f"TensorRT {backend.version} does not run on {gpu.described}; use a GPU of compute capability 7.5 or newer"
+    if manifest.get("hardware_compatibility") == "ampere_plus":
+        if tuple(gpu.capability) < AMPERE:
+            return f"the plan was built for Ampere and newer, not {gpu.described}; {REBUILD} on this machine"
+        return None
+    targets = manifest.get("compute_capabilities")
+    if targets is not None and sm_name(gpu.capability) not in targets:
+        return (f"the plan was built on a GPU of {', '.join(targets)}, not {gpu.described}; {REBUILD} on this "
+                "machine, or set build.hardware_compatibility = \"ampere_plus\" for a plan that moves")
+    return None
+
+
+def _version_problem(backend: str, built: str, running: str, version_compatible: bool) -> Optional[str]:
+    """Plans are tied to the exact version that built them (all four parts), except full-TensorRT
+    version-compatible plans, which load in the same or any later version, the next major included."""
+    built_v, running_v = parse_version(built), parse_version(running)
+    fix = f"pip install {PIP_NAMES[backend]}=={built}, or {REBUILD} with the installed version"
+    if version_compatible and backend == "tensorrt":
+        if running_v < built_v:
+            return (f"the version-compatible plan needs {DISPLAY[backend]} {built} or newer, this process has "
+                    f"{running}; {fix}")
+        return None
+    if built_v != running_v:
+        return (f"the plan was built with {DISPLAY[backend]} {built}, this process has {running} "
+                f"(plans are tied to their exact version); {fix}")
+    return None
+
+
+def check_runnable(manifest: dict, gpu: Optional[Gpu], backend: Optional[Backend]) -> None:
+    """Raise PlanNotRunnable with the reason unless the plan can run."""
+    reason = why_not_runnable(manifest, gpu, backend)
+    if reason:
+        raise PlanNotRunnable(reason)
+
+
+# --- this machine --------------------------------------------------------------------------------
+
+
+def import_backend(module: str):
+    """The TensorRT module a plan needs, or None when it is not installed."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def backend_of(trt) -> Backend:
+    """Describe an imported TensorRT module."""
+    targets = None
+    if trt.__name__ == "tensorrt_rtx":
+        targets = tuple(name for name in trt.ComputeCapability.__members__ if name.startswith("SM"))
+    return Backend(trt.__name__, trt.__version__, targets)
+
+
+def gpu_here(device: int = 0) -> Gpu:
+    """This process's GPU `device`, asked through the runtime's CUDA layer (EngineError if none)."""
+    from runtime.cuda import cuda_layer
+
+    name, capability = cuda_layer().device_properties(device)
+    return Gpu(name, capability)
+
+
+def plan_blocker(manifest: dict, device: int = 0) -> Optional[str]:
+    """Why the plan of `manifest` cannot run on this machine's GPU `device`, or None."""
+    trt = import_backend(manifest["backend"])
+    if trt is None:
+        return why_not_runnable(manifest, None, None)
+    try:
+        gpu = gpu_here(device)
+    except Exception as error:  # noqa: BLE001 - no binding, no driver, no device: all mean "no GPU here"
+        return f"no usable CUDA GPU {device} here ({reason_of(error)}); run on a machine with an NVIDIA GPU and its driver"
+    return why_not_runnable(manifest, gpu, backend_of(trt))
