@@ -6,11 +6,15 @@ Cast nodes at the model's edges and around every node kept in float32); this mod
 nodes stay float32, per checkpoint, in three measured steps:
 
 1. a per-layer error study (Polygraphy marks every tensor as an output, ONNX Runtime runs the
-   float32 and the all-half model): each node gets the error growth from its inputs to its output;
-2. nodes ranked by that growth, each taking along the chain of one-input nodes that feeds it, are
-   kept float32 in a bisection over how many are needed, like `polygraphy debug precision`, on
-   short mels against the float32 model;
-3. the chosen plan is checked once at every verification length, and widened until it holds.
+   float32 and the all-half model) scores every node;
+2. every node of the graph is put in one candidate order: first the nodes whose error grows (worst
+   growth first, each with the chain of one-input nodes that feeds it), then the other non-dense
+   nodes by the error they pass on, then the dense convolutions the same way. A bisection over how
+   long a prefix of that order stays float32, like `polygraphy debug precision`, finds the shortest
+   that clears the bar on short mels. The order's full length is the float32 model itself, so the
+   search always ends with a plan that clears the bar;
+3. the chosen plan is checked once at every verification length, and widened along the same order
+   until it holds.
 
 The reference is the float32 ONNX model in ONNX Runtime (no PyTorch module travels with an ONNX
 file); the tests also compare against PyTorch.
@@ -56,7 +60,7 @@ def to_half(model: onnx.ModelProto, float32_nodes: set[str] | list[str], io_dtyp
         half = _converter().convert_float_to_float16(
             work, keep_io_types=io_dtype == "float32", node_block_list=sorted(float32_nodes),
             disable_shape_infer=True, max_finite_val=65504.0)
-    return merge_casts(half)
+    return merge_casts(half, keep_float_outputs=io_dtype == "float32")
 
 
 def _converter():
@@ -64,8 +68,12 @@ def _converter():
     return float16
 
 
-def merge_casts(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Cast(a->b) then Cast(b->a) reads the original; two Casts of one tensor to one type become one."""
+def merge_casts(model: onnx.ModelProto, keep_float_outputs: bool) -> onnx.ModelProto:
+    """Cast(a->b) then Cast(b->a) reads the original; two Casts of one tensor to one type become one.
+
+    With `keep_float_outputs`, a graph output the converter casts to half although its producer was
+    kept float32 (its keep_io_types misses that case) is float32 again, as the caller asked.
+    """
     graph = gs.import_onnx(model)
     outputs = {id(tensor) for tensor in graph.outputs}
     for node in graph.nodes:
@@ -80,10 +88,24 @@ def merge_casts(model: onnx.ModelProto) -> onnx.ModelProto:
                  and c.outputs and id(c.outputs[0]) not in outputs]
         for twin in twins:
             reroute(twin.outputs[0], node.outputs[0])
+    if keep_float_outputs:
+        _drop_half_casts_of_float_outputs(graph)
     graph.cleanup().toposort()
     merged = gs.export_onnx(graph)
     merged.metadata_props.extend(model.metadata_props)
     return merged
+
+
+def _drop_half_casts_of_float_outputs(graph: gs.Graph) -> None:
+    """Output <- Cast(to half) <- float32 tensor becomes output <- that tensor, under the output's name."""
+    for index, output in enumerate(graph.outputs):
+        cast = output.inputs[0] if output.inputs else None
+        if output.dtype != np.float16 or cast is None or cast.op != "Cast" or cast.inputs[0].dtype != np.float32:
+            continue
+        source = cast.inputs[0]
+        cast.outputs.clear()
+        source.name = output.name
+        graph.outputs[index] = source
 
 
 def _np_type(onnx_type: int) -> np.dtype:
@@ -102,12 +124,14 @@ def errors_by_frames(session, references: dict[int, tuple[np.ndarray, np.ndarray
 def references_for(model32: onnx.ModelProto, vocoder: str, frames: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Sample mels and the float32 model's audio for them: what every candidate is measured against."""
     session = cpu_session(model32)
-    mels = {f: sample_mel(vocoder, f, seed=100 + f) for f in frames}
+    seed = load_settings()["clean"]["mel_seed"]
+    mels = {f: sample_mel(vocoder, f, seed=seed) for f in frames}
     return {f: (mel, run_audio(session, mel)) for f, mel in mels.items()}
 
 
-def layerwise_errors(model32: onnx.ModelProto, model16: onnx.ModelProto, mel: np.ndarray) -> dict[str, float]:
-    """Relative RMS error of every tensor the two models share, all marked as outputs (Polygraphy)."""
+def layerwise_errors(model32: onnx.ModelProto, model16: onnx.ModelProto, mel: np.ndarray) -> dict[str, dict[str, float]]:
+    """RMS error of every tensor the two models share, all marked as outputs (Polygraphy): relative
+    to the tensor's RMS and absolute. A tensor that is NaN or Inf in half has an infinite error."""
     from polygraphy import constants
     from polygraphy.backend.onnx import modify_outputs
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
@@ -124,8 +148,10 @@ def layerwise_errors(model32: onnx.ModelProto, model16: onnx.ModelProto, mel: np
     for name, expected in reference.items():
         if name in half and expected.dtype == np.float32 and half[name].shape == expected.shape:
             scale = float(np.sqrt(np.mean(expected.astype(np.float64) ** 2))) or 1.0
-            diff = half[name].astype(np.float64) - expected
-            errors[name] = float(np.sqrt(np.mean(diff ** 2)) / scale)
+            with np.errstate(invalid="ignore", over="ignore"):
+                absolute = float(np.sqrt(np.mean((half[name].astype(np.float64) - expected) ** 2)))
+            absolute = absolute if np.isfinite(absolute) else float("inf")
+            errors[name] = {"relative": absolute / scale, "absolute": absolute}
     return errors
 
 
@@ -157,7 +183,7 @@ def half_mac_share(macs: dict[str, int], float32_nodes: set[str]) -> float:
 # --- planning ----------------------------------------------------------------------------------
 
 
-def ranked_units(model: onnx.ModelProto, errors: dict[str, float]) -> list[dict]:
+def ranked_units(model: onnx.ModelProto, errors: dict[str, dict[str, float]]) -> list[dict]:
     """Nodes whose half output is worse than their inputs, worst growth first, each with its feeders.
 
     A node's feeders are the chain of nodes with one computed input that leads to it (for Snake's
@@ -168,14 +194,23 @@ def ranked_units(model: onnx.ModelProto, errors: dict[str, float]) -> list[dict]
     producer = {out: node for node in graph.node for out in node.output}
     units = []
     for node in graph.node:
-        if not node.output or node.output[0] not in errors:
-            continue
-        computed = [name for name in node.input if name and name not in constants]
-        growth = errors[node.output[0]] / max([errors.get(name, 0.0) for name in computed] + [HALF_ROUNDOFF])
-        if growth > 1.0:
-            units.append({"node": node.name, "op": node.op_type, "error": errors[node.output[0]],
-                          "growth": growth, "nodes": _with_feeders(node, producer, constants)})
+        score = _score(node, errors, constants)
+        if score is not None and score["growth"] > 1.0:
+            units.append({**score, "stage": "error growth", "nodes": _with_feeders(node, producer, constants)})
     return sorted(units, key=lambda unit: -unit["growth"])
+
+
+def _score(node: onnx.NodeProto, errors: dict[str, dict[str, float]], constants: set[str]) -> dict | None:
+    """The node's measured output error and its growth over its inputs' (None: output not measured)."""
+    if not node.output or node.output[0] not in errors:
+        return None
+    error = errors[node.output[0]]
+    computed = [name for name in node.input if name and name not in constants]
+    worst_input = max([errors[name]["relative"] for name in computed if name in errors] + [HALF_ROUNDOFF])
+    with np.errstate(invalid="ignore"):
+        growth = float(np.float64(error["relative"]) / worst_input)  # inf / inf: NaN, not growth
+    return {"node": node.name, "op": node.op_type, "error": error["relative"],
+            "absolute_error": error["absolute"], "growth": growth}
 
 
 def _with_feeders(node: onnx.NodeProto, producer: dict, constants: set[str]) -> list[str]:
@@ -199,17 +234,44 @@ def _is_dense(node: onnx.NodeProto) -> bool:
     return node.op_type in DENSE_OPS and group == 1
 
 
+def candidate_order(model: onnx.ModelProto, errors: dict[str, dict[str, float]]) -> list[dict]:
+    """Every node of the graph, in the order the bisection keeps them float32; the last prefix is all.
+
+    First the units of `ranked_units`. Then the other non-dense nodes, then the dense convolutions,
+    each by the absolute error of its half output: those nodes do not grow the relative error, but
+    on a hard checkpoint half storage of large activations passes on errors that Snake's sin turns
+    into whole radians (a relative 2^-11 of 4,000 is 2), and the absolute error says where. Dense
+    convolutions come last because they hold the multiply-accumulates worth running in half.
+    """
+    units = ranked_units(model, errors)
+    taken = {name for unit in units for name in unit["nodes"]}
+    constants = {t.name for t in model.graph.initializer}
+    rest = [node for node in model.graph.node if node.name not in taken]
+    for stage, dense in (("contribution", False), ("dense", True)):
+        nodes = [node for node in rest if _is_dense(node) == dense]
+        scored = [{**(_score(node, errors, constants) or _unmeasured(node)), "stage": stage, "nodes": [node.name]}
+                  for node in nodes]
+        units += sorted(scored, key=lambda unit: -unit["absolute_error"])
+    return units
+
+
+def _unmeasured(node: onnx.NodeProto) -> dict:
+    """A node whose output the study could not compare: it goes last in its group."""
+    return {"node": node.name, "op": node.op_type, "error": 0.0, "absolute_error": 0.0, "growth": 0.0}
+
+
 def float32_set(units: list[dict], count: int) -> set[str]:
     return {name for unit in units[:count] for name in unit["nodes"]}
 
 
 class Planner:
-    """Finds, for one model and checkpoint, the fewest top-ranked units that keep the bar."""
+    """Finds, for one model and checkpoint, the shortest prefix of the candidate order that keeps the bar."""
 
-    def __init__(self, model32: onnx.ModelProto, bar: dict, io_dtype: str):
+    def __init__(self, model32: onnx.ModelProto, bar: dict, io_dtype: str, verify_frames: list[int] | None = None):
         self.model32, self.bar, self.io_dtype = model32, bar, io_dtype
         self.config = load_settings()["clean"]
         self.vocoder = metadata_of(model32)["vocoder"]
+        self.verify_frames = verify_frames or self.config["verify_frames"][self.vocoder]
         self.trials: list[dict] = []
 
     def measure(self, float32_nodes: set[str], references: dict) -> tuple[onnx.ModelProto, dict[str, dict]]:
@@ -220,46 +282,70 @@ class Planner:
         plan_refs = references_for(self.model32, self.vocoder, self.config["plan_frames"])
         plain, plain_errors = self.measure(set(), plan_refs)
         margin = self.config["plan_margin_db"]
-        units: list[dict] = []
+        order: list[dict] = []
         count = 0
         if not meets_bar(worst(list(plain_errors.values())), self.bar, margin):
-            study_mel = sample_mel(self.vocoder, self.config["study_frames"], seed=5)
-            units = ranked_units(self.model32, layerwise_errors(self.model32, plain, study_mel))
-            count = self._bisect(units, plan_refs, margin)
+            order = self._candidate_order(plain)
+            count = self._bisect(order, plan_refs, margin)
         del plain
-        verify_refs = references_for(self.model32, self.vocoder, self.config["verify_frames"][self.vocoder])
-        typed, verified = self.measure(float32_set(units, count), verify_refs)
-        while not meets_bar(worst(list(verified.values())), self.bar) and count < len(units):
-            count = min(len(units), max(1, 2 * count))
-            log.info("plan misses the bar at full length; widening to %d units", count)
-            typed, verified = self.measure(float32_set(units, count), verify_refs)
-        if not meets_bar(worst(list(verified.values())), self.bar):
-            raise UserError(f"{self.vocoder}: even with every measured node in float32 the half model misses the bar "
-                            f"({worst(list(verified.values()))}); use --precision fp32 for this checkpoint")
-        plain_full = verified if count == 0 else errors_by_frames(
-            cpu_session(to_half(self.model32, set(), self.io_dtype)), verify_refs)
-        return typed, self._report(units, count, plain_full, verified)
+        typed, count, verified = self._verified(order, count)
+        report = self._report(order, count, plain_errors, verified)
+        self._warn_when_little_is_half(report["fp16_mac_share"])
+        return typed, report
 
-    def _bisect(self, units: list[dict], references: dict, margin: float) -> int:
-        """Smallest count of top units in float32 that meets the bar plus margin (assumed monotone)."""
-        low, high = 0, len(units)
-        progress = tqdm(total=max(1, int(np.ceil(np.log2(max(2, len(units)))))), desc=f"{self.vocoder} precision plan",
+    def _candidate_order(self, plain: onnx.ModelProto) -> list[dict]:
+        """Every node in the order they are kept float32, from the per-layer study of the all-half model."""
+        study_mel = sample_mel(self.vocoder, self.config["study_frames"], seed=self.config["mel_seed"])
+        return candidate_order(self.model32, layerwise_errors(self.model32, plain, study_mel))
+
+    def _bisect(self, order: list[dict], references: dict, margin: float) -> int:
+        """Shortest prefix of `order` in float32 that meets the bar plus margin. The empty prefix (all
+        half) was measured to fail and the whole order is the float32 model, which meets any bar, so
+        the answer is always in range; prefixes are nested, so keeping more float32 never gives back
+        what a shorter prefix kept."""
+        low, high = 0, len(order)
+        progress = tqdm(total=max(1, int(np.ceil(np.log2(max(2, len(order)))))), desc=f"{self.vocoder} precision plan",
                         leave=False)
         while high - low > 1:
             middle = (low + high) // 2
-            _, errors = self.measure(float32_set(units, middle), references)
+            _, errors = self.measure(float32_set(order, middle), references)
             passed = meets_bar(worst(list(errors.values())), self.bar, margin)
-            self.trials.append({"units": middle, "float32_nodes": len(float32_set(units, middle)),
+            self.trials.append({"units": middle, "float32_nodes": len(float32_set(order, middle)),
                                 **rounded(worst(list(errors.values()))), "pass": passed})
             low, high = (low, middle) if passed else (middle, high)
             progress.update(1)
         progress.close()
         return high
 
-    def _report(self, units: list[dict], count: int, plain: dict, verified: dict) -> dict:
-        kept = float32_set(units, count)
-        macs = mac_counts(self.model32, self.config["plan_frames"][0])
-        frames = self.config["plan_frames"][0]
+    def _verified(self, order: list[dict], count: int) -> tuple[onnx.ModelProto, int, dict[str, dict]]:
+        """The plan measured at every verification length and widened along the candidate order until
+        it holds there; at worst that is the whole order, the float32 model, so it always ends."""
+        references = references_for(self.model32, self.vocoder, self.verify_frames)
+        typed, verified = self.measure(float32_set(order, count), references)
+        while not meets_bar(worst(list(verified.values())), self.bar) and (not order or count < len(order)):
+            if not order:  # all-half passed the short mels only: the order is needed after all
+                order.extend(self._candidate_order(typed))
+            count = min(len(order), max(1, 2 * count))
+            log.info("plan misses the bar at full length; widening to %d of %d candidates", count, len(order))
+            typed, verified = self.measure(float32_set(order, count), references)
+        if not meets_bar(worst(list(verified.values())), self.bar):
+            raise UserError(f"{self.vocoder}: with every node float32 the model still differs from the float32 model "
+                            f"({worst(list(verified.values()))}); report this model")
+        return typed, count, verified
+
+    def _warn_when_little_is_half(self, share: float) -> None:
+        floor = self.config["min_fp16_mac_share"]
+        if share < floor:
+            log.warning("%s: only %.1f%% of the multiply-accumulates run in float16 on this checkpoint (floor %.0f%%), "
+                        "so fp16 buys little over fp32; the mixed plan is written and meets the bar", self.vocoder,
+                        100 * share, 100 * floor)
+
+    def _report(self, order: list[dict], count: int, plain: dict, verified: dict) -> dict:
+        kept = float32_set(order, count)
+        frames = max(self.config["plan_frames"])
+        macs = mac_counts(self.model32, frames)
+        stages = ("error growth", "contribution", "dense")
+        summary = ("node", "op", "stage", "error", "absolute_error", "growth")
         return {
             "float32_nodes": sorted(kept),
             "fp16_mac_share": half_mac_share(macs, kept),
@@ -268,15 +354,17 @@ class Planner:
             "reference": "float32 ONNX model in ONNX Runtime (CPU provider)",
             "errors_all_half": {k: rounded(v) for k, v in plain.items()},
             "errors_planned": {k: rounded(v) for k, v in verified.items()},
+            "candidates": {stage: sum(unit["stage"] == stage for unit in order) for stage in stages},
+            "candidates_kept": {stage: sum(unit["stage"] == stage for unit in order[:count]) for stage in stages},
             "bisection": self.trials,
-            "units_kept": [{k: unit[k] for k in ("node", "op", "error", "growth")} for unit in units[:count]],
-            "layerwise_worst": [{k: unit[k] for k in ("node", "op", "error", "growth")}
-                                for unit in units[:self.config["report_layers"]]],
+            "layerwise_worst": [{k: unit[k] for k in summary} for unit in order[:self.config["report_layers"]]],
         }
 
 
-def apply_precision(model: onnx.ModelProto, precision: str, io_dtype: str = "float32") -> tuple[onnx.ModelProto, dict]:
-    """The typed model for `precision` and its plan (what stays float32, measured errors, half MAC share)."""
+def apply_precision(model: onnx.ModelProto, precision: str, io_dtype: str = "float32",
+                    verify_frames: list[int] | None = None) -> tuple[onnx.ModelProto, dict]:
+    """The typed model for `precision` and its plan (what stays float32, measured errors, half MAC share);
+    `verify_frames` replaces `[clean] verify_frames` (the tests verify one short length)."""
     spec = check_precision(load_settings(), precision)
     metadata = metadata_of(model)
     header = {"format": 1, "vocoder": metadata["vocoder"], "checkpoint": metadata.get("checkpoint"),
@@ -287,5 +375,5 @@ def apply_precision(model: onnx.ModelProto, precision: str, io_dtype: str = "flo
         raise UserError(f"precision {precision}: ONNX Runtime here cannot run bfloat16 convolutions, so no plan can be "
                         "measured; use fp16 (or fp32)")
     bar = bar_for(load_settings(), precision)
-    typed, plan = Planner(model, bar, io_dtype).plan()
+    typed, plan = Planner(model, bar, io_dtype, verify_frames).plan()
     return typed, {**header, **plan}

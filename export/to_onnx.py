@@ -1,12 +1,14 @@
 """PyTorch vocoder to ONNX with dynamic batch and frames, checked against PyTorch in ONNX Runtime.
 
 The TorchScript exporter (`dynamo=False`) is used on purpose: it gives the same graph on torch
-2.11 and 2.13, folds parameter-only expressions (filter expansions, Snake's exp terms) into
-constants, and takes plain `dynamic_axes`. Facts downstream stages need (vocoder, sample rate,
-hop, mel bands, where the weights came from) travel in the model's metadata_props.
+2.11 and 2.13 and takes plain `dynamic_axes`. It leaves expressions of parameters alone (filter
+expansions, Snake's exp terms stay nodes of the graph); `export.clean` folds them with
+onnx-graphsurgeon. Facts downstream stages need (vocoder, sample rate, hop, mel bands, where the
+weights came from) travel in the model's metadata_props.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -20,15 +22,16 @@ from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import update_metadata
+from pipeline.onnx_tools import cpu_session, run_audio
+from pipeline.quality import max_error_over_peak, within_float32_noise
 from pipeline.settings import load_settings
 
 log = logging.getLogger("export")
 
 
-def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path,
-                     verify_cases: tuple[tuple[int, int], ...] = ((1, 7), (1, 64), (2, 100))) -> Path:
+def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path) -> Path:
     """Export `module` to `output`, carrying the pipeline's metadata; the file appears only once
-    ONNX Runtime has matched PyTorch at each (batch, frames) of `verify_cases`."""
+    ONNX Runtime has passed the parity oracle at each of `[export] verify_cases`."""
     settings = load_settings()
     names = settings["tensors"]
     example = torch.from_numpy(sample_mel(vocoder, frames=32))
@@ -55,37 +58,53 @@ def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path,
             "torch_version": torch.__version__,
         })
         onnx.save(model, str(tmp))
-        verify_export(module, vocoder, tmp, verify_cases)
+        verify_export(module, vocoder, tmp)
     log.info("%s: wrote %s (%d nodes)%s", vocoder, output, len(model.graph.node),
              " from SYNTHETIC weights" if module.source["sha256"] == "synthetic" else "")
     return output
 
 
-def parity_error(module: nn.Module, onnx_path: str | Path, mel: np.ndarray) -> float:
-    """Max abs difference between ONNX Runtime (CPU) and PyTorch, relative to PyTorch's peak."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = load_settings()["tensors"]
-    (actual,) = session.run([names["output"]], {names["input"]: mel})
+def pytorch_audio(module: nn.Module, mel: np.ndarray) -> np.ndarray:
+    """The module's audio for `mel`, computed in the module's own dtype (float32 or float64)."""
+    dtype = next(module.parameters()).dtype
     with torch.no_grad():
-        expected = module(torch.from_numpy(mel)).numpy()
-    if actual.shape != expected.shape:
-        raise AssertionError(f"ONNX output shape {actual.shape} != PyTorch {expected.shape}")
-    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
+        return module(torch.from_numpy(mel).to(dtype)).numpy()
 
 
-def verify_export(module: nn.Module, vocoder: str, onnx_path: str | Path,
-                  cases: tuple[tuple[int, int], ...] = ((1, 64),)) -> dict[str, float]:
-    """Check parity at each (batch, frames); raise UserError naming the first case over tolerance."""
-    tolerance = load_settings()["export"]["parity_rel_tol"]
+def export_errors(module: nn.Module, exact: nn.Module, session, mel: np.ndarray) -> tuple[float, float]:
+    """(ONNX Runtime's, PyTorch float32's) max error from the float64 module `exact`, relative to its peak."""
+    truth = pytorch_audio(exact, mel)
+    onnx_audio = run_audio(session, mel)
+    if onnx_audio.shape != truth.shape:
+        raise UserError(f"ONNX output shape {onnx_audio.shape} differs from PyTorch's {truth.shape} for a mel of "
+                        f"shape {mel.shape}; report this export")
+    return max_error_over_peak(truth, onnx_audio), max_error_over_peak(truth, pytorch_audio(module, mel))
+
+
+def verify_export(module: nn.Module, vocoder: str, onnx_path: str | Path) -> dict[str, dict[str, float]]:
+    """The parity oracle of export: ONNX Runtime and PyTorch float32 both against float64 PyTorch.
+
+    A float32 vocoder is only as exact as float32 lets it be: on checkpoints with large gains
+    (activations in the thousands feeding Snake's sin) PyTorch float32 itself strays past 1e-4 of
+    peak from the float64 truth, and ONNX Runtime, rounding in another order, strays as far the
+    other way. So each (batch, frames) of `[export] verify_cases` measures both against a float64
+    copy of the module on the same mel, and the export is refused (one line naming the case) only
+    when ONNX Runtime is beyond `parity_rel_tol` AND more than `parity_noise_margin` times as far
+    from the truth as PyTorch float32 is: then the graph, not float32, is what differs.
+    """
+    config = load_settings()["export"]
+    session = cpu_session(Path(onnx_path))
+    exact = copy.deepcopy(module).double()
     errors = {}
-    for batch, frames in cases:
-        error = parity_error(module, onnx_path, sample_mel(vocoder, frames, batch=batch, seed=frames))
-        errors[f"{batch}x{frames}"] = error
-        if not error <= tolerance:
-            raise UserError(f"{onnx_path}: ONNX Runtime differs from PyTorch by {error:.2e} of peak at batch "
-                            f"{batch}, {frames} frames (tolerance {tolerance:.0e}); report this export")
-    log.info("%s: ONNX Runtime matches PyTorch (max error %.1e of peak over %s)", vocoder,
-             max(errors.values()), ", ".join(errors))
+    for batch, frames in config["verify_cases"]:
+        mel = sample_mel(vocoder, frames, batch=batch, seed=config["mel_seed"])
+        onnx_error, torch_error = export_errors(module, exact, session, mel)
+        errors[f"{batch}x{frames}"] = {"onnx_runtime": onnx_error, "pytorch_float32": torch_error}
+        if not within_float32_noise(onnx_error, torch_error, config["parity_rel_tol"], config["parity_noise_margin"]):
+            raise UserError(f"{onnx_path}: ONNX Runtime is {onnx_error:.2e} of peak from float64 PyTorch at batch {batch}, "
+                            f"{frames} frames, PyTorch float32 only {torch_error:.2e} (allowed: {config['parity_rel_tol']:.0e}, "
+                            f"or {config['parity_noise_margin']:g}x PyTorch float32's error); report this export")
+    log.info("%s: ONNX Runtime is within %.1e of peak of float64 PyTorch, PyTorch float32 within %.1e (over %s)",
+             vocoder, max(e["onnx_runtime"] for e in errors.values()),
+             max(e["pytorch_float32"] for e in errors.values()), ", ".join(errors))
     return errors

@@ -2,8 +2,8 @@
 
 v3 is BigVGAN v2 (anti-aliased SnakeBeta activations), v4 a HiFi-GAN generator. Both are written
 for export: channel counts are fixed at construction, so filter expansions and Snake's exp terms
-are functions of parameters only and fold into constants in the ONNX graph; nothing reads the
-input's shape, so batch and frames stay dynamic.
+are functions of parameters only (the exporter leaves them as nodes; export.clean folds them into
+constants with onnx-graphsurgeon); nothing reads the input's shape, so batch and frames stay dynamic.
 """
 from __future__ import annotations
 

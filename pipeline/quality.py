@@ -49,6 +49,13 @@ def max_error_over_peak(reference, candidate) -> float:
     return float(np.abs(cand - ref).max() / max(np.abs(ref).max(), 1e-12))
 
 
+def within_float32_noise(error: float, float32_error: float, tolerance: float, margin: float) -> bool:
+    """The parity rule of export and clean: a float32 graph `error` (max error over peak) from the
+    float64 truth passes within `tolerance`, or when it is at most `margin` times as far as a trusted
+    float32 evaluation of the same function (`float32_error`), i.e. within float32's own noise there."""
+    return error <= tolerance or error <= margin * float32_error
+
+
 def audio_errors(reference, candidate) -> dict:
     """Cosine, SNR and finiteness of `candidate` against `reference`, unrounded."""
     finite = bool(np.isfinite(np.asarray(candidate)).all())

@@ -1,17 +1,24 @@
 """The graphsurgeon cleanup: same outputs, far fewer nodes, metadata kept, bad files named in one line."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
-from export.clean import clean, clean_graph, load_model, op_counts
+import export.clean
+from export.clean import check_parity, clean, clean_graph, load_model, op_counts
+from export.float64 import evaluate_float64
 from export.mels import sample_mel
+from export.to_onnx import pytorch_audio
+from pipeline.errors import UserError
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
+from pipeline.quality import max_error_over_peak
 from pipeline.settings import load_settings
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -19,10 +26,22 @@ NODE_LIMITS = {"v3": 1500, "v4": 260}
 FOLDABLE_OPS = {"Constant", "ConstantOfShape", "Identity", "Reshape", "Expand", "Exp", "Reciprocal", "Where", "Equal"}
 
 
+@pytest.fixture(scope="module")
+def cleaned_graph(request):
+    """The cleaned graph of the default v3 or v4 export, made once for this file's tests."""
+    made = {}
+
+    def of(vocoder: str) -> onnx.ModelProto:
+        if vocoder not in made:
+            made[vocoder] = clean_graph(load_model(request.getfixturevalue(f"onnx_{vocoder}")))
+        return made[vocoder]
+    return of
+
+
 @pytest.mark.parametrize("vocoder", ["v4", "v3"])
-def test_cleanup_keeps_outputs_and_shrinks_the_graph(vocoder, request):
+def test_cleanup_keeps_outputs_and_shrinks_the_graph(vocoder, request, cleaned_graph):
     exported = load_model(request.getfixturevalue(f"onnx_{vocoder}"))
-    cleaned = clean_graph(exported)
+    cleaned = cleaned_graph(vocoder)
     counts = op_counts(cleaned)
     assert len(cleaned.graph.node) <= NODE_LIMITS[vocoder], counts
     assert not FOLDABLE_OPS & set(counts), counts
@@ -34,9 +53,9 @@ def test_cleanup_keeps_outputs_and_shrinks_the_graph(vocoder, request):
         assert np.abs(actual - expected).max() <= tolerance * np.abs(expected).max()
 
 
-def test_cleaned_pads_are_constant_edge_pads(onnx_v3):
+def test_cleaned_pads_are_constant_edge_pads(cleaned_graph):
     """TensorRT takes edge padding only with constant pad amounts."""
-    cleaned = clean_graph(load_model(onnx_v3))
+    cleaned = cleaned_graph("v3")
     constants = {t.name for t in cleaned.graph.initializer}
     pads = [node for node in cleaned.graph.node if node.op_type == "Pad"]
     assert pads
@@ -81,3 +100,69 @@ def test_unknown_precision_gives_one_line_error(onnx_v4, tmp_path):
     result = _run_clean_cli(onnx_v4, "--precision", "int3", "--output", tmp_path / "out.onnx")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: unknown precision 'int3'")
+
+
+# --- the parity oracle: float64 truth for the cleaned graph ----------------------------------
+
+@pytest.mark.parametrize("vocoder", ["v4", "v3"])
+def test_float64_evaluation_of_the_cleaned_graph_is_the_module_in_float64(vocoder, request, cleaned_graph):
+    """The clean oracle's truth: the cleaned graph computed in float64 agrees with the PyTorch module
+    in float64 several times more closely than ONNX Runtime's float32 does (not exactly: the constants
+    cleaning folded, such as Snake's exp terms, are stored in float32)."""
+    module = request.getfixturevalue(f"vocoder_{vocoder}")
+    cleaned = cleaned_graph(vocoder)
+    mel = sample_mel(vocoder, 8, batch=2, seed=3)
+    truth = pytorch_audio(copy.deepcopy(module).double(), mel)
+    float64_error = max_error_over_peak(truth, evaluate_float64(cleaned, mel))
+    float32_error = max_error_over_peak(truth, run_audio(cpu_session(cleaned), mel))
+    assert float64_error < float32_error / 4, (float64_error, float32_error)
+
+
+def with_weight_scaled(model: onnx.ModelProto, op: str, factor: float) -> onnx.ModelProto:
+    """A copy whose first `op` node's weight is multiplied by `factor`."""
+    planted = copy.deepcopy(model)
+    weight_name = next(node.input[1] for node in planted.graph.node if node.op_type == op)
+    weight = next(t for t in planted.graph.initializer if t.name == weight_name)
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * np.float32(factor), weight_name))
+    return planted
+
+
+def with_divisions_as_products(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same function rounded differently: every x / c becomes x * (1 / c), as a compiler might."""
+    reordered = copy.deepcopy(model)
+    constants = {t.name: t for t in reordered.graph.initializer}
+    for node in reordered.graph.node:
+        if node.op_type == "Div" and node.input[1] in constants:
+            reciprocal = np.float32(1.0) / numpy_helper.to_array(constants[node.input[1]])
+            name = node.input[1] + "_reciprocal"
+            if name not in constants:
+                constants[name] = numpy_helper.from_array(reciprocal.astype(np.float32), name)
+                reordered.graph.initializer.append(constants[name])
+            node.op_type, node.input[1] = "Mul", name
+    used = {name for node in reordered.graph.node for name in node.input}
+    kept = [t for t in reordered.graph.initializer if t.name in used]
+    del reordered.graph.initializer[:]
+    reordered.graph.initializer.extend(kept)
+    return reordered
+
+
+def test_planted_wrong_weight_in_the_cleaned_graph_is_refused(onnx_v4, cleaned_graph):
+    exported = load_model(onnx_v4)
+    planted = with_weight_scaled(cleaned_graph("v4"), "ConvTranspose", 1.01)
+    with pytest.raises(UserError) as refused:
+        check_parity(exported, planted, 64)
+    message = str(refused.value)
+    assert "\n" not in message and "from the float64 evaluation" in message and "report this model" in message
+
+
+def test_a_reordered_graph_passes_on_float32_noise_alone(onnx_v4, cleaned_graph, monkeypatch):
+    """With the absolute tolerance at zero only the oracle can pass it: rounding in another order
+    leaves the exported graph as close to the float64 truth as the cleaned one (no more than the
+    margin apart), while the planted weight above does not."""
+    settings = copy.deepcopy(load_settings())
+    settings["clean"]["parity_rel_tol"] = 0.0
+    monkeypatch.setattr(export.clean, "load_settings", lambda: settings)
+    exported = load_model(onnx_v4)
+    errors = check_parity(exported, with_divisions_as_products(cleaned_graph("v4")), 64)
+    print(f"\nreordered v4 graph: {export.clean.parity_summary(errors)}")
+    assert errors["cleaned_vs_exported"] > 0.0 and "cleaned_vs_float64" in errors, errors
