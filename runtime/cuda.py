@@ -188,7 +188,9 @@ class PycudaLayer(TorchInterop):
         self.cuda.memcpy_dtoh_async(host, address, stream.native)
 
     def copy_on_device(self, destination: int, source: int, nbytes: int, stream) -> None:
-        self.cuda.memcpy_dtod_async(destination, source, nbytes, stream.native)
+        """By handle, so it also runs on a stream pycuda does not own (the caller's torch stream)."""
+        _driver_call(driver_library().cuMemcpyDtoDAsync_v2, "copy on the device", ctypes.c_uint64(destination),
+                     ctypes.c_uint64(source), ctypes.c_size_t(nbytes), ctypes.c_void_p(stream.handle))
 
     def wait(self, stream, event) -> None:
         _driver_call(driver_library().cuStreamWaitEvent, "wait for an event", ctypes.c_void_p(stream.handle),

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from runtime.chunks import check_overlap, synthesize
-from runtime.cuda import aligned, cuda_layer
+from runtime import cuda
 from runtime.errors import EngineError, RuntimeUserError, one_line
 from runtime.manifest import batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
@@ -109,10 +109,10 @@ class Slot:
         self.layer.wait(stream, caller_done)
         in_bytes, out_bytes = math.prod(shape) * itemsizes[0], shape[0] * shape[2] * self.hop * itemsizes[1]
         bound_in, bound_out = mel_address, out_address
-        if not aligned(mel_address):
+        if not cuda.aligned(mel_address):
             self.layer.copy_on_device(self.io.device_input.address, mel_address, in_bytes, stream)
             bound_in = self.io.device_input.address
-        if not aligned(out_address):
+        if not cuda.aligned(out_address):
             bound_out = self.io.device_output.address
         self._bind(shape, bound_in, bound_out)
         self._execute(shape, replayable=False)
@@ -377,7 +377,7 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
     plan = plan_path.read_bytes()
     check_plan_bytes(manifest, plan, plan_path)
     trt = import_backend(manifest["backend"])
-    layer = cuda_layer(cuda_binding)
+    layer = cuda.cuda_layer(cuda_binding)
     gpu = Gpu(*layer.device_properties(device))
     check_runnable(manifest, gpu, None if trt is None else backend_of(trt))
     is_rtx = trt.__name__ == "tensorrt_rtx"

@@ -188,11 +188,20 @@ def _run_stage(module: str, *args) -> None:
         raise UserError(f"python -m {module} failed: {lines[-1]}")
 
 
-def load_runtime_engine(plan: Path):
-    """The standalone runtime's engine for `plan` (imported here: it needs TensorRT and a GPU)."""
+def load_runtime_engine(plan: Path, device: int = 0):
+    """The standalone runtime's engine for `plan` on CUDA device `device` (imported here: it needs
+    TensorRT and a GPU)."""
     from runtime import load_engine
 
-    return load_engine(plan)
+    return load_engine(plan, device=device)
+
+
+def device_index(device) -> int:
+    """The CUDA device index GPT-SoVITS runs on (`tts.configs.device`: "cuda", "cuda:1" or a torch.device)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 0
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def readable_manifest(plan: Path) -> dict[str, Any] | None:
@@ -250,7 +259,7 @@ class _DropIn:
     """The state `install` leaves on a TTS object: options, engine providers, stats, failures."""
 
     def __init__(self, tts, options: dict[str, Any], settings: dict[str, Any],
-                 load_engine: Callable[[Path], Any], build_engine: Callable[..., Path], original_init_vocoder):
+                 load_engine: Callable[[Path, int], Any], build_engine: Callable[..., Path], original_init_vocoder):
         self.tts = tts
         self.options = options
         self.settings = settings
@@ -295,7 +304,7 @@ class _DropIn:
         if reasons:
             log.info("building %s: %s", paths["plan"].name, "; ".join(reasons))
             self.build_engine(request, checkpoint, engine_settings(self.settings, request))
-        return self.load_engine(paths["plan"]), paths["plan"]
+        return self.load_engine(paths["plan"], device_index(self.tts.configs.device)), paths["plan"]
 
     def check_engine(self, engine, version: str) -> None:
         """The engine must make the audio GPT-SoVITS expects from this vocoder (rate and hop)."""
@@ -306,7 +315,7 @@ class _DropIn:
 
 
 def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str, Any] | None = None,
-            load_engine: Callable[[Path], Any] = load_runtime_engine,
+            load_engine: Callable[[Path, int], Any] = load_runtime_engine,
             build_engine: Callable[..., Path] = build_engine_chain) -> VocoderStats | None:
     """Serve `tts.vocoder` from a TensorRT engine, now and after each `init_vocoder`.
 

@@ -306,9 +306,14 @@ def _tensorrt(models: Models, vocoder: str, mel: np.ndarray, precision: str, zer
     engine = models.session(vocoder, f"tensorrt-{precision}", lambda: runtime.load_engine(plan))
     if not zero_copy:
         return (lambda: engine(mel)), ["runtime host path: pinned copies in and out included"]
-    import torch
-    x = torch.from_numpy(mel).cuda()
+    x = to_device(mel)
     return (lambda: engine(x)), ["runtime zero-copy path: CUDA tensor in and out"]
+
+
+def to_device(array: np.ndarray):
+    """The CUDA tensor a zero-copy row feeds the engine."""
+    import torch
+    return torch.from_numpy(array).cuda()
 
 
 def unavailable(backend: str, vocoder: str, settings: dict) -> str | None:
