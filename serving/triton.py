@@ -99,7 +99,7 @@ def triton_config(manifest: dict[str, Any], serving: dict[str, Any]):
 
 
 def _positive(serving: dict[str, Any], key: str) -> int:
-    value = serving.get(key)
+    value = serving[key]
     if not isinstance(value, int) or value < 1:
         raise UserError(f"[serving] {key} must be a positive integer, got {value!r}; fix pipeline.toml")
     return value

@@ -26,7 +26,7 @@ from export.mels import sample_mel
 from export.vocoders import BigVGAN, BigVGANConfig
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
-from pipeline.settings import load_settings, profiles_for
+from pipeline.settings import VOCODERS, load_settings, profiles_for
 from serving.gpt_sovits import (EngineRequest, EngineVocoder, engine_settings, install, rebuild_reasons,
                                 yaml_options)
 from serving.triton import write_repository
@@ -261,7 +261,7 @@ def test_triton_configs_parse_and_match_their_manifests(tmp_path):
     engines = tmp_path / "engines"
     plans = [write_engine(engines, "v4", "fp16", tmp_path / "unused.onnx", backend="tensorrt"),
              write_engine(engines, "v3", "fp32", tmp_path / "unused.onnx", backend="tensorrt", plan_bytes=b"v3 plan")]
-    smallest = min(p.max[0] for vocoder in ("v3", "v4") for p in profiles_for(SETTINGS, vocoder))
+    smallest = min(p.max[0] for vocoder in VOCODERS for p in profiles_for(SETTINGS, vocoder))
     serving = {**SETTINGS["serving"], "preferred_batch_sizes": [smallest], "instance_count": 2}
     folders = write_repository(engines, tmp_path / "triton", serving)
     assert sorted(f.name for f in folders) == ["v3_fp32", "v4_fp16"]

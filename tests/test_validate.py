@@ -17,7 +17,7 @@ from onnx import numpy_helper
 
 from export.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
 from pipeline.errors import UserError
-from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
 from validate import metrics
 
 
@@ -80,7 +80,7 @@ def reference_mel(audio: np.ndarray, spec: MelSpec) -> np.ndarray:
     return torch.log(torch.clamp(basis @ magnitude, min=1e-5))[0].numpy()
 
 
-@pytest.mark.parametrize("vocoder", ["v3", "v4"])
+@pytest.mark.parametrize("vocoder", VOCODERS)
 def test_log_mel_matches_torch_stft_and_librosa(vocoder):
     spec = MEL_SPECS[vocoder]
     audio = speech_like_audio(0.6, spec.sampling_rate, seed=11)

@@ -27,7 +27,7 @@ from export.mels import sample_mel
 import runtime
 from runtime.errors import reason_of
 from pipeline.files import atomic_output
-from pipeline.settings import REPO_ROOT, load_settings, output_paths
+from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
 from pipeline.quality import cosine_similarity, snr_db
 
 log = logging.getLogger("validate")
@@ -560,7 +560,7 @@ def _json_default(value: Any) -> Any:
 
 def add_arguments(parser) -> None:
     settings = load_settings()["validate"]
-    parser.add_argument("--vocoders", nargs="+", choices=["v3", "v4"], default=["v3", "v4"])
+    parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
     parser.add_argument("--frames", nargs="+", type=int, default=settings["bench_frames"])
     parser.add_argument("--batches", nargs="+", type=int, default=settings["bench_batches"])
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all")

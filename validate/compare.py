@@ -22,7 +22,7 @@ from export.mels import sample_mel
 from pipeline.onnx_metadata import read_metadata
 from pipeline.errors import UserError
 import runtime
-from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
 from pipeline.quality import bar_for, failures
 from validate.metrics import audio_metrics
 
@@ -147,7 +147,7 @@ def compare(reference: str | Path, candidate: str | Path, layerwise: bool = Fals
     reference, candidate = Path(reference), Path(candidate)
     _check_inputs(reference, candidate)
     vocoder = read_metadata(reference).get("vocoder")
-    if vocoder not in ("v3", "v4"):
+    if vocoder not in VOCODERS:
         raise UserError(f"{reference} carries no vocoder metadata; pass the ONNX written by python -m export")
     manifest = runtime.read_manifest(candidate) if candidate.suffix == ".plan" else None
     precision = candidate_precision(candidate, manifest)

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.files import atomic_output
 from runtime import RuntimeUserError, read_manifest
-from pipeline.settings import REPO_ROOT, load_settings, output_paths
+from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
 from validate.bench import machine_info, run_benchmark, tensorrt_reason
 
 log = logging.getLogger("validate")
@@ -197,7 +197,7 @@ def terminal_summary(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--vocoders", nargs="+", choices=["v3", "v4"], default=["v3", "v4"])
+    parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
     parser.add_argument("--precision", default="fp16")
     parser.add_argument("--output", help="markdown file to write (default: report.md in [paths] engines)")
 
