@@ -123,7 +123,7 @@ def write_model(plan: Path, manifest: dict[str, Any], repository: Path, serving:
     with atomic_output(folder / "1" / "model.plan") as tmp:
         shutil.copyfile(plan, tmp)
     with atomic_output(folder / "config.pbtxt") as tmp:
-        tmp.write_text(text_format.MessageToString(config))
+        tmp.write_text(text_format.MessageToString(config), encoding="utf-8")
     return folder
 
 

@@ -549,7 +549,7 @@ def terminal_table(results: dict[str, Any]) -> str:
 
 def write_json(results: dict[str, Any], path: str | Path) -> None:
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(results, indent=1, default=_json_default) + "\n", encoding="utf-8")
 
 
 def _json_default(value: Any) -> Any:
@@ -578,5 +578,5 @@ def main(args) -> int:
     print(terminal_table(results))
     if args.markdown:
         with atomic_output(args.markdown) as tmp:
-            tmp.write_text(markdown_table(results) + "\n")
+            tmp.write_text(markdown_table(results) + "\n", encoding="utf-8")
     return 0

@@ -210,7 +210,7 @@ def main(args) -> int:
     markdown = render_markdown(report)
     args.output = args.output or REPO_ROOT / settings["paths"]["engines"] / "report.md"
     with atomic_output(args.output) as tmp:
-        tmp.write_text(markdown)
+        tmp.write_text(markdown, encoding="utf-8")
     print(markdown)
     print(terminal_summary(report))
     print(f"\nreport written to {args.output}")
