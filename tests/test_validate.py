@@ -128,7 +128,7 @@ def test_healthy_fp16_candidate_passes(onnx_v4, fp16_v4, tmp_path):
     assert all(m["cosine"] >= 0.9995 and m["snr_db"] >= 40 for m in outcome.metrics)
     for path in outcome.saved.values():
         assert Path(path).stat().st_size > 0
-    saved = json.loads(Path(outcome.saved["inputs"]).read_text())  # Polygraphy's JSON: one feed per input
+    saved = json.loads(Path(outcome.saved["inputs"]).read_text(encoding="utf-8"))  # Polygraphy's JSON: one feed per input
     assert len(saved["lst"] if isinstance(saved, dict) and "lst" in saved else saved) == load_settings()["validate"]["compare_inputs"]
 
 

@@ -6,25 +6,23 @@ import copy, json, sys, time, logging
 from pathlib import Path
 from types import SimpleNamespace
 import torch
-sys.path.insert(0, ".")
+sys.path[:0] = [".", "tests"]
 from export.checkpoints import load_vocoder
 from export.mels import sample_mel
+from factories import write_plan
 from pipeline.settings import load_settings
 from serving.gpt_sovits import EngineVocoder, install
 voc = load_vocoder("v4").cuda()
 class TorchEngine:  # the float32 PyTorch vocoder on the GPU behind the runtime Engine interface
     def __init__(self, plan):
-        self.manifest = json.loads(Path(plan).with_suffix(".json").read_text())
+        self.manifest = json.loads(Path(plan).with_suffix(".json").read_text(encoding="utf-8"))
         self.sampling_rate, self.hop = 48000, 480
     def __call__(self, mel):
         assert mel.is_cuda and mel.dtype == torch.float32, (mel.device, mel.dtype)
         with torch.inference_mode():
             return voc(mel)
 s = copy.deepcopy(load_settings()); e = Path("/tmp/e"); e.mkdir(exist_ok=True); s["paths"]["engines"] = str(e)
-(e / "v4.fp16.plan").write_bytes(b"x")
-(e / "v4.fp16.json").write_text(json.dumps({"vocoder": "v4", "precision": "fp16",
-  "workspace_bytes": int(s["build"]["workspace_gib"] * 2**30),
-  "input": {"dtype": "float32"}, "profiles": []}))
+write_plan(e, vocoder="v4", precision="fp16")  # a manifest as the build writes it; TorchEngine never reads the plan
 tts = SimpleNamespace(configs=SimpleNamespace(version="v4", is_half=True, device=torch.device("cuda")),
   precision=torch.float16, vocoder_configs={"sr": 48000, "upsample_rate": 480, "overlapped_len": 12},
   vocoder=copy.deepcopy(voc).half(), init_vocoder=lambda v: None)
