@@ -20,7 +20,7 @@ BUILD_SOURCES  := $(wildcard build/*.py)
 
 checkpoint = $(CHECKPOINT_$(subst v,V,$(1)))
 
-.PHONY: install engines onnx doctor compare bench report triton test clean
+.PHONY: install engines onnx doctor compare bench report triton test lint clean
 .DEFAULT_GOAL := engines
 
 install: $(VENV)/.installed
@@ -76,6 +76,9 @@ triton: engines
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest
+
+lint: $(VENV)/.installed
+	$(PYTHON) -m ruff check .
 
 clean:
 	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.runtime-cache engines/*.png engines/report.md engines/triton engines/validate

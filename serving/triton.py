@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import runtime
-from runtime.errors import run_main
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import REPO_ROOT, load_settings
+from runtime.errors import run_main
 
 log = logging.getLogger("serving")
 

@@ -480,7 +480,8 @@ def test_full_tensorrt_plans_run_only_on_the_gpu_model_they_were_built_on(monkey
     here = Backend("tensorrt", "10.16.1.11")
     assert why_not_runnable(manifest, Gpu("RTX A6000", (8, 6)), here) is None
     assert "built on a GPU of SM86" in why_not_runnable(manifest, Gpu("NVIDIA L40S", (8, 9)), here)
-    moving = dict(manifest, hardware_compatibility="ampere_plus", compute_capabilities=doctor.full_tensorrt_targets("ampere_plus"))
+    moving = dict(manifest, hardware_compatibility="ampere_plus",
+                  compute_capabilities=doctor.full_tensorrt_targets("ampere_plus"))
     assert moving["compute_capabilities"] is None
     assert why_not_runnable(moving, Gpu("NVIDIA L40S", (8, 9)), here) is None
     assert "Ampere" in why_not_runnable(moving, Gpu("Tesla T4", (7, 5)), here)

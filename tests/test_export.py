@@ -10,13 +10,12 @@ import onnx
 import pytest
 import torch
 
-from export.checkpoints import (add_weight_norm, fold_weight_norm, load_vocoder, save_v3_checkpoint,
-                                save_v4_checkpoint)
+from export.checkpoints import add_weight_norm, fold_weight_norm, load_vocoder, save_v3_checkpoint, save_v4_checkpoint
 from export.mels import sample_mel
 from export.to_onnx import parity_error
-from pipeline.onnx_metadata import read_metadata
 from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 from pipeline.errors import UserError
+from pipeline.onnx_metadata import read_metadata
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def expected_v4_shapes() -> dict[str, tuple[int, ...]]:
     shapes = {"conv_pre.weight": (512, 100, 7), "conv_pre.bias": (512,)}
-    for i, (rate, kernel) in enumerate(zip((10, 6, 2, 2, 2), (20, 12, 4, 4, 4))):
+    for i, kernel in enumerate((20, 12, 4, 4, 4)):  # twice the upsampling rates 10, 6, 2, 2, 2
         c_in, c_out = 512 >> i, 512 >> (i + 1)
         shapes[f"ups.{i}.weight"] = (c_in, c_out, kernel)
         shapes[f"ups.{i}.bias"] = (c_out,)

@@ -46,7 +46,8 @@ def cuda():
     if count == 0:
         pytest.skip("no CUDA GPU")
     name, cc = gpu_of(0)
-    print(f"\nGPU: {name}, compute capability {cc[0]}.{cc[1]}, CUDA driver {cuda.get_driver_version()}, pycuda {importlib.import_module('pycuda').VERSION_TEXT}")
+    print(f"\nGPU: {name}, compute capability {cc[0]}.{cc[1]}, CUDA driver {cuda.get_driver_version()}, "
+          f"pycuda {importlib.import_module('pycuda').VERSION_TEXT}")
     return cuda
 
 
@@ -210,7 +211,8 @@ def test_torch_tensor_runs_zero_copy_on_the_callers_stream(torch_cuda):
     assert audio.is_cuda and torch.equal(audio, mel)
     assert slot.context.streams == [stream.cuda_stream]
     assert slot.context.addresses["mel"] == mel.data_ptr() and slot.context.addresses["audio"] == audio.data_ptr()
-    print(f"torch tensor: engine bound to the tensor's own memory 0x{mel.data_ptr():x} and ran on torch's stream 0x{stream.cuda_stream:x}")
+    print(f"torch tensor: engine bound to the tensor's own memory 0x{mel.data_ptr():x} "
+          f"and ran on torch's stream 0x{stream.cuda_stream:x}")
     engine.close()
 
 
@@ -278,7 +280,8 @@ def test_tensorrt_rtx_plan_is_refused_on_an_unsupported_gpu(cuda, tmp_path):
     print(f"python -m runtime: exit {cli.returncode}, stderr: {cli.stderr.strip()}")
     assert cli.returncode == 2 and cli.stderr.strip().startswith("error: ") and not (tmp_path / "out.wav").exists()
     own = subprocess.run([sys.executable, "-c", OWN_VERDICT, str(plan)], capture_output=True, text=True, timeout=300)
-    print(f"TensorRT-RTX itself (runtime check bypassed): exit {own.returncode}\n{own.stdout.strip()}\n{own.stderr.strip()[-3000:]}")
+    print(f"TensorRT-RTX itself (runtime check bypassed): exit {own.returncode}\n{own.stdout.strip()}\n"
+          f"{own.stderr.strip()[-3000:]}")
 
 
 def _mel_file(tmp_path: Path) -> Path:

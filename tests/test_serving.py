@@ -24,12 +24,11 @@ from tritonclient.grpc import model_config_pb2
 
 from export.mels import sample_mel
 from export.vocoders import BigVGAN, BigVGANConfig
-from pipeline.errors import UserError
 from factories import write_plan
+from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS, load_settings, profiles_for
-from serving.gpt_sovits import (EngineRequest, EngineVocoder, engine_settings, install, rebuild_reasons,
-                                yaml_options)
+from serving.gpt_sovits import EngineRequest, EngineVocoder, engine_settings, install, rebuild_reasons, yaml_options
 from serving.triton import write_repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -287,7 +286,7 @@ def test_triton_refuses_tensorrt_rtx_plans_unless_forced(tmp_path, rtx_engines):
     config = parse_config(repository / "v4_fp32" / "config.pbtxt")  # from the build stage's own manifest
     assert config.max_batch_size == 1 and list(config.instance_group[0].profile) == ["0", "1"]
     assert [(t.name, list(t.dims)) for t in (*config.input, *config.output)] == \
-        [(manifest["input"]["name"], manifest["input"]["shape"][1:]), (manifest["output"]["name"], manifest["output"]["shape"][1:])]
+        [(manifest[side]["name"], manifest[side]["shape"][1:]) for side in ("input", "output")]
     assert sha256_of(repository / "v4_fp32" / "1" / "model.plan") == manifest["plan"]["sha256"]
 
 

@@ -15,10 +15,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from export.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
-from pipeline.errors import UserError
 import runtime
+from export.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
 from factories import write_plan
+from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
 from validate import metrics
 
@@ -94,6 +94,7 @@ def test_log_mel_matches_torch_stft_and_librosa(vocoder):
 
 def test_mel_command_reads_wav_and_resamples(tmp_path):
     from scipy.io import wavfile
+
     from validate.wav import mel_from_wav
     spec = MEL_SPECS["v4"]
     audio = speech_like_audio(0.5, spec.sampling_rate, seed=5)
@@ -129,7 +130,8 @@ def test_healthy_fp16_candidate_passes(onnx_v4, fp16_v4, tmp_path):
     for path in outcome.saved.values():
         assert Path(path).stat().st_size > 0
     saved = json.loads(Path(outcome.saved["inputs"]).read_text(encoding="utf-8"))  # Polygraphy's JSON: one feed per input
-    assert len(saved["lst"] if isinstance(saved, dict) and "lst" in saved else saved) == load_settings()["validate"]["compare_inputs"]
+    feeds = saved["lst"] if isinstance(saved, dict) and "lst" in saved else saved
+    assert len(feeds) == load_settings()["validate"]["compare_inputs"]
 
 
 def test_layerwise_names_the_planted_fault_as_first_failing_layer(onnx_v4, tmp_path):
@@ -162,7 +164,8 @@ def test_plan_that_cannot_run_here_says_why(onnx_v4, tmp_path, layerwise):
     assert result.returncode == 2, result.stdout + result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert f"{plan.name} cannot run here ({reason})" in line
-    assert line.endswith(f"python -m validate compare {onnx_v4} engines/onnx/v4.fp16.onnx" + (" --layerwise" if layerwise else ""))
+    fix = f"python -m validate compare {onnx_v4} engines/onnx/v4.fp16.onnx" + (" --layerwise" if layerwise else "")
+    assert line.endswith(fix)
 
 
 class OnnxRuntimeEngine:

@@ -225,8 +225,14 @@ def rebuilt_trt_runner(manifest: dict, frames: int, settings: dict):
         import polygraphy.config
         polygraphy.config.USE_TENSORRT_RTX = True
     from polygraphy import constants
-    from polygraphy.backend.trt import (CreateConfig, EngineFromNetwork, ModifyNetworkOutputs, NetworkFromOnnxPath,
-                                        Profile, TrtRunner)
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineFromNetwork,
+        ModifyNetworkOutputs,
+        NetworkFromOnnxPath,
+        Profile,
+        TrtRunner,
+    )
     onnx_path = REPO_ROOT / manifest["onnx"]["path"]
     if not onnx_path.is_file():
         raise UserError(f"the manifest's ONNX {onnx_path} is missing; run make onnx")

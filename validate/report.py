@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.files import atomic_output
-from runtime import RuntimeUserError, read_manifest
 from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
+from runtime import RuntimeUserError, read_manifest
 from validate.bench import machine_info, run_benchmark, tensorrt_reason
 
 log = logging.getLogger("validate")
@@ -173,8 +173,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += [f"{q['candidate']} against the float32 ONNX over {q['inputs']} speech-like inputs: "
                       f"**{'PASS' if q['passed'] else 'FAIL'}**", "",
                       "| measure | value | threshold |", "| --- | --- | --- |",
-                      f"| cosine similarity | {q['cosine_mean']:.6f} ± {q['cosine_std']:.1e} | >= {q['thresholds']['cosine_min']} |",
-                      f"| SNR | mean {q['snr_db_mean']:.1f} dB, min {q['snr_db_min']:.1f} dB | >= {q['thresholds']['snr_min_db']} dB |",
+                      f"| cosine similarity | {q['cosine_mean']:.6f} ± {q['cosine_std']:.1e} "
+                      f"| >= {q['thresholds']['cosine_min']} |",
+                      f"| SNR | mean {q['snr_db_mean']:.1f} dB, min {q['snr_db_min']:.1f} dB "
+                      f"| >= {q['thresholds']['snr_min_db']} dB |",
                       f"| MSE | {q['mse_mean']:.2e} | |"]
             if q.get("plot"):
                 lines.append(f"\nPlot: {q['plot']}")
