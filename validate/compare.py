@@ -221,9 +221,8 @@ def onnx_runner(path: Path, name: str, outputs: list[str] | None):
 def rebuilt_trt_runner(manifest: dict, frames: int, settings: dict):
     """Polygraphy's TrtRunner on an engine rebuilt from the manifest's cleaned ONNX with every tensor
     marked as an output (a plan keeps no intermediate tensors), with the backend that built the plan."""
-    if manifest["backend"] == "tensorrt_rtx":
-        import polygraphy.config
-        polygraphy.config.USE_TENSORRT_RTX = True
+    import polygraphy.config
+    polygraphy.config.USE_TENSORRT_RTX = manifest["backend"] == "tensorrt_rtx"  # before Polygraphy's TensorRT import
     from polygraphy import constants
     from polygraphy.backend.trt import (
         CreateConfig,
