@@ -13,12 +13,20 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from build.backend import (AUTO_ORDER, TITLES, Backend, installed_backends, load_backend, pip_install_hint,
-                           rtx_compute_capabilities)
+from build.backend import (
+    AUTO_ORDER,
+    TITLES,
+    Backend,
+    installed_backends,
+    load_backend,
+    pip_install_hint,
+    rtx_compute_capabilities,
+)
 from build.config import BuildConfig, build_config
 from pipeline.errors import UserError
 from pipeline.settings import load_settings
 from runtime import cuda, runnable
+
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
 

@@ -60,6 +60,10 @@ def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequ
     }
 
 
+def manifest_text(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2) + "\n"
+
+
 def write_manifest(manifest: dict, path: Path) -> None:
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.write_text(manifest_text(manifest), encoding="utf-8")

@@ -10,7 +10,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from pipeline.errors import UserError
-from pipeline.onnx_metadata import REQUIRED as REQUIRED_METADATA, read_metadata
+from pipeline.onnx_metadata import REQUIRED as REQUIRED_METADATA
+from pipeline.onnx_metadata import read_metadata
 
 REDUCED_TYPES = ("float16", "bfloat16")
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
-from pipeline.settings import REPO_ROOT, check_precision, load_settings, output_paths
+from pipeline.settings import REPO_ROOT, VOCODERS, check_precision, load_settings, output_paths
 from runtime.errors import RuntimeUserError, reason_of
 from runtime.manifest import read_manifest
 
@@ -38,7 +38,6 @@ log = logging.getLogger("serving")
 
 YAML_SECTION = "tensorrt"
 YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size")
-VOCODER_VERSIONS = ("v3", "v4")  # the GPT-SoVITS versions that synthesise through a vocoder
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -278,7 +277,7 @@ class _DropIn:
 
     def attach(self, version: str) -> None:
         """Wrap the current vocoder; where no engine can load, warn once and leave PyTorch in place."""
-        if version not in VOCODER_VERSIONS or self.tts.vocoder is None:
+        if version not in VOCODERS or self.tts.vocoder is None:  # GPT-SoVITS v1/v2 synthesise without a vocoder
             return
         request = engine_request(self.options, version, self.tts.precision, self.settings)
         key = (request.vocoder, request.precision)

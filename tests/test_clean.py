@@ -12,14 +12,14 @@ from export.clean import clean, clean_graph, load_model, op_counts
 from export.mels import sample_mel
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
-from pipeline.settings import load_settings
+from pipeline.settings import VOCODERS, load_settings
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 NODE_LIMITS = {"v3": 1500, "v4": 260}
 FOLDABLE_OPS = {"Constant", "ConstantOfShape", "Identity", "Reshape", "Expand", "Exp", "Reciprocal", "Where", "Equal"}
 
 
-@pytest.mark.parametrize("vocoder", ["v4", "v3"])
+@pytest.mark.parametrize("vocoder", VOCODERS)
 def test_cleanup_keeps_outputs_and_shrinks_the_graph(vocoder, request):
     exported = load_model(request.getfixturevalue(f"onnx_{vocoder}"))
     cleaned = clean_graph(exported)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -13,10 +12,10 @@ from export.checkpoints import load_vocoder
 from export.clean import clean, clean_graph, load_model
 from export.mels import sample_mel
 from export.precision import to_half
-from pipeline.onnx_tools import cpu_session, run_audio
-from pipeline.quality import audio_errors, bar_for, meets_bar
 from export.to_onnx import onnx_from_module
 from pipeline.onnx_metadata import read_metadata
+from pipeline.onnx_tools import cpu_session, run_audio
+from pipeline.quality import audio_errors, bar_for, meets_bar
 from pipeline.settings import load_settings
 
 HALF = onnx.TensorProto.FLOAT16

@@ -3,7 +3,7 @@ checks, WAV writing, CLI errors and its import boundaries. GPU paths are in test
 from __future__ import annotations
 
 import ast
-import hashlib
+import itertools
 import json
 import subprocess
 import sys
@@ -16,11 +16,10 @@ import pytest
 import runtime
 from factories import write_plan
 from runtime.__main__ import main as runtime_main
-from runtime.errors import PlanNotRunnable, run_main
-from runtime.runnable import Backend, Gpu, check_runnable
 from runtime.chunks import chunk_weights, plan_chunks
-from runtime.errors import EngineError, RuntimeUserError
+from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError, run_main
 from runtime.manifest import batch_pieces, choose_profile, profiles_of
+from runtime.runnable import Backend, Gpu, check_runnable
 from runtime.wav import to_pcm16, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
@@ -153,10 +152,10 @@ def test_profile_choice_prefers_fewest_splits_then_the_tightest_profile(tmp_path
 def test_chunks_are_equal_cover_the_mel_and_overlap_enough(frames, chunk, overlap):
     starts = plan_chunks(frames, chunk, overlap)
     assert starts[0] == 0 and starts[-1] + chunk == frames
-    assert all(0 < b - a <= chunk - overlap for a, b in zip(starts, starts[1:]))
+    assert all(0 < b - a <= chunk - overlap for a, b in itertools.pairwise(starts))
     hop = 7
     total = np.zeros(frames * hop)
-    for start, weight in zip(starts, chunk_weights(starts, chunk, overlap, hop)):
+    for start, weight in zip(starts, chunk_weights(starts, chunk, overlap, hop), strict=True):
         assert weight.min() >= 0
         total[start * hop:(start + chunk) * hop] += weight
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
@@ -197,6 +196,7 @@ def test_infer_returning_the_wrong_length_is_an_engine_error():
 
 def test_chunked_v4_under_onnx_runtime_matches_one_pass(onnx_v4):
     import onnxruntime as ort
+
     from export.mels import sample_mel
 
     session = ort.InferenceSession(str(onnx_v4), providers=["CPUExecutionProvider"])
