@@ -414,7 +414,8 @@ def test_gpu_graph_capture_and_replay(gpu_world):
         captured = slot.graph_shape
     manual = gpu_world.surface != "tensorrt_rtx-1"
     assert captured == ((1, 1, 32) if manual else None) and gpu_world.refusals == []
-    print(f"\n{gpu_world.binding} / {gpu_world.surface}: {'one graph per context, recaptured per shape' if manual else 'built-in strategy'}; exact")
+    how = "one graph per context, recaptured per shape" if manual else "built-in strategy"
+    print(f"\n{gpu_world.binding} / {gpu_world.surface}: {how}; exact")
 
 
 @pytest.mark.gpu

@@ -102,6 +102,11 @@ def _bind(cls, surface: dict, surface_name: str, public_name: str):
                                              "_surface_name": surface_name, "__module__": __name__})
 
 
+def _optional(cls, surface: dict, surface_name: str, public_name: str):
+    """The bound class where the surface has it, else None (e.g. IRuntimeCache outside TensorRT-RTX)."""
+    return _bind(cls, surface, surface_name, public_name) if public_name in surface["classes"] else None
+
+
 # --- shared state ------------------------------------------------------------------------------
 
 
@@ -262,7 +267,7 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
 
         def add_optimization_profile(self, profile):
             for low, opt, high in profile._shapes.values():
-                if not all(a <= b <= c for a, b, c in zip(low, opt, high)):
+                if not all(a <= b <= c for a, b, c in zip(low, opt, high, strict=True)):
                     return -1
             self._profiles.append(profile)
             return len(self._profiles) - 1
@@ -304,7 +309,7 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
         def node(self):
             return -1
 
-    ParserError = _bind(_ParserError, surface, surface_name, "ParserError") if "ParserError" in surface["classes"] else _ParserError
+    ParserError = _optional(_ParserError, surface, surface_name, "ParserError") or _ParserError
 
     class _OnnxParser:
         def __init__(self, network, logger):
@@ -390,7 +395,7 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
             self._blob = data[len(b"runtime-cache:"):]
             return True
 
-    IRuntimeCache = _bind(_IRuntimeCache, surface, surface_name, "IRuntimeCache") if "IRuntimeCache" in surface["classes"] else None
+    IRuntimeCache = _optional(_IRuntimeCache, surface, surface_name, "IRuntimeCache")
 
     class _IRuntimeConfig:
         def __init__(self):
@@ -410,7 +415,7 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
         def get_runtime_cache(self):
             return self._cache
 
-    IRuntimeConfig = _bind(_IRuntimeConfig, surface, surface_name, "IRuntimeConfig") if "IRuntimeConfig" in surface["classes"] else None
+    IRuntimeConfig = _optional(_IRuntimeConfig, surface, surface_name, "IRuntimeConfig")
 
     class _IExecutionContext:
         def __init__(self, engine, config):
@@ -439,7 +444,7 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
             if name != self._engine._plan["inputs"][0]:
                 return self._error(f"{name} is not an input tensor")
             low, _, high = self._engine._plan["profiles"][self._profile]
-            if len(shape) != len(low) or not all(a <= d <= b for a, d, b in zip(low, shape, high)):
+            if len(shape) != len(low) or not all(a <= d <= b for a, d, b in zip(low, shape, high, strict=True)):
                 return self._error(f"shape {shape} is outside profile {self._profile} ({low} .. {high})")
             self._shape = tuple(shape)
             return True
