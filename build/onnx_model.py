@@ -43,6 +43,8 @@ def inspect_onnx(path: str | Path, vocoder: str, onnx_type: str, tensors: dict[s
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX file {path} not found; make it with `make onnx` or `python -m export`")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is not a readable ONNX model (the file is empty); delete it and re-run `make engines`")
     try:
         metadata = read_metadata(path)
         graph = onnx.load(str(path), load_external_data=False).graph

@@ -1,12 +1,16 @@
 """Read and check pipeline.toml, the single home of names, paths, precisions, tolerances and profiles."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+
+try:
+    import tomllib  # novermin (guarded: tomli below on Python 3.9 and 3.10)
+except ModuleNotFoundError:  # Python 3.9 and 3.10 (GPT-SoVITS' own environment): the tomli backport
+    import tomli as tomllib
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = REPO_ROOT / "pipeline.toml"

@@ -28,7 +28,7 @@ from runtime.errors import EngineError, RuntimeUserError, one_line
 from runtime.manifest import batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
 from runtime.runnable import DISPLAY, Gpu, backend_of, check_runnable, import_backend
-from runtime.wav import atomic_write
+from runtime.files import atomic_output
 
 log = logging.getLogger("runtime")
 RUNTIME_CACHE_SUFFIX = ".runtime-cache"
@@ -191,8 +191,9 @@ class RuntimeCache:
     def save(self) -> None:
         blob = self.cache.serialize()
         try:
-            atomic_write(self.path, lambda tmp: tmp.write_bytes(memoryview(blob)))
-        except (OSError, RuntimeUserError) as error:
+            with atomic_output(self.path) as tmp:
+                tmp.write_bytes(memoryview(blob))
+        except RuntimeUserError as error:
             log.warning("runtime cache not saved to %s: %s", self.path, error)
 
     def release(self) -> None:

@@ -3,8 +3,10 @@ checks, WAV writing, CLI errors and its import boundaries. GPU paths are in test
 from __future__ import annotations
 
 import ast
+import errno
 import itertools
 import json
+import os
 import subprocess
 import sys
 import wave
@@ -18,6 +20,7 @@ from factories import write_plan
 from runtime.__main__ import main as runtime_main
 from runtime.chunks import chunk_weights, plan_chunks
 from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError, run_main
+from runtime.files import atomic_output
 from runtime.manifest import batch_pieces, choose_profile, profiles_of
 from runtime.runnable import Backend, Gpu, check_runnable
 from runtime.wav import to_pcm16, write_wav
@@ -277,8 +280,11 @@ def test_failed_write_leaves_nothing(tmp_path):
     blocker.write_text("x")
     with pytest.raises(RuntimeUserError, match="cannot write"):
         write_wav(blocker / "out.wav", np.zeros(10, np.float32), 48000)
-    with pytest.raises(ValueError):
-        runtime.wav.atomic_write(tmp_path / "out.wav", lambda tmp: (_ for _ in ()).throw(ValueError("boom")))
+    with pytest.raises(ValueError), atomic_output(tmp_path / "out.wav") as tmp:
+        tmp.write_bytes(b"half")
+        raise ValueError("boom")
+    with pytest.raises(RuntimeUserError, match="No space left on device; free disk space"), atomic_output(tmp_path / "out.wav"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 

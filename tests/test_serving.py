@@ -41,7 +41,8 @@ class OnnxRuntimeEngine:
     """The exported ONNX model under ONNX Runtime in a TensorRT engine's place, with the runtime
     Engine's interface (manifest, sampling_rate, hop; host float32 mel in, host audio out)."""
 
-    def __init__(self, plan: Path):
+    def __init__(self, plan: Path, device: int = 0):
+        self.device = device
         self.manifest = json.loads(Path(plan).with_suffix(".json").read_text(encoding="utf-8"))
         self.session = ort.InferenceSession(self.manifest["onnx"]["path"], providers=["CPUExecutionProvider"])
         self.sampling_rate, self.hop = self.manifest["sampling_rate"], self.manifest["hop"]

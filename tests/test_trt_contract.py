@@ -23,18 +23,16 @@ import pytest
 import runtime
 from build import doctor
 from build.plan import build_plan
-from cuda_double import HostCudaLayer
 from pipeline.onnx_metadata import update_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.settings import load_settings
 from runtime import cuda as cuda_module
 from runtime.errors import PlanNotRunnable
-from trt_double import SURFACES, World, install, load_surface
+from trt_double import SURFACES, install, install_on_cpu, load_surface
 
 SURFACE_NAMES = list(SURFACES)
 PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64]},
             {"name": "long", "min": [1, 1], "opt": [1, 64], "max": [1, 128]}]
-GPUS = (("NVIDIA GeForce RTX 4090 (host double)", (8, 9)),) * 2
 
 
 def small_settings(tmp_path, **build) -> dict:
@@ -65,14 +63,7 @@ def half_io_v4(onnx_v4, tmp_path_factory):
 @pytest.fixture(params=SURFACE_NAMES)
 def world(request, monkeypatch):
     """One surface's double in sys.modules, over the host CUDA double (two RTX-class GPUs)."""
-    layer = HostCudaLayer(GPUS)
-    world = World(layer)
-    world.surface = request.param
-    world.trt = install(monkeypatch, request.param, world)
-    monkeypatch.setattr(cuda_module, "cuda_layer", lambda binding=None: layer)
-    gpus = [doctor.Gpu(i, name, cc) for i, (name, cc) in enumerate(GPUS)]
-    monkeypatch.setattr(doctor, "cuda_state", lambda: doctor.CudaState("13.0", gpus, ""))
-    return world
+    return install_on_cpu(monkeypatch, request.param)
 
 
 def built(world, onnx_path, tmp_path, precision="fp32", **build) -> runtime.Engine:

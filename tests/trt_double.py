@@ -590,3 +590,23 @@ def install(monkeypatch, surface_name: str, world: World, version: str | None = 
     module = make_module(surface_name, world, version)
     monkeypatch.setitem(sys.modules, module.__name__, module)
     return module
+
+
+RTX_4090 = ("NVIDIA GeForce RTX 4090 (host double)", (8, 9))
+
+
+def install_on_cpu(monkeypatch, surface_name: str, devices=(RTX_4090,) * 2) -> World:
+    """A whole machine of doubles for one test: the surface's TensorRT, the host CUDA layer with
+    `devices`, and the build doctor seeing those GPUs (full TensorRT records the build GPU)."""
+    from build import doctor
+    from cuda_double import HostCudaLayer
+    from runtime import cuda as cuda_module
+
+    layer = HostCudaLayer(devices)
+    world = World(layer)
+    world.surface = surface_name
+    world.trt = install(monkeypatch, surface_name, world)
+    monkeypatch.setattr(cuda_module, "cuda_layer", lambda binding=None: layer)
+    gpus = [doctor.Gpu(i, name, cc) for i, (name, cc) in enumerate(devices)]
+    monkeypatch.setattr(doctor, "cuda_state", lambda: doctor.CudaState("13.0", gpus, ""))
+    return world
