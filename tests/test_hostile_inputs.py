@@ -37,8 +37,7 @@ from build.plan import build_plan
 from export.__main__ import main as export_main
 from export.checkpoints import save_v4_checkpoint
 from export.clean import main as clean_main
-from factories import write_plan
-from pipeline.settings import load_settings
+from pipeline.settings import VOCODERS, load_settings
 from runtime.__main__ import main as runtime_main
 from runtime.errors import run_main
 from serving.triton import main as triton_main
@@ -112,7 +111,7 @@ def raising(error):
 
 def settings_with_small_profiles() -> dict:
     settings = copy.deepcopy(load_settings())
-    for vocoder in ("v3", "v4"):
+    for vocoder in VOCODERS:
         settings["profiles"][vocoder] = copy.deepcopy(PROFILES)
     return settings
 
@@ -123,65 +122,66 @@ def run_cmd(*tail):
     return lambda i: [str(i.plan), *map(str, tail)]
 
 
+def export_argv(checkpoint: Callable, output: Callable = lambda i: i.out / "v4.onnx") -> Callable:
+    return lambda i: ["--vocoder", "v4", "--checkpoint", checkpoint(i), "--output", output(i)]
+
+
+def bad_file(name: str, content: Callable) -> Callable:
+    """(inputs) -> the path of a file `name` holding content(inputs)."""
+    return lambda i: i.file(name, content(i))
+
+
+def clean_argv(source: Callable, output: Callable = lambda i: i.out / "v4.fp32.onnx") -> Callable:
+    return lambda i: [source(i), "--precision", "fp32", "--output", output(i)]
+
+
+def build_argv(source: Callable, output: Callable = lambda i: i.out / "v4.fp32.plan") -> Callable:
+    return lambda i: [source(i), "--vocoder", "v4", "--precision", "fp32", "--backend", "tensorrt_rtx", "--output", output(i)]
+
+
+def blocked(name: str) -> Callable:
+    """An output whose folder is a file."""
+    return lambda i: i.file("blocker", b"x") / name
+
+
+EMPTY, TRUNCATED_ONNX, GARBAGE = (lambda i: b""), (lambda i: truncated(i.onnx)), (lambda i: os.urandom(2048))
+CHECKPOINT, ONNX = (lambda i: i.checkpoint), (lambda i: i.onnx)
+READ_PT, READ_ONNX = "not a readable PyTorch file", "not a readable ONNX model"
+
 EXPORT = [
-    Row("export: checkpoint missing", export_main, lambda i: ["--vocoder", "v4", "--checkpoint", i.folder / "none.pth",
-                                                              "--output", i.out / "v4.onnx"], "error", "not found"),
-    Row("export: checkpoint empty", export_main, lambda i: ["--vocoder", "v4", "--checkpoint", i.file("e.pth", b""),
-                                                            "--output", i.out / "v4.onnx"], "error", "not a readable PyTorch file"),
-    Row("export: checkpoint truncated", export_main,
-        lambda i: ["--vocoder", "v4", "--checkpoint", i.file("t.pth", truncated(i.checkpoint)), "--output", i.out / "v4.onnx"],
-        "error", "not a readable PyTorch file"),
-    Row("export: checkpoint garbage", export_main,
-        lambda i: ["--vocoder", "v4", "--checkpoint", i.file("g.pth", os.urandom(4096)), "--output", i.out / "v4.onnx"],
-        "error", "not a readable PyTorch file"),
-    Row("export: output folder is a file", export_main,
-        lambda i: ["--vocoder", "v4", "--checkpoint", i.checkpoint, "--output", i.file("blocker", b"x") / "v4.onnx"],
-        "error", "cannot write"),
-    Row("export: disk full while saving", export_main,
-        lambda i: ["--vocoder", "v4", "--checkpoint", i.checkpoint, "--output", i.out / "v4.onnx"], "error",
-        "free disk space", damage=lambda i, mp: mp.setattr(onnx, "save", raising(FULL))),
-    Row("export: Ctrl-C after the graph is written", export_main,
-        lambda i: ["--vocoder", "v4", "--checkpoint", i.checkpoint, "--output", i.out / "v4.onnx"], "interrupted",
+    Row("export: checkpoint missing", export_main, export_argv(lambda i: i.folder / "none.pth"), "error", "not found"),
+    Row("export: checkpoint empty", export_main, export_argv(bad_file("e.pth", EMPTY)), "error", READ_PT),
+    Row("export: checkpoint truncated", export_main, export_argv(bad_file("t.pth", lambda i: truncated(i.checkpoint))),
+        "error", READ_PT),
+    Row("export: checkpoint garbage", export_main, export_argv(bad_file("g.pth", GARBAGE)), "error", READ_PT),
+    Row("export: output folder is a file", export_main, export_argv(CHECKPOINT, blocked("v4.onnx")), "error", "cannot write"),
+    Row("export: disk full while saving", export_main, export_argv(CHECKPOINT), "error", "free disk space",
+        damage=lambda i, mp: mp.setattr(onnx, "save", raising(FULL))),
+    Row("export: Ctrl-C after the graph is written", export_main, export_argv(CHECKPOINT), "interrupted",
         damage=lambda i, mp: mp.setattr(torch.onnx, "export", interrupted_after(torch.onnx.export))),
 ]
 
 CLEAN = [
-    Row(f"clean: ONNX {kind}", clean_main, (lambda content: lambda i: [i.file("bad.onnx", content(i)), "--precision", "fp32",
-                                                                       "--output", i.out / "v4.fp32.onnx"])(content),
-        "error", says)
-    for kind, content, says in (("empty", lambda i: b"", "not a valid ONNX model"),
-                                ("truncated", lambda i: truncated(i.onnx), "not a valid ONNX model"),
-                                ("garbage", lambda i: os.urandom(2048), "not a valid ONNX model"))
-] + [
-    Row("clean: ONNX missing", clean_main, lambda i: [i.folder / "none.onnx", "--precision", "fp32", "--output",
-                                                      i.out / "v4.fp32.onnx"], "error", "not found"),
-    Row("clean: output folder is a file", clean_main,
-        lambda i: [i.onnx, "--precision", "fp32", "--output", i.file("blocker", b"x") / "v4.fp32.onnx"], "error", "cannot write"),
-    Row("clean: disk full while saving", clean_main,
-        lambda i: [i.onnx, "--precision", "fp32", "--output", i.out / "v4.fp32.onnx"], "error", "free disk space",
+    Row("clean: ONNX empty", clean_main, clean_argv(bad_file("bad.onnx", EMPTY)), "error", "not a valid ONNX model"),
+    Row("clean: ONNX truncated", clean_main, clean_argv(bad_file("bad.onnx", TRUNCATED_ONNX)), "error", "not a valid ONNX model"),
+    Row("clean: ONNX garbage", clean_main, clean_argv(bad_file("bad.onnx", GARBAGE)), "error", "not a valid ONNX model"),
+    Row("clean: ONNX missing", clean_main, clean_argv(lambda i: i.folder / "none.onnx"), "error", "not found"),
+    Row("clean: output folder is a file", clean_main, clean_argv(ONNX, blocked("v4.fp32.onnx")), "error", "cannot write"),
+    Row("clean: disk full while saving", clean_main, clean_argv(ONNX), "error", "free disk space",
         damage=lambda i, mp: mp.setattr(onnx, "save", raising(FULL))),
-    Row("clean: Ctrl-C while saving", clean_main,
-        lambda i: [i.onnx, "--precision", "fp32", "--output", i.out / "v4.fp32.onnx"], "interrupted",
+    Row("clean: Ctrl-C while saving", clean_main, clean_argv(ONNX), "interrupted",
         damage=lambda i, mp: mp.setattr(onnx, "save", interrupted_after(onnx.save))),
 ]
 
-BUILD_ARGS = ["--vocoder", "v4", "--precision", "fp32", "--backend", "tensorrt_rtx"]
 BUILD = [
-    Row(f"build: ONNX {kind}", build_main, (lambda content: lambda i: [i.file("bad.onnx", content(i)), *BUILD_ARGS,
-                                                                       "--output", i.out / "v4.fp32.plan"])(content),
-        "error", "not a readable ONNX model")
-    for kind, content in (("empty", lambda i: b""), ("truncated", lambda i: truncated(i.onnx)),
-                          ("garbage", lambda i: os.urandom(2048)))
-] + [
-    Row("build: ONNX missing", build_main, lambda i: [i.folder / "none.onnx", *BUILD_ARGS, "--output", i.out / "v4.fp32.plan"],
-        "error", "not found"),
-    Row("build: output folder is a file", build_main,
-        lambda i: [i.onnx, *BUILD_ARGS, "--output", i.file("blocker", b"x") / "v4.fp32.plan"], "error", "cannot write"),
-    Row("build: disk full while writing the manifest", build_main,
-        lambda i: [i.onnx, *BUILD_ARGS, "--output", i.out / "v4.fp32.plan"], "error", "free disk space",
+    Row("build: ONNX empty", build_main, build_argv(bad_file("bad.onnx", EMPTY)), "error", READ_ONNX),
+    Row("build: ONNX truncated", build_main, build_argv(bad_file("bad.onnx", TRUNCATED_ONNX)), "error", READ_ONNX),
+    Row("build: ONNX garbage", build_main, build_argv(bad_file("bad.onnx", GARBAGE)), "error", READ_ONNX),
+    Row("build: ONNX missing", build_main, build_argv(lambda i: i.folder / "none.onnx"), "error", "not found"),
+    Row("build: output folder is a file", build_main, build_argv(ONNX, blocked("v4.fp32.plan")), "error", "cannot write"),
+    Row("build: disk full while writing the manifest", build_main, build_argv(ONNX), "error", "free disk space",
         damage=lambda i, mp: mp.setattr("build.plan.manifest_text", raising(FULL))),
-    Row("build: Ctrl-C while building", build_main,
-        lambda i: [i.onnx, *BUILD_ARGS, "--output", i.out / "v4.fp32.plan"], "interrupted",
+    Row("build: Ctrl-C while building", build_main, build_argv(ONNX), "interrupted",
         damage=lambda i, mp: mp.setattr("build.plan.build_serialized", raising(KeyboardInterrupt()))),
 ]
 
@@ -212,11 +212,14 @@ RUNTIME = [
                        ("80bands", "80 bands"), ("zero-frames", "empty"), ("batch0", "empty"), ("int", "floating point"),
                        ("text", "not a numeric .npy"), ("missing", "not found"))
 ] + [
-    Row("runtime: output folder is a file", runtime_main, run_cmd("--mel", "MEL", "--output", "BLOCKED"), "error", "cannot write"),
+    Row("runtime: output folder is a file", runtime_main, run_cmd("--mel", "MEL", "--output", "BLOCKED"), "error",
+        "cannot write"),
     Row("runtime: disk full while writing the WAV", runtime_main, run_cmd("--mel", "MEL", "--output", "OUT"), "error",
         "free disk space", damage=lambda i, mp: mp.setattr("runtime.wav._write_pcm16_wav", raising(FULL))),
-    Row("runtime: float64 mel (converted to float32)", runtime_main, run_cmd("--mel", "MEL:float64", "--output", "OUT"), "accepted"),
-    Row("runtime: Fortran-order mel (made contiguous)", runtime_main, run_cmd("--mel", "MEL:fortran", "--output", "OUT"), "accepted"),
+    Row("runtime: float64 mel (converted to float32)", runtime_main, run_cmd("--mel", "MEL:float64", "--output", "OUT"),
+        "accepted"),
+    Row("runtime: Fortran-order mel (made contiguous)", runtime_main, run_cmd("--mel", "MEL:fortran", "--output", "OUT"),
+        "accepted"),
     Row("runtime: mel longer than every profile (chunked)", runtime_main, run_cmd("--mel", "MEL:long", "--output", "OUT"),
         "accepted"),
 ]

@@ -25,7 +25,7 @@ from build import doctor
 from build.plan import build_plan
 from pipeline.onnx_metadata import update_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
-from pipeline.settings import load_settings
+from pipeline.settings import VOCODERS, load_settings
 from runtime import cuda as cuda_module
 from runtime.errors import PlanNotRunnable
 from trt_double import SURFACES, install, install_on_cpu, load_surface
@@ -37,7 +37,7 @@ PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64]},
 
 def small_settings(tmp_path, **build) -> dict:
     settings = copy.deepcopy(load_settings())
-    for vocoder in ("v3", "v4"):
+    for vocoder in VOCODERS:
         settings["profiles"][vocoder] = copy.deepcopy(PROFILES)
     settings["paths"]["timing_cache"] = str(tmp_path / "timing.cache")
     settings["build"].update(build)
