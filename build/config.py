@@ -13,6 +13,8 @@ BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt_rtx")
 BUILDERS = ("python", "trtexec")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 MAX_OPTIMIZATION_LEVEL = 5
+RTX_TARGET_SETS = ("portable", "all")      # see build.backend.chosen_rtx_targets
+KERNEL_SPECIALIZATIONS = ("lazy", "eager", "none")
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,8 @@ class BuildConfig:
     backend: str
     workspace_bytes: int
     optimization_level: int
-    rtx_compute_capabilities: tuple[str, ...] | str  # a tuple of names like "SM86", or "all"
+    rtx_compute_capabilities: tuple[str, ...] | str  # a tuple of names like "SM86", "portable" or "all"
+    rtx_kernel_specialization: str                   # lazy | eager | none, recorded in the manifest for the runtime
     hardware_compatibility: str
     version_compatible: bool
     timing_cache: Path
@@ -45,9 +48,12 @@ def build_config(settings: dict[str, Any]) -> BuildConfig:
     if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= MAX_OPTIMIZATION_LEVEL:
         raise fail("optimization_level", f"is {level!r}; use an integer from 0 to {MAX_OPTIMIZATION_LEVEL}")
     targets = section["rtx_compute_capabilities"]
-    if targets != "all" and not (isinstance(targets, list) and targets
-                                 and all(isinstance(t, str) and re.fullmatch(r"SM\d{2,3}", t) for t in targets)):
-        raise fail("rtx_compute_capabilities", f"is {targets!r}; use \"all\" or a list like [\"SM86\", \"SM89\"]")
+    if targets not in RTX_TARGET_SETS and not (isinstance(targets, list) and targets
+                                               and all(isinstance(t, str) and re.fullmatch(r"SM\d{2,3}", t) for t in targets)):
+        raise fail("rtx_compute_capabilities", f"is {targets!r}; use \"portable\", \"all\" or a list like [\"SM86\", \"SM89\"]")
+    specialization = section["rtx_kernel_specialization"]
+    if specialization not in KERNEL_SPECIALIZATIONS:
+        raise fail("rtx_kernel_specialization", f"is {specialization!r}; use one of {', '.join(KERNEL_SPECIALIZATIONS)}")
     hardware = section["hardware_compatibility"]
     if hardware not in HARDWARE_COMPATIBILITY:
         raise fail("hardware_compatibility", f"is {hardware!r}; use one of {', '.join(HARDWARE_COMPATIBILITY)}")
@@ -61,7 +67,8 @@ def build_config(settings: dict[str, Any]) -> BuildConfig:
         backend=backend,
         workspace_bytes=int(workspace_gib * (1 << 30)),
         optimization_level=level,
-        rtx_compute_capabilities=targets if targets == "all" else tuple(targets),
+        rtx_compute_capabilities=targets if targets in RTX_TARGET_SETS else tuple(targets),
+        rtx_kernel_specialization=specialization,
         hardware_compatibility=hardware,
         version_compatible=version_compatible,
         timing_cache=REPO_ROOT / settings["paths"]["timing_cache"],

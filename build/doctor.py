@@ -17,6 +17,7 @@ from build.backend import (
     AUTO_ORDER,
     TITLES,
     Backend,
+    chosen_rtx_targets,
     installed_backends,
     load_backend,
     pip_install_hint,
@@ -126,9 +127,7 @@ def cuda_binding_finding() -> str:
 
 def rtx_targets(backend: Backend, config: BuildConfig) -> list[str]:
     supported = rtx_compute_capabilities(backend.trt)
-    if config.rtx_compute_capabilities == "all":
-        return supported
-    return [t for t in config.rtx_compute_capabilities if t in supported]
+    return [t for t in chosen_rtx_targets(backend.trt, config.rtx_compute_capabilities) if t in supported]
 
 
 def planned_manifest(backend_name: str, version: str, targets: list[str] | None, config: BuildConfig) -> dict:

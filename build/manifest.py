@@ -49,6 +49,7 @@ def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequ
         "compute_capabilities": record.compute_capabilities,
         "hardware_compatibility": record.hardware_compatibility,
         "version_compatible": record.version_compatible,
+        "rtx_kernel_specialization": config.rtx_kernel_specialization,
         "workspace_bytes": config.workspace_bytes, "optimization_level": config.optimization_level,
         "onnx": {"path": str(onnx_path), "sha256": sha256_of(onnx_path)},
         "checkpoint": {"source": meta["checkpoint"], "sha256": meta["checkpoint_sha256"]},

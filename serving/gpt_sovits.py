@@ -13,6 +13,7 @@ top-level section in `configs.default_configs` and writes them back unchanged, w
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -49,6 +50,7 @@ class EngineRequest:
     precision: str
     workspace_gib: float
     max_batch: int | None  # None: the batch sizes of pipeline.toml's profiles
+    gpu_target: str | None = None  # the compute capability GPT-SoVITS runs on ("SM86"); None on CPU
 
     @property
     def workspace_bytes(self) -> int:
@@ -126,13 +128,19 @@ def rebuild_reasons(manifest: dict[str, Any] | None, request: EngineRequest,
             reasons.append(f"profile max batch {batches} instead of {request.max_batch}")
     if checkpoint_sha256 and manifest.get("checkpoint", {}).get("sha256") != checkpoint_sha256:
         reasons.append("built from other vocoder weights than GPT-SoVITS loads")
+    targets = manifest.get("compute_capabilities")
+    if manifest.get("backend") == "tensorrt_rtx" and request.gpu_target and request.gpu_target not in (targets or []):
+        reasons.append(f"the plan targets {', '.join(targets or [])}, not this GPU ({request.gpu_target})")
     return reasons
 
 
 def engine_settings(settings: dict[str, Any], request: EngineRequest) -> dict[str, Any]:
-    """pipeline.toml's settings with the workspace and max batch GPT-SoVITS asks for."""
+    """pipeline.toml's settings with the workspace and max batch GPT-SoVITS asks for, and TensorRT-RTX
+    targets narrowed to the GPU it runs on."""
     tuned = copy.deepcopy(settings)
     tuned["build"]["workspace_gib"] = request.workspace_gib
+    if request.gpu_target:  # built on the machine that runs it: for its own GPU (Turing included)
+        tuned["build"]["rtx_compute_capabilities"] = [request.gpu_target]
     if request.max_batch is not None:
         for profile in tuned["profiles"][request.vocoder]:
             profile["max"][0] = request.max_batch
@@ -193,6 +201,15 @@ def load_runtime_engine(plan: Path, device: int = 0):
     from runtime import load_engine
 
     return load_engine(plan, device=device)
+
+
+def gpu_target(device) -> str | None:
+    """"SM86" for the CUDA device GPT-SoVITS runs on; None when it runs on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(device_index(device))
+    return f"SM{major}{minor}"
 
 
 def device_index(device) -> int:
@@ -279,7 +296,8 @@ class _DropIn:
         """Wrap the current vocoder; where no engine can load, warn once and leave PyTorch in place."""
         if version not in VOCODERS or self.tts.vocoder is None:  # GPT-SoVITS v1/v2 synthesise without a vocoder
             return
-        request = engine_request(self.options, version, self.tts.precision, self.settings)
+        request = dataclasses.replace(engine_request(self.options, version, self.tts.precision, self.settings),
+                                      gpu_target=gpu_target(self.tts.configs.device))
         key = (request.vocoder, request.precision)
         if key in self.failed:
             return

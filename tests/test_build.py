@@ -84,7 +84,8 @@ def check_plan_and_manifest(trt, plan: Path, onnx_path: Path, vocoder: str, prec
     n_mels = manifest["n_mels"]
     assert manifest["profiles"] == [{"name": p["name"], **{k: [p[k][0], n_mels, p[k][1]] for k in ("min", "opt", "max")}}
                                     for p in SMALL_PROFILES]
-    assert manifest["compute_capabilities"] == rtx_compute_capabilities(trt)
+    assert manifest["compute_capabilities"] == [t for t in rtx_compute_capabilities(trt) if t != "SM75"]  # "portable"
+    assert manifest["rtx_kernel_specialization"] == "lazy"
     assert manifest["synthetic"] is True and manifest["checkpoint"]["sha256"] == "synthetic"
     if vocoder_module is not None:
         assert (manifest["sampling_rate"], manifest["hop"]) == (vocoder_module.sampling_rate, vocoder_module.hop)
@@ -304,12 +305,25 @@ def test_bad_profiles(onnx_v4, tmp_path, profile, expected):
 
 @pytest.mark.parametrize("key, value", [
     ("backend", "cuda"), ("workspace_gib", 0), ("optimization_level", 7),
-    ("rtx_compute_capabilities", ["Hopper"]), ("hardware_compatibility", "everything"), ("version_compatible", "yes"),
+    ("rtx_compute_capabilities", ["Hopper"]), ("rtx_compute_capabilities", "most"), ("hardware_compatibility", "everything"),
+    ("version_compatible", "yes"), ("rtx_kernel_specialization", "sometimes"),
 ])
 def test_bad_build_settings(key, value):
     with pytest.raises(UserError, match=rf"\[build\] {key}") as error:
         build_config(small_settings(**{key: value}))
     assert "\n" not in str(error.value)
+
+
+def test_rtx_target_sets_leave_turing_out_unless_asked():
+    """"portable" is NVIDIA's portable default (no Turing: it gets a plan of its own); "all" adds it."""
+    from types import SimpleNamespace
+
+    from build.backend import chosen_rtx_targets
+    fake = SimpleNamespace(ComputeCapability=SimpleNamespace(__members__=dict.fromkeys(
+        ["NONE", "CURRENT", "SM75", "SM80", "SM86", "SM89", "SM120", "SM121"])))
+    assert chosen_rtx_targets(fake, "portable") == ["SM80", "SM86", "SM89", "SM120", "SM121"]
+    assert chosen_rtx_targets(fake, "all") == ["SM75", "SM80", "SM86", "SM89", "SM120", "SM121"]
+    assert chosen_rtx_targets(fake, ("SM75",)) == ["SM75"]
 
 
 def test_rtx_target_it_cannot_build(trt, onnx_v4, tmp_path):

@@ -8,6 +8,7 @@ manifests with placeholder plan files.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import subprocess
@@ -204,6 +205,9 @@ def test_rebuild_reasons_name_each_setting_that_differs(tmp_path, onnx_v4):
     assert "workspace" in " ".join(rebuild_reasons(manifest, EngineRequest("v4", "fp16", 2.5, None)))
     assert "max batch" in " ".join(rebuild_reasons(manifest, EngineRequest("v4", "fp16", request.workspace_gib, 1)))
     assert "weights" in " ".join(rebuild_reasons(manifest, request, checkpoint_sha256="0" * 64))
+    spark = dataclasses.replace(request, gpu_target="SM121")
+    assert "not this GPU (SM121)" in " ".join(rebuild_reasons(manifest, spark))
+    assert engine_settings(SETTINGS, spark)["build"]["rtx_compute_capabilities"] == ["SM121"]
 
 
 def test_engine_settings_carry_workspace_and_max_batch_into_valid_profiles():
