@@ -120,7 +120,8 @@ def test_python_m_build_is_this_project_even_beside_pypa_build(tmp_path):
     (tmp_path / "build" / "__init__.py").write_text("", encoding="utf-8")
     (tmp_path / "build" / "__main__.py").write_text("print('the other build package')\n", encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    result = subprocess.run([sys.executable, "-m", "build", "--help"], cwd=REPO, capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-m", "build", "--help"], cwd=REPO, capture_output=True, text=True, env=env,
+                            encoding="utf-8")
     assert result.returncode == 0, result.stderr
     assert "--vocoder" in result.stdout and "python -m build doctor" in result.stdout
 
@@ -192,7 +193,7 @@ def _make(root: Path, variables: dict) -> subprocess.CompletedProcess:
     """`make engines` in `root`, with the stand-in trtexec of root/bin first on the PATH."""
     command = ["make", "-C", str(root), "engines", *(f"{k}={v}" for k, v in variables.items())]
     env = {**os.environ, "PATH": os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")])}
-    return subprocess.run(command, capture_output=True, text=True, env=env)
+    return subprocess.run(command, capture_output=True, text=True, env=env, encoding="utf-8")
 
 
 def test_make_engines_twice_does_no_work(onnx_v4, tmp_path):
@@ -453,7 +454,7 @@ def test_the_runtime_refuses_a_manifest_beside_another_plan_of_the_same_size(onn
 
 def test_doctor_reports_this_machine(trt):
     from build.doctor import cuda_state
-    result = subprocess.run([sys.executable, "-m", "build", "doctor"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "build", "doctor"], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stderr
     rows = dict(line.split("  ", 1) for line in result.stdout.splitlines())
     assert rows["tensorrt_rtx (TensorRT-RTX)"].strip() == trt.__version__

@@ -137,7 +137,8 @@ def test_tensorrt_rtx_plan_is_refused_on_an_unsupported_gpu(layer, tmp_path):
     if rtx_runs_here(layer):
         pytest.skip(f"{name} (compute capability {cc[0]}.{cc[1]}) runs TensorRT-RTX plans")
     plan = Path(os.environ.get("RUNTIME_RTX_PLAN") or _build_tiny(tmp_path, "tensorrt_rtx"))
-    print(f"\nplan {plan} built with TensorRT-RTX {json.loads(plan.with_suffix('.json').read_text())['backend_version']}, "
+    built_with = json.loads(plan.with_suffix(".json").read_text(encoding="utf-8"))["backend_version"]
+    print(f"\nplan {plan} built with TensorRT-RTX {built_with}, "
           f"this process has {trt.__version__}")
     with pytest.raises(EngineError) as excinfo:
         load_engine(plan, cuda_binding=layer.name)
@@ -145,10 +146,11 @@ def test_tensorrt_rtx_plan_is_refused_on_an_unsupported_gpu(layer, tmp_path):
     print(f"runtime says: error: {message}")
     assert "\n" not in message and f"compute capability {cc[0]}.{cc[1]}" in message and "make engines" in message
     cli = subprocess.run([sys.executable, "-m", "runtime", str(plan), "--mel", str(_mel_file(tmp_path)), "--output",
-                          str(tmp_path / "out.wav")], cwd=REPO, capture_output=True, text=True)
+                          str(tmp_path / "out.wav")], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     print(f"python -m runtime: exit {cli.returncode}, stderr: {cli.stderr.strip()}")
     assert cli.returncode == 2 and cli.stderr.strip().startswith("error: ") and not (tmp_path / "out.wav").exists()
-    own = subprocess.run([sys.executable, "-c", OWN_VERDICT, str(plan)], capture_output=True, text=True, timeout=300)
+    own = subprocess.run([sys.executable, "-c", OWN_VERDICT, str(plan)], capture_output=True, text=True, encoding="utf-8",
+                         timeout=300)
     print(f"TensorRT-RTX itself (runtime check bypassed): exit {own.returncode}")
     print(f"{own.stdout.strip()}\n{own.stderr.strip()[-3000:]}")
 

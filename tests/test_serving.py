@@ -283,10 +283,10 @@ def test_triton_refuses_tensorrt_rtx_plans_unless_forced(tmp_path, rtx_engines):
     engines, repository = rtx_engines, tmp_path / "triton"
     manifest = json.loads((engines / "v4.fp32.json").read_text(encoding="utf-8"))
     command = [sys.executable, "-m", "serving.triton", "--engines", str(engines), "--output", str(repository)]
-    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert refused.returncode == 2 and not repository.exists()
     assert refused.stderr.count("\n") == 1 and "full TensorRT only" in refused.stderr and "--force-rtx" in refused.stderr
-    forced = subprocess.run(command + ["--force-rtx"], cwd=REPO, capture_output=True, text=True)
+    forced = subprocess.run(command + ["--force-rtx"], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert forced.returncode == 0, forced.stderr
     config = parse_config(repository / "v4_fp32" / "config.pbtxt")  # from the build stage's own manifest
     assert config.max_batch_size == 1 and list(config.instance_group[0].profile) == ["0", "1"]

@@ -105,7 +105,7 @@ def test_mel_command_reads_wav_and_resamples(tmp_path):
                                           audio).astype(np.float32))
     out = tmp_path / "mel.npy"
     result = subprocess.run([sys.executable, "-m", "validate", "mel", str(native), "--vocoder", "v4", "--output", str(out)],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
+                            cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stderr
     mel = np.load(out)
     assert mel.shape == (1, 100, len(audio) // spec.hop)
@@ -143,7 +143,8 @@ def test_layerwise_names_the_planted_fault_as_first_failing_layer(onnx_v4, tmp_p
     faulty = to_fp16(model, tmp_path / "v4.faulty.fp16.onnx")
 
     result = subprocess.run([sys.executable, "-m", "validate", "compare", str(onnx_v4), str(faulty), "--layerwise",
-                             "--save-dir", str(tmp_path / "artifacts")], cwd=REPO_ROOT, capture_output=True, text=True)
+                             "--save-dir", str(tmp_path / "artifacts")], cwd=REPO_ROOT, capture_output=True, text=True,
+                            encoding="utf-8")
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"first failing layer: {target.name}" in result.stdout.splitlines()[-1]
     assert "worst layers" in result.stdout and "polygraphy run" in result.stdout
@@ -160,7 +161,8 @@ def test_plan_that_cannot_run_here_says_why(onnx_v4, tmp_path, layerwise):
     reason = runtime.plan_blocker(manifest)
     assert reason  # not installed, or another version: either way the runtime refuses it
     result = subprocess.run([sys.executable, "-m", "validate", "compare", str(onnx_v4), str(plan),
-                             *(["--layerwise"] if layerwise else [])], cwd=REPO_ROOT, capture_output=True, text=True)
+                             *(["--layerwise"] if layerwise else [])], cwd=REPO_ROOT, capture_output=True, text=True,
+                            encoding="utf-8")
     assert result.returncode == 2, result.stdout + result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert f"{plan.name} cannot run here ({reason})" in line
