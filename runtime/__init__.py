@@ -13,8 +13,9 @@ from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError
 from runtime.manifest import check_plan_bytes, choose_profile, read_manifest
 from runtime.mel import check_mel
 from runtime.runnable import check_runnable, plan_blocker, why_not_runnable
+from runtime.streaming import Stream
 from runtime.wav import to_pcm16, write_wav
 
 __all__ = ["Engine", "EngineError", "PlanNotRunnable", "RuntimeUserError", "check_mel", "check_plan_bytes",
            "check_runnable", "choose_profile", "load_engine", "plan_blocker", "plan_chunks", "read_manifest",
-           "synthesize", "to_pcm16", "why_not_runnable", "write_wav"]
+           "Stream", "synthesize", "to_pcm16", "why_not_runnable", "write_wav"]
