@@ -1,5 +1,8 @@
-"""Streaming vocoding (runtime/streaming.py) on a small numpy vocoder whose reach is known exactly:
-push-size invariance, fixed window shapes, bounded memory and bad input.
+"""Streaming vocoding (runtime/streaming.py) and the reach the export stage measures for it.
+
+The exactness claims run on the real exported models under ONNX Runtime: v4 across push sizes and
+small steps, v3 at a short length. Push-size invariance, fixed window shapes, bounded memory and
+bad input run on a small numpy vocoder whose reach is known exactly.
 """
 from __future__ import annotations
 
@@ -12,9 +15,16 @@ import pytest
 import torch
 
 import runtime
+from export.mels import sample_mel
+from export.reach import shortest_window
 from factories import write_plan
+from pipeline.onnx_metadata import read_metadata
+from pipeline.onnx_tools import cpu_session, run_audio
+from pipeline.quality import snr_db
+from pipeline.settings import load_settings
 from runtime.streaming import ARCHITECTURE_REACH, DEFAULT_STEPS, Stream, stream_window
 
+BAR_DB = load_settings()["stream"]["snr_min_db"]
 TOY_HOP, TOY_BACK, TOY_AHEAD = 5, 3, 2  # the toy's audio frame t comes from mel frames t - 3 .. t + 2
 
 
@@ -186,3 +196,115 @@ def test_manifest_without_the_measurement_falls_back_to_the_architectures_reach(
 def test_malformed_stream_fields_are_refused(tmp_path, fields, message):
     with pytest.raises(runtime.RuntimeUserError, match=message):
         runtime.read_manifest(write_plan(tmp_path, **fields))
+
+
+class Recorded:
+    """`infer` that remembers each window's shape and answers a window it has seen from memory, so
+    several push patterns cost the ONNX Runtime work of one (the same windows give the same audio)."""
+
+    def __init__(self, infer):
+        self.infer, self.shapes, self.memory, self.runs = infer, [], {}, 0
+
+    def __call__(self, mel):
+        self.shapes.append(mel.shape[2])
+        key = (mel.shape, mel.tobytes())
+        if key not in self.memory:
+            self.memory[key] = self.infer(mel)
+            self.runs += 1
+        return self.memory[key]
+
+
+@pytest.fixture(scope="module")
+def v4_model(onnx_v4):
+    session = cpu_session(onnx_v4)
+    return (lambda mel: run_audio(session, mel)), read_metadata(onnx_v4)
+
+
+# --- the reach the export stage measures ------------------------------------------------------------
+
+@pytest.mark.parametrize("fixture", ["onnx_v4", "onnx_v3"])
+def test_export_records_the_reach_and_a_shorter_100_db_setting(request, fixture):
+    metadata = read_metadata(request.getfixturevalue(fixture))
+    left, right = metadata["receptive_field_frames"]
+    assert (left, right) == ARCHITECTURE_REACH[metadata["vocoder"]], "runtime's fallback constants are stale"
+    assert 0 < metadata["stream_context_frames"] <= right and 0 < metadata["stream_lookahead_frames"] <= left
+    print(f"\n{metadata['vocoder']}: reach {left}/{right} frames, 100 dB setting: context "
+          f"{metadata['stream_context_frames']}, lookahead {metadata['stream_lookahead_frames']}")
+
+
+def test_shortest_window_trades_context_for_lookahead_only_when_it_must():
+    power = 1.0
+    decaying = 10.0 ** (-np.arange(8.0))  # error energy 1, 0.1, ... at distance 0, 1, ... from a cut
+    assert shortest_window(power, decaying, decaying, bar_db=30.0) == (4, 4)  # amplitudes add: (2 x 1e-2)^2 < 1e-3
+    assert shortest_window(power, decaying, decaying[:2], bar_db=30.0) == (3, 2)  # reach 2 ahead: exact from there
+    assert shortest_window(power, np.zeros(0), decaying, bar_db=30.0) == (0, 3)  # nothing reaches back: no context
+
+
+# --- exactness on the real models ------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps", [DEFAULT_STEPS, 8], ids=["default schedule", "step 8"])
+def test_v4_stream_is_the_offline_pass_whatever_the_push_sizes(v4_model, steps):
+    infer, metadata = v4_model
+    frames = 300 if steps == DEFAULT_STEPS else 160
+    mel = sample_mel("v4", frames, seed=3)
+    offline = infer(mel)
+    recorded = Recorded(infer)
+    outputs = {}
+    for kind in ("one frame", "random", "one push"):
+        stream = Stream(recorded, hop=480, context_frames=metadata["stream_context_frames"],
+                        lookahead_frames=metadata["stream_lookahead_frames"], step_frames=steps)
+        outputs[kind] = streamed(stream, mel, push_sizes(frames, kind))
+    snr = snr_db(offline, outputs["one push"])
+    print(f"\nv4, {frames} frames, steps {steps}: {snr:.1f} dB against the offline pass; windows {sorted(set(recorded.shapes))}")
+    assert all(audio.shape == offline.shape for audio in outputs.values())
+    assert all(np.array_equal(audio, outputs["one push"]) for audio in outputs.values())
+    assert recorded.runs == len(recorded.shapes) // 3  # every pattern ran the very same windows
+    assert snr >= BAR_DB
+
+
+def test_v3_stream_matches_the_offline_pass_at_a_short_length(onnx_v3):
+    session, metadata = cpu_session(onnx_v3), read_metadata(onnx_v3)
+    frames = 140
+    mel = sample_mel("v3", frames, seed=4)
+    offline = run_audio(session, mel)
+    recorded = Recorded(lambda window: run_audio(session, window))
+    outputs = [streamed(Stream(recorded, hop=256, context_frames=metadata["stream_context_frames"],
+                               lookahead_frames=metadata["stream_lookahead_frames"], step_frames=DEFAULT_STEPS),
+                        mel, push_sizes(frames, kind, seed=1)) for kind in ("random", "one frame")]
+    snr = snr_db(offline, outputs[0])
+    print(f"\nv3, {frames} frames: {snr:.1f} dB against the offline pass; windows {recorded.shapes[:len(recorded.shapes) // 2]}")
+    assert np.array_equal(outputs[0], outputs[1]) and snr >= BAR_DB
+
+
+# H100 costs of one call (fp16, CUDA graphs, batch 1; issue #13) at two window lengths: a fixed cost
+# per call plus a cost per frame, the line through them
+H100_MS = {"v3": ((80, 10.3), (466, 30.8)), "v4": ((64, 2.0), (500, 4.8))}
+CFM_CHUNK = {"v3": 466, "v4": 500}  # frames of mel per GPT-SoVITS CFM chunk (T_chunk - T_ref)
+
+
+def h100_ms(vocoder: str, frames: int) -> float:
+    (f0, t0), (f1, t1) = H100_MS[vocoder]
+    return t0 + (t1 - t0) / (f1 - f0) * (frames - f0)
+
+
+@pytest.mark.parametrize("fixture", ["onnx_v4", "onnx_v3"])
+def test_default_schedule_keeps_the_overlap_work_small(request, fixture):
+    """Frames the windows process per frame of audio (CPU work is proportional to frames), and the
+    same streams priced with the H100 costs above, against one offline pass of the stream."""
+    metadata = read_metadata(request.getfixturevalue(fixture))
+    vocoder, rows = metadata["vocoder"], []
+    for frames in (500, 1000, 2000, 4000, 20000):
+        shapes = []
+        stream = Stream(lambda mel: shapes.append(mel.shape[2]) or np.zeros((1, 1, mel.shape[2]), np.float32), hop=1,
+                        context_frames=metadata["stream_context_frames"],
+                        lookahead_frames=metadata["stream_lookahead_frames"], step_frames=DEFAULT_STEPS)
+        streamed(stream, np.zeros((1, 1, frames), np.float32), [frames])
+        work = sum(shapes) / frames
+        h100 = sum(h100_ms(vocoder, w) for w in shapes) / h100_ms(vocoder, frames)
+        rows.append(f"{frames:6d} frames: {len(shapes):3d} calls, {work:.2f}x the frames, {h100:.2f}x on the H100 costs")
+        assert work <= (1.5 if frames >= 1000 else 2.0) and (frames < 20000 or work <= 1.1)
+    first = metadata["stream_context_frames"] + DEFAULT_STEPS[0] + metadata["stream_lookahead_frames"]
+    print(f"\n{vocoder}, steps {DEFAULT_STEPS}: first audio after a {first}-frame window "
+          f"({h100_ms(vocoder, first):.1f} ms on the H100 costs; one {CFM_CHUNK[vocoder]}-frame CFM chunk whole: "
+          f"{h100_ms(vocoder, CFM_CHUNK[vocoder]):.1f} ms)\n"
+          + "\n".join(rows))
