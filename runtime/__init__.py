@@ -6,6 +6,8 @@ binding or TensorRT, which load with the first plan):
 
     engine = runtime.load_engine("engines/v4.fp16.plan")   # checks the manifest, GPU and backend first
     audio = engine(mel)    # (batch, 100, frames) natural-log mel -> (batch, 1, frames * engine.hop) float32
+    with engine.stream() as stream:      # audio while the mel is still coming (runtime/streaming.py)
+        audio = stream.push(mel_chunk)   # ... and stream.finish() for the rest
 """
 from runtime.chunks import plan_chunks, synthesize
 from runtime.engine import Engine, load_engine

@@ -1,4 +1,4 @@
-"""python -m runtime ENGINE.plan --mel MEL.npy --output OUT.wav [--float] [--overlap 12]"""
+"""python -m runtime ENGINE.plan --mel MEL.npy --output OUT.wav [--float] [--cuda-graphs]"""
 from __future__ import annotations
 
 import argparse
@@ -43,12 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mel", required=True, help="(n_mels, frames) or (batch, n_mels, frames) natural-log mel, .npy")
     parser.add_argument("--output", required=True, help="WAV to write (batch items one after another)")
     parser.add_argument("--float", action="store_true", help="32-bit float samples instead of 16-bit PCM")
-    parser.add_argument("--overlap", type=int, default=12, help="cross-fade frames between chunks of long mels (GPT-SoVITS: 12)")
     parser.add_argument("--cuda-graphs", action="store_true", help="capture and replay the enqueue per shape")
     args = parser.parse_args(argv)
     manifest = read_manifest(args.plan)
     mel = load_mel(args.mel, manifest["n_mels"])
-    with load_engine(args.plan, overlap_frames=args.overlap, cuda_graphs=args.cuda_graphs) as engine:
+    with load_engine(args.plan, cuda_graphs=args.cuda_graphs) as engine:
         audio = engine(mel)
     samples = audio_for_file(audio, args.float)
     write_wav(args.output, samples, manifest["sampling_rate"], float32=args.float)

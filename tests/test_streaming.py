@@ -2,10 +2,12 @@
 
 The exactness claims run on the real exported models under ONNX Runtime: v4 across push sizes and
 small steps, v3 at a short length. Push-size invariance, fixed window shapes, bounded memory and
-bad input run on a small numpy vocoder whose reach is known exactly.
+bad input run on a small numpy vocoder whose reach is known exactly. Engine.stream runs on CPU
+against the TensorRT contract double (tests/trt_double.py over tests/cuda_double.py).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import tracemalloc
@@ -15,6 +17,8 @@ import pytest
 import torch
 
 import runtime
+from build.plan import build_plan
+from cuda_double import HostCudaLayer
 from export.mels import sample_mel
 from export.reach import shortest_window
 from factories import write_plan
@@ -22,7 +26,9 @@ from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import snr_db
 from pipeline.settings import load_settings
+from runtime import cuda as cuda_module
 from runtime.streaming import ARCHITECTURE_REACH, DEFAULT_STEPS, Stream, stream_window
+from trt_double import World, install
 
 BAR_DB = load_settings()["stream"]["snr_min_db"]
 TOY_HOP, TOY_BACK, TOY_AHEAD = 5, 3, 2  # the toy's audio frame t comes from mel frames t - 3 .. t + 2
@@ -308,3 +314,54 @@ def test_default_schedule_keeps_the_overlap_work_small(request, fixture):
           f"({h100_ms(vocoder, first):.1f} ms on the H100 costs; one {CFM_CHUNK[vocoder]}-frame CFM chunk whole: "
           f"{h100_ms(vocoder, CFM_CHUNK[vocoder]):.1f} ms)\n"
           + "\n".join(rows))
+
+
+# --- Engine.stream and the CLI on the TensorRT contract double -----------------------------------------
+
+SMALL_PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64]},
+                  {"name": "long", "min": [1, 1], "opt": [1, 64], "max": [1, 128]}]
+
+
+@pytest.fixture()
+def double_plan(monkeypatch, tmp_path, onnx_v4):
+    """A small v4 fp32 plan built through the TensorRT-RTX contract double and loadable on this CPU:
+    the runtime runs it on the host CUDA double, ONNX Runtime standing in for the engine."""
+    layer = HostCudaLayer()
+    trt = install(monkeypatch, "tensorrt_rtx-1", World(layer))
+    monkeypatch.setattr(cuda_module, "cuda_layer", lambda binding=None: layer)
+    settings = copy.deepcopy(load_settings())
+    settings["profiles"]["v4"] = copy.deepcopy(SMALL_PROFILES)
+    settings["paths"]["timing_cache"] = str(tmp_path / "timing.cache")
+    return build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan", backend=trt.__name__, settings=settings)
+
+
+def test_build_records_the_measurement_in_the_manifest(double_plan, onnx_v4):
+    manifest, metadata = runtime.read_manifest(double_plan), read_metadata(onnx_v4)
+    for key in ("receptive_field_frames", "stream_context_frames", "stream_lookahead_frames"):
+        assert manifest[key] == metadata[key]
+
+
+def test_engine_stream_fits_its_profiles_and_gives_the_engines_audio(double_plan, caplog):
+    mel = sample_mel("v4", 120, seed=8)
+    manifest = runtime.read_manifest(double_plan)
+    context, lookahead = manifest["stream_context_frames"], manifest["stream_lookahead_frames"]
+    with runtime.load_engine(double_plan) as engine:
+        offline = engine(mel)
+        stream = engine.stream()
+        room = engine.max_frames - context - lookahead
+        assert (stream.context_frames, stream.lookahead_frames) == (context, lookahead)
+        assert stream.steps == tuple(s for s in DEFAULT_STEPS if s < room) + (room,)
+        audio = streamed(stream, mel, push_sizes(120, "random"))
+        tensor_audio = streamed(engine.stream(), torch.from_numpy(mel), push_sizes(120, "one frame"))
+        with caplog.at_level(logging.WARNING, "runtime"):
+            engine.stream(context_frames=2)
+    assert snr_db(offline, audio) >= BAR_DB and isinstance(tensor_audio, torch.Tensor)
+    assert np.array_equal(tensor_audio.numpy(), audio)
+    assert f"context of 2 frames is below the {context}" in caplog.text
+
+
+def test_engine_gives_a_mel_longer_than_its_profiles_as_one_pass(double_plan, onnx_v4):
+    mel = sample_mel("v4", 300, seed=9)
+    with runtime.load_engine(double_plan) as engine:
+        audio = engine(mel)  # 300 frames, profiles up to 128: overlap-and-discard chunks
+    assert snr_db(run_audio(cpu_session(onnx_v4), mel), audio) >= BAR_DB
