@@ -2,7 +2,7 @@
 
 The exactness claims run on the real exported models under ONNX Runtime: v4 across push sizes and
 small steps, v3 at a short length. Push-size invariance, fixed window shapes, bounded memory and
-bad input run on a small numpy vocoder whose reach is known exactly. Engine.stream runs on CPU
+bad input run on a small numpy vocoder whose reach is known exactly. Engine.stream and the CLI run on CPU
 against the TensorRT contract double (tests/trt_double.py over tests/cuda_double.py).
 """
 from __future__ import annotations
@@ -11,10 +11,12 @@ import copy
 import logging
 import re
 import tracemalloc
+import wave
 
 import numpy as np
 import pytest
 import torch
+from scipy.io import wavfile
 
 import runtime
 from build.plan import build_plan
@@ -27,6 +29,8 @@ from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import snr_db
 from pipeline.settings import load_settings
 from runtime import cuda as cuda_module
+from runtime.__main__ import main as runtime_main
+from runtime.errors import run_main
 from runtime.streaming import ARCHITECTURE_REACH, DEFAULT_STEPS, Stream, stream_window
 from trt_double import World, install
 
@@ -365,3 +369,37 @@ def test_engine_gives_a_mel_longer_than_its_profiles_as_one_pass(double_plan, on
     with runtime.load_engine(double_plan) as engine:
         audio = engine(mel)  # 300 frames, profiles up to 128: overlap-and-discard chunks
     assert snr_db(run_audio(cpu_session(onnx_v4), mel), audio) >= BAR_DB
+
+
+def run_cli(*argv) -> int:
+    return run_main(runtime_main, [str(a) for a in argv])
+
+
+def wav_bytes(path) -> bytes:
+    with wave.open(str(path)) as wav:
+        return wav.readframes(wav.getnframes())
+
+
+def test_cli_stream_writes_the_same_file_and_reports_first_audio(double_plan, tmp_path, caplog):
+    """Pushes of 48 frames: with the exact reach (12 each side) every window is 72 frames, where ONNX
+    Runtime's CPU kernels give a frame the same float32 as in the 120-frame offline pass (below
+    ~66 frames they round differently in the last bits, which can move a 16-bit sample by one step)."""
+    np.save(tmp_path / "mel.npy", sample_mel("v4", 120, seed=10)[0])
+    assert run_cli(double_plan, "--mel", tmp_path / "mel.npy", "--output", tmp_path / "offline.wav") == 0
+    with caplog.at_level(logging.INFO, "runtime"):
+        assert run_cli(double_plan, "--mel", tmp_path / "mel.npy", "--output", tmp_path / "stream.wav", "--stream", 48) == 0
+    assert "first audio after" in caplog.text and "real-time factor" in caplog.text
+    assert wav_bytes(tmp_path / "stream.wav") == wav_bytes(tmp_path / "offline.wav")
+    assert run_cli(double_plan, "--mel", tmp_path / "mel.npy", "--output", tmp_path / "offline.f32.wav", "--float") == 0
+    assert run_cli(double_plan, "--mel", tmp_path / "mel.npy", "--output", tmp_path / "stream.f32.wav", "--float",
+                   "--stream", 16) == 0
+    floats = [wavfile.read(tmp_path / f"{name}.f32.wav")[1] for name in ("offline", "stream")]
+    assert snr_db(*floats) >= BAR_DB
+
+
+@pytest.mark.parametrize("step, message", [(0, "at least 1"), (500, "at most 104")])
+def test_cli_bad_stream_step_is_one_line(double_plan, tmp_path, capsys, step, message):
+    np.save(tmp_path / "mel.npy", np.zeros((100, 20), np.float32))
+    assert run_cli(double_plan, "--mel", tmp_path / "mel.npy", "--output", tmp_path / "out.wav", "--stream", step) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and message in error[0] and not (tmp_path / "out.wav").exists()
