@@ -2,8 +2,9 @@
 
 The exactness claims run on the real exported models under ONNX Runtime: v4 across push sizes and
 small steps, v3 at a short length. Push-size invariance, fixed window shapes, bounded memory and
-bad input run on a small numpy vocoder whose reach is known exactly. Engine.stream and the CLI run on CPU
-against the TensorRT contract double (tests/trt_double.py over tests/cuda_double.py).
+bad input run on a small numpy vocoder whose reach is known exactly. Engine.stream and the CLI run
+on CPU against the TensorRT contract double (tests/trt_double.py over tests/cuda_double.py), the
+GPT-SoVITS generator against a stand-in TTS (tests/gpt_sovits_standin.py).
 """
 from __future__ import annotations
 
@@ -403,3 +404,45 @@ def test_cli_bad_stream_step_is_one_line(double_plan, tmp_path, capsys, step, me
     assert run_cli(double_plan, "--mel", tmp_path / "mel.npy", "--output", tmp_path / "out.wav", "--stream", step) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and message in error[0] and not (tmp_path / "out.wav").exists()
+
+
+# --- GPT-SoVITS: the CFM chunk loop feeding a stream ------------------------------------------------------
+
+class OnnxRuntimeEngine:
+    """The plan's ONNX model under ONNX Runtime with the runtime Engine's interface, for the drop-in."""
+
+    def __init__(self, plan, device=0):
+        self.manifest = runtime.read_manifest(plan)
+        self.session = cpu_session(self.manifest["onnx"]["path"])
+        self.sampling_rate, self.hop = self.manifest["sampling_rate"], self.manifest["hop"]
+
+    def __call__(self, mel):
+        return run_audio(self.session, mel)
+
+
+def test_gpt_sovits_streamed_synthesis_is_the_drop_ins_audio_and_starts_after_one_chunk(tmp_path, onnx_v4, vocoder_v4):
+    from gpt_sovits_standin import StandInTTS
+    from serving.gpt_sovits import install, stream_vocoder_synthesis
+
+    metadata = read_metadata(onnx_v4)
+    engines = tmp_path / "engines"
+    write_plan(engines, vocoder="v4", precision="fp32", onnx_path=onnx_v4,
+               **{key: metadata[key] for key in ("receptive_field_frames", "stream_context_frames", "stream_lookahead_frames")})
+    settings = copy.deepcopy(load_settings())
+    settings["paths"]["engines"] = str(engines)
+    tokens, phones = torch.zeros((1, 1, 33), dtype=torch.long), torch.zeros((1, 5), dtype=torch.long)
+    tts = StandInTTS("v4", vocoder_v4, todo_frames=33 * 4)
+    install(tts, {"use_tensorrt": True}, settings=settings, load_engine=OnnxRuntimeEngine)
+    offline = tts.using_vocoder_synthesis(tokens, phones, sample_steps=4)
+    cfm_calls_per_chunk = tts.vits_model.cfm.calls
+    tts.vits_model.cfm.calls = 0
+    pieces, cfm_calls_at_piece = [], []
+    for piece in stream_vocoder_synthesis(tts, tokens, phones, sample_steps=4):
+        pieces.append(piece)
+        cfm_calls_at_piece.append(tts.vits_model.cfm.calls)
+    audio = torch.cat(pieces)
+    assert cfm_calls_per_chunk == tts.vits_model.cfm.calls == 4  # 132 frames in chunks of 40
+    assert cfm_calls_at_piece[0] == 1  # audio while the CFM is still working
+    assert audio.shape == offline.shape and snr_db(offline.numpy(), audio.numpy()) >= BAR_DB
+    print(f"\nGPT-SoVITS v4 stand-in: {len(pieces)} pieces over {cfm_calls_per_chunk} CFM chunks, "
+          f"{snr_db(offline.numpy(), audio.numpy()):.1f} dB against the non-streaming drop-in")
