@@ -13,6 +13,7 @@ EngineError, never a silent run with stale state.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import math
 import queue
@@ -210,7 +211,6 @@ class Engine:
         self.profiles = profiles_of(manifest)
         self.sampling_rate, self.hop, self.n_mels = manifest["sampling_rate"], manifest["hop"], manifest["n_mels"]
         self.max_frames = max(p.max_frames for p in self.profiles)
-        self.window = stream_window(manifest)  # context and lookahead of streams and of long-mel chunks
         self._pools = {p.index: queue.Queue() for p in self.profiles}
         for slot in slots:
             self._pools[slot.profile.index].put(slot)
@@ -226,8 +226,17 @@ class Engine:
         if device_tensor and self.layer.tensor_device(mel) != self.device:
             raise EngineError(f"mel is on {mel.device}, the engine on device {self.device}; move the mel there "
                               f"or load the engine with device={self.layer.tensor_device(mel)}")
-        return synthesize(self._infer, check_mel(mel, self.n_mels), self.max_frames, hop=self.hop,
-                          context_frames=self.window.context, lookahead_frames=self.window.lookahead)
+        mel = check_mel(mel, self.n_mels)
+        if mel.shape[2] <= self.max_frames:
+            return self._infer(mel)
+        return synthesize(self._infer, mel, self.max_frames, hop=self.hop, context_frames=self.window.context,
+                          lookahead_frames=self.window.lookahead)
+
+    @functools.cached_property
+    def window(self):
+        """Context and lookahead of streams and of long-mel chunks (runtime/streaming.py), read when
+        first needed: a plan that only ever sees mels within its profiles needs no reach."""
+        return stream_window(self.manifest)
 
     def stream(self, *, context_frames: Optional[int] = None, lookahead_frames: Optional[int] = None,
                step_frames: Optional[StepFrames] = None) -> Stream:

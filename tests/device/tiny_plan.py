@@ -79,6 +79,8 @@ def build_tiny_plan(out_dir: str | Path, backend: str | None = None, targets: li
         "format": 1, "vocoder": "tiny-v4-interface", "precision": "fp32",
         "backend": trt.__name__, "backend_version": trt.__version__,
         "sampling_rate": SAMPLING_RATE, "hop": HOP, "n_mels": N_MELS,
+        # a stride-hop, kernel-hop transposed convolution: no frame reaches a neighbour's audio
+        "receptive_field_frames": [0, 0], "stream_context_frames": 0, "stream_lookahead_frames": 0,
         "input": {"name": "mel", "dtype": "float32", "shape": [-1, N_MELS, -1]},
         "output": {"name": "audio", "dtype": "float32", "shape": [-1, 1, -1]},
         "profiles": PROFILES,
