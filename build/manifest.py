@@ -13,6 +13,8 @@ from build.onnx_model import OnnxFacts
 from pipeline.files import atomic_output, sha256_of
 
 FORMAT = 1
+# measured by the export stage (export/reach.py); absent from models exported before it measured them
+STREAM_KEYS = ("receptive_field_frames", "stream_context_frames", "stream_lookahead_frames")
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequ
         "vocoder": vocoder, "precision": precision,
         "backend": record.backend, "backend_version": record.backend_version,
         "sampling_rate": meta["sampling_rate"], "hop": meta["hop"], "n_mels": meta["n_mels"],
+        **{key: meta[key] for key in STREAM_KEYS if key in meta},
         "input": facts.input.as_dict(),
         "output": facts.output.as_dict(),
         "profiles": [{"name": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)} for p in profiles],

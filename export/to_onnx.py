@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from export.mels import sample_mel
+from export.reach import stream_metadata
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import update_metadata
@@ -26,9 +27,11 @@ log = logging.getLogger("export")
 
 
 def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path,
-                     verify_cases: tuple[tuple[int, int], ...] = ((1, 7), (1, 64), (2, 100))) -> Path:
+                     verify_cases: tuple[tuple[int, int], ...] = ((1, 7), (1, 64), (2, 100)),
+                     measure_stream: bool = True) -> Path:
     """Export `module` to `output`, carrying the pipeline's metadata; the file appears only once
-    ONNX Runtime has matched PyTorch at each (batch, frames) of `verify_cases`."""
+    ONNX Runtime has matched PyTorch at each (batch, frames) of `verify_cases`. `measure_stream`
+    adds the reach and stream setting (export/reach.py); only models that never stream skip it."""
     settings = load_settings()
     names = settings["tensors"]
     example = torch.from_numpy(sample_mel(vocoder, frames=32))
@@ -53,6 +56,7 @@ def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path,
             "checkpoint": module.source["checkpoint"],
             "checkpoint_sha256": module.source["sha256"],
             "torch_version": torch.__version__,
+            **(stream_metadata(module, vocoder) if measure_stream else {}),
         })
         onnx.save(model, str(tmp))
         verify_export(module, vocoder, tmp, verify_cases)

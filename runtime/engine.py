@@ -13,6 +13,7 @@ EngineError, never a silent run with stale state.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import math
 import queue
@@ -22,13 +23,14 @@ from typing import Optional
 
 import numpy as np
 
-from runtime.chunks import check_overlap, synthesize
+from runtime.chunks import synthesize
 from runtime import cuda
 from runtime.errors import EngineError, RuntimeUserError, one_line
 from runtime.manifest import batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
 from runtime.runnable import DISPLAY, Gpu, backend_of, check_runnable, import_backend
 from runtime.files import atomic_output
+from runtime.streaming import Stream, StepFrames, chosen_window, fitting_steps, stream_window
 
 log = logging.getLogger("runtime")
 RUNTIME_CACHE_SUFFIX = ".runtime-cache"
@@ -204,13 +206,12 @@ class Engine:
     """A loaded plan: `engine(mel)` turns a (batch, n_mels, frames) mel into (batch, 1, frames * hop)
     float32 audio (numpy in, numpy out; a CUDA tensor in, a CUDA tensor out)."""
 
-    def __init__(self, manifest: dict, layer, device: int, trt_objects: tuple, slots: list, runtime_cache, overlap_frames: int):
+    def __init__(self, manifest: dict, layer, device: int, trt_objects: tuple, slots: list, runtime_cache):
         self.manifest, self.layer, self.device = manifest, layer, device
         self._trt_objects, self._slots, self._runtime_cache = trt_objects, slots, runtime_cache
         self.profiles = profiles_of(manifest)
         self.sampling_rate, self.hop, self.n_mels = manifest["sampling_rate"], manifest["hop"], manifest["n_mels"]
         self.max_frames = max(p.max_frames for p in self.profiles)
-        self.overlap_frames = overlap_frames
         self._pools = {p.index: queue.Queue() for p in self.profiles}
         for slot in slots:
             self._pools[slot.profile.index].put(slot)
@@ -226,7 +227,26 @@ class Engine:
         if device_tensor and self.layer.tensor_device(mel) != self.device:
             raise EngineError(f"mel is on {mel.device}, the engine on device {self.device}; move the mel there "
                               f"or load the engine with device={self.layer.tensor_device(mel)}")
-        return synthesize(self._infer, check_mel(mel, self.n_mels), self.max_frames, self.overlap_frames, hop=self.hop)
+        mel = check_mel(mel, self.n_mels)
+        if mel.shape[2] <= self.max_frames:
+            return self._infer(mel)
+        return synthesize(self._infer, mel, self.max_frames, hop=self.hop, context_frames=self.window.context,
+                          lookahead_frames=self.window.lookahead)
+
+    @functools.cached_property
+    def window(self):
+        """Context and lookahead of streams and of long-mel chunks (runtime/streaming.py), read when
+        first needed: a plan that only ever sees mels within its profiles needs no reach."""
+        return stream_window(self.manifest)
+
+    def stream(self, *, context_frames: Optional[int] = None, lookahead_frames: Optional[int] = None,
+               step_frames: Optional[StepFrames] = None) -> Stream:
+        """A Stream over this engine (runtime/streaming.py): the manifest's measured context and
+        lookahead unless given (less warns), and the default step schedule cut to fit the profiles."""
+        context, lookahead = chosen_window(self.window, context_frames, lookahead_frames)
+        steps = fitting_steps(step_frames, context, lookahead, self.max_frames)
+        return Stream(self, hop=self.hop, n_mels=self.n_mels, context_frames=context, lookahead_frames=lookahead,
+                      step_frames=steps)
 
     def _infer(self, mel):
         """One pass over a mel that fits a profile's frames; batches above its maximum are split."""
@@ -360,7 +380,7 @@ def _rtx_runtime_config(trt, trt_engine, cache: Optional[RuntimeCache], cuda_gra
 
 
 def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cuda_graphs: bool = False,
-                overlap_frames: int = 12, runtime_cache: bool = True, cuda_binding: Optional[str] = None,
+                runtime_cache: bool = True, cuda_binding: Optional[str] = None,
                 kernel_specialization: Optional[str] = None) -> Engine:
     """Check the plan against its manifest, this GPU and the installed TensorRT, then load it on
     `device` with `contexts_per_profile` slots per profile.
@@ -371,7 +391,6 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
     """
     plan_path = Path(plan_path)
     manifest = read_manifest(plan_path)
-    check_overlap(max(p["max"][2] for p in manifest["profiles"]), overlap_frames)
     specialization = kernel_specialization or manifest.get("rtx_kernel_specialization", "lazy")
     if specialization not in KERNEL_SPECIALIZATIONS:
         raise RuntimeUserError(f"kernel specialization {specialization!r} is not one of {', '.join(KERNEL_SPECIALIZATIONS)}")
@@ -398,7 +417,7 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
                       _rtx_runtime_config(trt, trt_engine, cache, cuda_graphs, specialization) if is_rtx else None,
                       manual_graphs=cuda_graphs and not is_rtx)
                  for profile in profiles_of(manifest) for _ in range(contexts_per_profile)]
-    engine = Engine(manifest, layer, device, (logger, runtime, trt_engine), slots, cache, overlap_frames)
+    engine = Engine(manifest, layer, device, (logger, runtime, trt_engine), slots, cache)
     per_context = _device_memory_per_context(trt_engine)
     engine.device_memory = {"per_context": per_context, "contexts": len(slots), "io_buffers": sum(s.io.nbytes for s in slots)}
     log.info("%s on %s via %s %s and %s: engine device memory %.1f MiB per context x %d, I/O buffers %.1f MiB", plan_path.name,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import errno
-import itertools
 import json
 import os
 import subprocess
@@ -17,8 +16,10 @@ import pytest
 
 import runtime
 from factories import write_plan
+from pipeline.onnx_tools import cpu_session
+from pipeline.quality import snr_db
 from runtime.__main__ import main as runtime_main
-from runtime.chunks import chunk_weights, plan_chunks
+from runtime.chunks import handovers, plan_chunks
 from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError, run_main
 from runtime.files import atomic_output
 from runtime.manifest import batch_pieces, choose_profile, profiles_of
@@ -149,69 +150,76 @@ def test_profile_choice_prefers_fewest_splits_then_the_tightest_profile(tmp_path
     assert [(s.start, s.stop) for s in batch_pieces(5, 2)] == [(0, 2), (2, 4), (4, 5)]
 
 
-# ---- chunks and cross-fade ------------------------------------------------------------------------
+# ---- chunks of long mels: overlap-and-discard ---------------------------------------------------
 
-@pytest.mark.parametrize("frames, chunk, overlap", [(300, 64, 12), (65, 64, 12), (1000, 100, 0), (1234, 97, 32)])
-def test_chunks_are_equal_cover_the_mel_and_overlap_enough(frames, chunk, overlap):
-    starts = plan_chunks(frames, chunk, overlap)
+@pytest.mark.parametrize("frames, chunk, context, lookahead", [(300, 64, 9, 9), (65, 64, 9, 9), (1000, 100, 0, 0),
+                                                               (1234, 97, 19, 13)])
+def test_chunks_cover_the_mel_and_hand_over_with_context_and_lookahead(frames, chunk, context, lookahead):
+    starts = plan_chunks(frames, chunk, context + lookahead)
     assert starts[0] == 0 and starts[-1] + chunk == frames
-    assert all(0 < b - a <= chunk - overlap for a, b in itertools.pairwise(starts))
-    hop = 7
-    total = np.zeros(frames * hop)
-    for start, weight in zip(starts, chunk_weights(starts, chunk, overlap, hop), strict=True):
-        assert weight.min() >= 0
-        total[start * hop:(start + chunk) * hop] += weight
-    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    cuts = handovers(starts, chunk, frames, context, lookahead)
+    assert cuts[0] == 0 and cuts[-1] == frames and cuts == sorted(cuts)
+    for i, (start, begin, end) in enumerate(zip(starts, cuts, cuts[1:])):
+        assert start <= begin < end <= start + chunk
+        assert i == 0 or begin - start >= context                        # every frame has its context ...
+        assert i == len(starts) - 1 or start + chunk - end >= lookahead  # ... and its lookahead in its chunk
 
 
-def test_overlap_too_large_for_the_chunk_is_refused():
-    with pytest.raises(RuntimeUserError, match="overlap"):
-        plan_chunks(500, 64, 30)
+def test_chunks_too_short_for_context_and_lookahead_are_refused():
+    with pytest.raises(RuntimeUserError, match="larger profile"):
+        plan_chunks(500, 64, 64)
 
 
-def frame_by_frame(mel, hop=5):
-    """A vocoder without context: each frame's mean band value, held for `hop` samples."""
-    return np.repeat(mel.mean(axis=1, keepdims=True), hop, axis=2)
+def moving_average(mel, hop=5, reach=3):
+    """A vocoder with a reach of `reach` frames each side: each frame's mean band value, averaged
+    over its neighbours (zero beyond the edges), held for `hop` samples."""
+    level = np.pad(mel.mean(axis=1, keepdims=True), ((0, 0), (0, 0), (reach, reach)))
+    frames = mel.shape[2]
+    smooth = sum(level[:, :, shift:shift + frames] for shift in range(2 * reach + 1)) / (2 * reach + 1)
+    return np.repeat(smooth, hop, axis=2)
 
 
-def test_chunked_synthesis_of_a_context_free_vocoder_is_exact():
+def test_chunked_synthesis_with_the_reach_as_context_is_exact():
     mel = np.random.default_rng(0).standard_normal((2, 100, 333)).astype(np.float32)
     calls = []
-    infer = lambda m: calls.append(m.shape) or frame_by_frame(m)  # noqa: E731
-    audio = runtime.synthesize(infer, mel, max_frames=50, overlap_frames=12, hop=5)
-    assert calls == [(2 * len(plan_chunks(333, 50, 12)), 100, 50)]  # one batched call, equal chunks
-    np.testing.assert_allclose(audio, frame_by_frame(mel), atol=1e-6)
+    infer = lambda m: calls.append(m.shape) or moving_average(m)  # noqa: E731
+    audio = runtime.synthesize(infer, mel, max_frames=50, hop=5, context_frames=3, lookahead_frames=3)
+    assert calls == [(2 * len(plan_chunks(333, 50, 6)), 100, 50)]  # one batched call, equal chunks
+    np.testing.assert_allclose(audio, moving_average(mel), atol=1e-6)
 
 
 def test_chunked_synthesis_works_on_torch_tensors_too():
     torch = pytest.importorskip("torch")
     mel = np.random.default_rng(1).standard_normal((1, 100, 200)).astype(np.float32)
-    audio = runtime.synthesize(lambda m: torch.from_numpy(frame_by_frame(m.numpy())), torch.from_numpy(mel),
-                               max_frames=64, overlap_frames=12, hop=5)
-    np.testing.assert_allclose(audio.numpy(), frame_by_frame(mel), atol=1e-6)
+    audio = runtime.synthesize(lambda m: torch.from_numpy(moving_average(m.numpy())), torch.from_numpy(mel),
+                               max_frames=64, hop=5, context_frames=3, lookahead_frames=3)
+    np.testing.assert_allclose(audio.numpy(), moving_average(mel), atol=1e-6)
 
 
 def test_infer_returning_the_wrong_length_is_an_engine_error():
     mel = np.zeros((1, 100, 10), np.float32)
     with pytest.raises(EngineError, match="hop"):
-        runtime.synthesize(lambda m: frame_by_frame(m, hop=4), mel, max_frames=64, hop=5)
+        runtime.synthesize(lambda m: moving_average(m, hop=4), mel, max_frames=64, hop=5, context_frames=3,
+                           lookahead_frames=3)
 
 
 def test_chunked_v4_under_onnx_runtime_matches_one_pass(onnx_v4):
-    import onnxruntime as ort
-
     from export.mels import sample_mel
+    from pipeline.onnx_metadata import read_metadata
 
-    session = ort.InferenceSession(str(onnx_v4), providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_v4)
     infer = lambda m: session.run(["audio"], {"mel": m})[0]  # noqa: E731
+    metadata = read_metadata(onnx_v4)
     frames, hop = 300, 480
     mel = runtime.check_mel(sample_mel("v4", frames, batch=1, seed=3), 100)
     whole = infer(mel)
-    chunked = runtime.synthesize(infer, mel, max_frames=64, overlap_frames=12, hop=hop)
+    chunked = runtime.synthesize(infer, mel, max_frames=64, hop=hop, context_frames=metadata["stream_context_frames"],
+                                 lookahead_frames=metadata["stream_lookahead_frames"])
     assert chunked.shape == whole.shape == (1, 1, frames * hop)
-    snr = 10 * np.log10(np.sum(whole.astype(np.float64) ** 2) / np.sum((chunked - whole).astype(np.float64) ** 2))
-    print(f"chunked (64-frame chunks, 12-frame overlap) vs one pass, v4 at {frames} frames: SNR {snr:.1f} dB")
-    assert snr >= 40.0
+    snr = snr_db(whole, chunked)
+    print(f"chunked (64-frame chunks, the export's measured context and lookahead) vs one pass, v4 at {frames} frames: "
+          f"SNR {snr:.1f} dB")
+    assert snr >= 100.0
 
 
 # ---- input checks ---------------------------------------------------------------------------------

@@ -76,10 +76,12 @@ def build_tiny_plan(out_dir: str | Path, backend: str | None = None, targets: li
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"{trt.__name__} could not build the tiny plan")
+    # a stride-hop, kernel-hop transposed convolution: no frame reaches a neighbour's audio
     return write_plan(out_dir, vocoder="tiny-v4-interface", precision="fp32", backend=trt.__name__,
                       version=trt.__version__, plan_bytes=bytes(plan), onnx_path=onnx_path, profiles=PROFILES,
                       n_mels=N_MELS, hop=HOP, sampling_rate=SAMPLING_RATE, name="tiny.plan",
-                      targets=targets if trt.__name__ == "tensorrt_rtx" else None)
+                      targets=targets if trt.__name__ == "tensorrt_rtx" else None,
+                      receptive_field_frames=[0, 0], stream_context_frames=0, stream_lookahead_frames=0)
 
 
 def _any_backend():
