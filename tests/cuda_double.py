@@ -2,7 +2,8 @@
 
 "Device" memory is 256-byte aligned host memory, so the TensorRT double can read and write it by
 address and run the plan's ONNX model on it. It is no looser than the layer it stands for:
-- its members are the layer's (a test checks both real layers have the same public members);
+- it offers every member of the layer's interface (a test checks both real layers offer the same
+  ones and the double all of them; its extra members serve the tests' inspection only);
 - device work needs the primary context of its device current on the thread, as the driver does;
 - work is refused on destroyed streams, and copies that overrun one of its buffers fault;
 - a capturing stream records work instead of running it, a graph replays what was recorded, and a

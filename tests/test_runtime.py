@@ -85,6 +85,13 @@ def test_tensorrt_rtx_plan_on_compute_capability_9_is_refused_with_the_fix(tmp_p
         assert part in message
 
 
+def test_a_gpu_tensorrt_rtx_cannot_run_is_refused_whatever_the_manifest_lists(tmp_path):
+    """A manifest may name SM90 (hand-edited, or from a future release); TensorRT-RTX 1.7 still cannot run there."""
+    manifest = runtime.read_manifest(make_plan(tmp_path, targets=["SM90"]))
+    reason = runtime.why_not_runnable(manifest, Gpu("NVIDIA H200", (9, 0)), RTX)
+    assert reason and reason.startswith("TensorRT-RTX plans do not run on NVIDIA H200")
+
+
 def test_tensorrt_rtx_plan_runs_on_a_targeted_rtx_card(tmp_path):
     manifest = runtime.read_manifest(make_plan(tmp_path))
     check_runnable(manifest, Gpu("NVIDIA GeForce RTX 4090", (8, 9)), RTX)

@@ -134,6 +134,18 @@ def test_contexts_refuse_unaligned_addresses_and_unset_state(world, onnx_v4, tmp
     assert len(world.refusals) == len(logger.messages) == 4
 
 
+def public_methods(cls) -> set:
+    return {name for name, value in vars(cls).items() if callable(value) and not name.startswith("_")}
+
+
+def test_cuda_layers_offer_the_same_interface_and_the_host_double_all_of_it():
+    from cuda_double import HostCudaLayer
+    from runtime.cuda import CudaBindingsLayer, PycudaLayer, TorchInterop
+    interface = public_methods(PycudaLayer) | public_methods(TorchInterop)
+    assert interface == public_methods(CudaBindingsLayer) - {"check"} | public_methods(TorchInterop)
+    assert interface <= public_methods(HostCudaLayer), interface - public_methods(HostCudaLayer)
+
+
 # --- builder, load, host path ------------------------------------------------------------------
 
 

@@ -30,3 +30,4 @@ for binding in pycuda cuda-bindings; do
 done | tee "$out/doctor.txt"
 python3 -m pytest tests/test_runtime_gpu.py tests/test_trt_contract.py -m gpu -v -s -rs -p no:cacheprovider 2>&1 | tee "$out/gpu-tests.txt"
 python3 tests/device/serving_gpu_check.py 2>&1 | tee "$out/serving.txt"
+python3 tests/device/stream_timing.py --output "$out/stream_timing.json" 2>&1 | tee "$out/stream-timing.txt"

@@ -51,7 +51,9 @@ def main() -> None:
     settings = copy.deepcopy(load_settings())
     with tempfile.TemporaryDirectory() as engines:
         settings["paths"]["engines"] = engines
-        write_plan(Path(engines), vocoder="v4", precision="fp16")  # a manifest as the build writes it; the plan is never read
+        # a manifest as the build writes it, for this GPU (full TensorRT runs here); the plan is never read
+        major, minor = torch.cuda.get_device_capability()
+        write_plan(Path(engines), vocoder="v4", precision="fp16", backend="tensorrt", targets=[f"SM{major}{minor}"])
         tts = SimpleNamespace(configs=SimpleNamespace(version="v4", is_half=True, device=torch.device("cuda")),
                               precision=torch.float16, vocoder_configs={"sr": 48000, "upsample_rate": 480, "overlapped_len": 12},
                               vocoder=copy.deepcopy(vocoder).half(), init_vocoder=lambda version: None)
