@@ -25,7 +25,8 @@ def load_mel(path: str | Path, n_mels: int) -> np.ndarray:
     try:
         mel = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise RuntimeUserError(f"mel file {path} not found; pass a .npy file of shape (n_mels, frames) or (batch, n_mels, frames)") from None
+        raise RuntimeUserError(f"mel file {path} not found; pass a .npy file of shape (n_mels, frames) "
+                               "or (batch, n_mels, frames)") from None
     except (ValueError, OSError) as error:
         raise RuntimeUserError(f"{path} is not a numeric .npy array ({error}); save the mel with numpy.save") from None
     return check_mel(mel[None] if mel.ndim == 2 else mel, n_mels)
@@ -61,7 +62,8 @@ def streamed(engine, mel: np.ndarray, step: int) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime", description="Turn a log-mel (.npy) into a WAV with a vocoder plan.")
+    parser = argparse.ArgumentParser(prog="python -m runtime",
+                                     description="Turn a log-mel (.npy) into a WAV with a vocoder plan.")
     parser.add_argument("plan", help="ENGINE.plan, with its manifest ENGINE.json beside it")
     parser.add_argument("--mel", required=True, help="(n_mels, frames) or (batch, n_mels, frames) natural-log mel, .npy")
     parser.add_argument("--output", required=True, help="WAV to write (batch items one after another)")

@@ -23,14 +23,14 @@ from typing import Optional
 
 import numpy as np
 
-from runtime.chunks import synthesize
 from runtime import cuda
+from runtime.chunks import synthesize
 from runtime.errors import EngineError, RuntimeUserError, one_line
+from runtime.files import atomic_output
 from runtime.manifest import batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
 from runtime.runnable import DISPLAY, Gpu, backend_of, check_runnable, import_backend
-from runtime.files import atomic_output
-from runtime.streaming import Stream, StepFrames, chosen_window, fitting_steps, stream_window
+from runtime.streaming import StepFrames, Stream, chosen_window, fitting_steps, stream_window
 
 log = logging.getLogger("runtime")
 RUNTIME_CACHE_SUFFIX = ".runtime-cache"
@@ -86,7 +86,8 @@ class Slot:
         self.context = (trt_engine.create_execution_context() if runtime_config is None
                         else trt_engine.create_execution_context(runtime_config=runtime_config))
         if self.context is None:
-            raise EngineError("TensorRT could not create an execution context (GPU memory full?); free GPU memory or use fewer contexts")
+            raise EngineError("TensorRT could not create an execution context (GPU memory full?); "
+                              "free GPU memory or use fewer contexts")
         if not self.context.set_optimization_profile_async(profile.index, self.io.stream.handle):
             raise EngineError(f"TensorRT refused profile {profile.name!r}; rebuild the plan with `make engines`")
         self.io.stream.synchronize()
@@ -126,7 +127,8 @@ class Slot:
     def _bind(self, shape: tuple, input_address: int, output_address: int) -> tuple:
         expected = (shape[0], 1, shape[2] * self.hop)
         if not self.context.set_input_shape(self.input_name, tuple(shape)):
-            raise EngineError(f"TensorRT rejected mel shape {tuple(shape)} for profile {self.profile.name!r}; rebuild with `make engines`")
+            raise EngineError(f"TensorRT rejected mel shape {tuple(shape)} for profile {self.profile.name!r}; "
+                              "rebuild with `make engines`")
         for name, address in ((self.input_name, input_address), (self.output_name, output_address)):
             if not self.context.set_tensor_address(name, address):
                 raise EngineError(f"TensorRT refused address 0x{address:x} for {name!r}; this is a runtime bug, please report it")
@@ -184,7 +186,8 @@ class RuntimeCache:
         self.cache = self._config.create_runtime_cache()
         if self.path.is_file():
             loaded = self.cache.deserialize(self.path.read_bytes())
-            log.info("runtime cache %s %s", self.path, "loaded" if loaded else "not usable here (GPU, driver or version differ); rewriting it")
+            log.info("runtime cache %s %s", self.path,
+                     "loaded" if loaded else "not usable here (GPU, driver or version differ); rewriting it")
 
     def attach(self, config) -> None:
         if not config.set_runtime_cache(self.cache):
@@ -264,7 +267,8 @@ class Engine:
         import torch
         mel = mel.to(getattr(torch, self.manifest["input"]["dtype"])).contiguous()
         batch, _, frames = mel.shape
-        out = torch.empty((batch, 1, frames * self.hop), dtype=getattr(torch, self.manifest["output"]["dtype"]), device=mel.device)
+        out_dtype = getattr(torch, self.manifest["output"]["dtype"])
+        out = torch.empty((batch, 1, frames * self.hop), dtype=out_dtype, device=mel.device)
         caller = self.layer.foreign_stream(self.layer.tensor_stream(mel))
         itemsizes = (mel.element_size(), out.element_size())
         for piece in batch_pieces(batch, profile.max_batch):
@@ -409,8 +413,8 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
         _refuse_invalid(runtime, trt, logger, plan, plan_path, gpu)
         trt_engine = runtime.deserialize_cuda_engine(plan)
         if trt_engine is None:
-            raise EngineError(f"{DISPLAY[trt.__name__]} could not load {plan_path} on {gpu.name}: {logger.last_error or 'no message'}; "
-                              "rebuild it with `make engines` for this GPU")
+            raise EngineError(f"{DISPLAY[trt.__name__]} could not load {plan_path} on {gpu.name}: "
+                              f"{logger.last_error or 'no message'}; rebuild it with `make engines` for this GPU")
         _check_engine_matches(trt_engine, manifest, plan_path)
         cache = RuntimeCache(trt_engine, plan_path) if runtime_cache and is_rtx else None
         slots = [Slot(layer, trt_engine, profile, manifest,

@@ -44,7 +44,8 @@ def read_manifest(plan_path: str | Path) -> dict:
     plan_path = Path(plan_path)
     path = manifest_path(plan_path)
     if not plan_path.is_file():
-        raise RuntimeUserError(f"engine plan {plan_path} not found; build it with `make engines` or pass the path of a .plan file")
+        raise RuntimeUserError(f"engine plan {plan_path} not found; build it with `make engines` "
+                               "or pass the path of a .plan file")
     if not path.is_file():
         raise RuntimeUserError(f"manifest {path} not found beside the plan; {REBUILD} (the build stage writes both)")
     try:
@@ -87,7 +88,8 @@ def _schema_problem(manifest: object) -> str | None:
             return f"{key} must be a positive integer"
     for key in ("input", "output"):
         tensor = manifest.get(key)
-        if not (isinstance(tensor, dict) and isinstance(tensor.get("name"), str) and tensor.get("dtype") in ("float32", "float16")):
+        named = isinstance(tensor, dict) and isinstance(tensor.get("name"), str)
+        if not (named and tensor.get("dtype") in ("float32", "float16")):
             return f"{key} needs a name and a dtype (float32 or float16)"
     profiles = manifest.get("profiles")
     if not isinstance(profiles, list) or not profiles:

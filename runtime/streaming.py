@@ -84,7 +84,8 @@ def chosen_window(window: StreamWindow, context: Optional[int], lookahead: Optio
     for name, asked, measured in (("context", context, window.context), ("lookahead", lookahead, window.lookahead)):
         if _count(asked, name, minimum=0) < measured:
             log.warning("%s of %d frames is below the %d the export stage measured for this vocoder (the shortest that keeps "
-                        "streamed audio at its SNR bar against the offline pass); expect a larger difference", name, asked, measured)
+                        "streamed audio at its SNR bar against the offline pass); expect a larger difference",
+                        name, asked, measured)
     return context, lookahead
 
 
@@ -94,13 +95,14 @@ def fitting_steps(steps: Optional[StepFrames], context: int, lookahead: int, max
     room = max_frames - context - lookahead
     if room < 1:
         raise RuntimeUserError(f"windows of context {context} + lookahead {lookahead} frames leave no room for a step in the "
-                               f"largest profile ({max_frames} frames); rebuild with a larger profile or stream with less context")
+                               f"largest profile ({max_frames} frames); rebuild with a larger profile or stream with "
+                               "less context")
     if steps is None:
         return tuple(step for step in DEFAULT_STEPS if step < room) + (min(DEFAULT_STEPS[-1], room),)
     schedule = _schedule(steps)
     if max(schedule) > room:
-        raise RuntimeUserError(f"step of {max(schedule)} frames makes windows longer than the largest profile ({max_frames} frames); "
-                               f"use steps of at most {room}")
+        raise RuntimeUserError(f"step of {max(schedule)} frames makes windows longer than the largest profile "
+                               f"({max_frames} frames); use steps of at most {room}")
     return schedule
 
 

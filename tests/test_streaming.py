@@ -306,7 +306,10 @@ def test_default_schedule_keeps_the_overlap_work_small(request, fixture):
     vocoder, rows = metadata["vocoder"], []
     for frames in (500, 1000, 2000, 4000, 20000):
         shapes = []
-        stream = Stream(lambda mel: shapes.append(mel.shape[2]) or np.zeros((1, 1, mel.shape[2]), np.float32), hop=1,
+        def silence(mel, shapes=shapes):
+            shapes.append(mel.shape[2])
+            return np.zeros((1, 1, mel.shape[2]), np.float32)
+        stream = Stream(silence, hop=1,
                         context_frames=metadata["stream_context_frames"],
                         lookahead_frames=metadata["stream_lookahead_frames"], step_frames=DEFAULT_STEPS)
         streamed(stream, np.zeros((1, 1, frames), np.float32), [frames])

@@ -57,7 +57,8 @@ def main() -> None:
         tts = SimpleNamespace(configs=SimpleNamespace(version="v4", is_half=True, device=torch.device("cuda")),
                               precision=torch.float16, vocoder_configs={"sr": 48000, "upsample_rate": 480, "overlapped_len": 12},
                               vocoder=copy.deepcopy(vocoder).half(), init_vocoder=lambda version: None)
-        stats = install(tts, {"use_tensorrt": True}, settings=settings, load_engine=lambda plan, device: TorchEngine(plan, vocoder))
+        stats = install(tts, {"use_tensorrt": True}, settings=settings,
+                        load_engine=lambda plan, device: TorchEngine(plan, vocoder))
     assert isinstance(tts.vocoder, EngineVocoder)
     mel = torch.from_numpy(sample_mel("v4", 500)).cuda()
     with torch.inference_mode():
