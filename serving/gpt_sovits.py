@@ -191,7 +191,7 @@ def build_engine_chain(request: EngineRequest, checkpoint: Path, settings: dict[
 def _run_stage(module: str, *args) -> None:
     """A stage through its `python -m` command, the contract the Makefile uses too."""
     done = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, encoding="utf-8")
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
         raise UserError(f"python -m {module} failed: {lines[-1]}")

@@ -59,8 +59,8 @@ def test_read_manifest_returns_the_manifest_beside_the_plan(tmp_path):
 @pytest.mark.parametrize("damage, expected", [
     (lambda plan: plan.unlink(), "not found"),
     (lambda plan: plan.with_suffix(".json").unlink(), "manifest"),
-    (lambda plan: plan.with_suffix(".json").write_text("{not json"), "not valid JSON"),
-    (lambda plan: plan.with_suffix(".json").write_text(json.dumps({"format": 2})), "format"),
+    (lambda plan: plan.with_suffix(".json").write_text("{not json", encoding="utf-8"), "not valid JSON"),
+    (lambda plan: plan.with_suffix(".json").write_text(json.dumps({"format": 2}), encoding="utf-8"), "format"),
 ])
 def test_unreadable_manifest_is_one_line_naming_the_fix(tmp_path, damage, expected):
     plan = make_plan(tmp_path)
@@ -292,7 +292,7 @@ def test_float_wav_reads_back_bit_exact(tmp_path):
 
 def test_failed_write_leaves_nothing(tmp_path):
     blocker = tmp_path / "file"
-    blocker.write_text("x")
+    blocker.write_text("x", encoding="utf-8")
     with pytest.raises(RuntimeUserError, match="cannot write"):
         write_wav(blocker / "out.wav", np.zeros(10, np.float32), 48000)
     with pytest.raises(ValueError), atomic_output(tmp_path / "out.wav") as tmp:
@@ -331,7 +331,7 @@ def test_cli_missing_files_and_mismatched_plan(tmp_path, capsys):
     out = tmp_path / "out.wav"
     assert "not found" in cli_error(capsys, tmp_path / "none.plan", "--mel", mel, "--output", out)
     assert "mel file" in cli_error(capsys, plan, "--mel", mel, "--output", out)
-    mel.write_text("text, not numpy")
+    mel.write_text("text, not numpy", encoding="utf-8")
     assert ".npy" in cli_error(capsys, plan, "--mel", mel, "--output", out)
     np.save(mel, np.zeros((100, 20), np.float32))
     plan.write_bytes(b"another plan")
@@ -344,7 +344,7 @@ def test_cli_entry_point_without_a_gpu_stack_fails_in_one_line(tmp_path):
     plan = make_plan(tmp_path)
     np.save(tmp_path / "mel.npy", np.zeros((100, 20), np.float32))
     result = subprocess.run([sys.executable, "-m", "runtime", str(plan), "--mel", str(tmp_path / "mel.npy"),
-                             "--output", str(tmp_path / "out.wav")], cwd=REPO, capture_output=True, text=True)
+                             "--output", str(tmp_path / "out.wav")], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     if result.returncode == 0:
         pytest.skip("this machine ran the plan")
     lines = result.stderr.strip().splitlines()
@@ -358,7 +358,7 @@ def test_import_runtime_loads_neither_torch_nor_onnx():
     code = ("import sys, json, runtime; "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'torch', 'onnx', 'onnxruntime', 'pycuda', 'tensorrt', 'tensorrt_rtx', 'export', 'pipeline'})))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, encoding="utf-8")
     assert json.loads(result.stdout) == []
 
 
@@ -367,7 +367,7 @@ def test_runtime_imports_only_stdlib_numpy_and_itself_at_module_level():
     add torch, pycuda and TensorRT; no file imports another stage or onnx."""
     stages = {"export", "build", "validate", "pipeline", "serving", "onnx", "onnxruntime"}
     for path in sorted((REPO / "runtime").glob("*.py")):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name.split(".")[0] for alias in node.names]
