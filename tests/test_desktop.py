@@ -71,11 +71,14 @@ def test_in_process_part_needs_nothing_newer_than_python_3_9():
     print(f"vermin: {len(files)} in-process files need Python 3.9 at most")
 
 
-def test_drop_in_runs_its_tests_without_tomllib():
-    """As on Python 3.10 (GPT-SoVITS' own): tomllib is hidden, pipeline.toml is read through tomli."""
+def test_drop_in_runs_its_tests_without_tomllib(tmp_path):
+    """As on Python 3.10 (GPT-SoVITS' own): tomllib is hidden, pipeline.toml is read through tomli.
+    pytest itself reads pyproject.toml with tomllib on 3.11, so it is pointed at an empty ini instead."""
+    ini = tmp_path / "pytest.ini"
+    ini.write_text("[pytest]\nmarkers =\n    gpu: needs a GPU\n", encoding="utf-8")
     code = ("import sys; sys.modules['tomllib'] = None; import pytest; "
-            "sys.exit(pytest.main(['tests/test_serving.py', '-q', '-p', 'no:cacheprovider', '-k', 'drop_in or engine_call "
-            "or stats or yaml or rebuild or engine_settings']))")
+            f"sys.exit(pytest.main(['-c', {str(ini)!r}, '--rootdir', '.', 'tests/test_serving.py', '-q', "
+            "'-p', 'no:cacheprovider', '-k', 'drop_in or engine_call or stats or yaml or rebuild or engine_settings']))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout.splitlines()[-1], result.stdout[-500:]

@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from export.checkpoints import load_vocoder  # noqa: E402
+from pipeline.settings import VOCODERS  # noqa: E402
 from export.mels import sample_mel  # noqa: E402
 from export.reach import stream_metadata  # noqa: E402
 from runtime.streaming import DEFAULT_STEPS, Stream  # noqa: E402
@@ -157,7 +158,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (fp16, CUDA graphs) or cpu (fp32, eager: a quick check)")
     parser.add_argument("--frames", type=int, default=0, help="segment length in mel frames (default: three CFM chunks)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per vocoder (median reported)")
-    parser.add_argument("--vocoders", nargs="+", default=["v3", "v4"], choices=["v3", "v4"])
+    parser.add_argument("--vocoders", nargs="+", default=list(VOCODERS), choices=VOCODERS)
     args = parser.parse_args()
     device = torch.device(args.device)
     repeats = args.repeats if device.type == "cuda" else min(args.repeats, 2)
