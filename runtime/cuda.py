@@ -360,33 +360,32 @@ class CudaBindingsLayer(TorchInterop):
                      lambda: self.cu.cuGraphExecDestroy(executable))
 
 
-class BindingsStream:
+class BindingsObject:
+    """A stream or event of cuda-bindings: its native handle, one call that waits for it, one that frees it."""
+
+    WAIT, DESTROY, NOUN = "", "", ""
+
     def __init__(self, native, layer: CudaBindingsLayer):
         self.native, self.handle, self._layer = native, int(native), layer
 
     def synchronize(self) -> None:
-        self._layer.check(self._layer.cu.cuStreamSynchronize(self.native), "synchronise a stream")
+        self._layer.check(getattr(self._layer.cu, self.WAIT)(self.native), f"wait for a {self.NOUN}")
 
     def free(self) -> None:
         if self.native is not None:
-            self._layer.check(self._layer.cu.cuStreamDestroy(self.native), "destroy a stream")
+            self._layer.check(getattr(self._layer.cu, self.DESTROY)(self.native), f"destroy a {self.NOUN}")
             self.native = None
 
 
-class BindingsEvent:
-    def __init__(self, native, layer: CudaBindingsLayer):
-        self.native, self.handle, self._layer = native, int(native), layer
+class BindingsStream(BindingsObject):
+    WAIT, DESTROY, NOUN = "cuStreamSynchronize", "cuStreamDestroy", "stream"
+
+
+class BindingsEvent(BindingsObject):
+    WAIT, DESTROY, NOUN = "cuEventSynchronize", "cuEventDestroy", "event"
 
     def record(self, stream) -> None:
         self._layer.check(self._layer.cu.cuEventRecord(self.native, stream.handle), "record an event")
-
-    def synchronize(self) -> None:
-        self._layer.check(self._layer.cu.cuEventSynchronize(self.native), "wait for an event")
-
-    def free(self) -> None:
-        if self.native is not None:
-            self._layer.check(self._layer.cu.cuEventDestroy(self.native), "destroy an event")
-            self.native = None
 
 
 class RawStream:
