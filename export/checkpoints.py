@@ -19,9 +19,9 @@ from torch import nn
 from export.synthetic import synthetic_state_dict
 from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 from pipeline.errors import UserError
-from runtime.errors import reason_of
 from pipeline.files import atomic_output, sha256_of
 from pipeline.settings import VOCODERS
+from runtime.errors import reason_of
 
 log = logging.getLogger("export")
 
@@ -74,7 +74,7 @@ def _load_v3(path: Path) -> nn.Module:
     if not config_path.is_file():
         raise UserError(f"{config_path} not found; BigVGAN needs its config.json beside {weights.name}")
     try:
-        config = BigVGANConfig.from_json(json.loads(config_path.read_text()))
+        config = BigVGANConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
         module = BigVGAN(config)
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise UserError(f"{config_path} is not a usable BigVGAN v2 config ({error})") from None
@@ -158,7 +158,7 @@ def save_v3_checkpoint(folder: str | Path, module: BigVGAN, weight_norm: bool = 
     config = {name: list(map(list, v)) if name == "resblock_dilation_sizes" else (list(v) if isinstance(v, tuple) else v)
               for name, v in module.config.__dict__.items()}
     config.update(num_mels=module.config.num_mels, hop_size=module.hop, n_fft=1024, win_size=1024, fmin=0, fmax=None)
-    (folder / V3_CONFIG).write_text(json.dumps(config, indent=2))
+    (folder / V3_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
     with atomic_output(folder / V3_WEIGHTS) as tmp:
         torch.save({"generator": generator}, tmp)
     return folder / V3_WEIGHTS

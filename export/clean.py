@@ -22,14 +22,13 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from export.mels import sample_mel
-from runtime.errors import run_main
 from pipeline.errors import UserError
-from runtime.errors import reason_of
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import metadata_of, update_metadata
 from pipeline.onnx_tools import cpu_session, reroute, run_audio
 from pipeline.quality import max_error_over_peak
 from pipeline.settings import check_precision, load_settings
+from runtime.errors import reason_of, run_main
 
 log = logging.getLogger("clean")
 METADATA_NEEDED = ("vocoder", "sampling_rate", "hop", "n_mels")
@@ -130,7 +129,7 @@ def clean(source: str | Path, precision: str, output: str | Path, io_dtype: str 
     plan["seconds"] = round(time.perf_counter() - started, 1)
     with atomic_output(output) as tmp_model, atomic_output(plan_path) as tmp_plan:
         onnx.save(typed, str(tmp_model))
-        tmp_plan.write_text(json.dumps(plan, indent=2) + "\n")
+        tmp_plan.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
     log.info("wrote %s (%d nodes, %.0f%% of MACs in half precision) and %s in %.0f s", output,
              len(typed.graph.node), 100 * plan["fp16_mac_share"], plan_path.name, plan["seconds"])
     return output

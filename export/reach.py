@@ -88,8 +88,8 @@ def shortest_window(power: float, context_errors: np.ndarray, lookahead_errors: 
     worst_context = _worst_from_each_distance(context_errors)
     worst_lookahead = _worst_from_each_distance(lookahead_errors)
     allowed = power * 10.0 ** (-bar_db / 10.0)
-    candidates = [(c + l, l, c) for c in range(worst_context.size) for l in range(worst_lookahead.size)
-                  if (np.sqrt(worst_context[c]) + np.sqrt(worst_lookahead[l])) ** 2 <= allowed]
+    candidates = [(c + ahead, ahead, c) for c in range(worst_context.size) for ahead in range(worst_lookahead.size)
+                  if (np.sqrt(worst_context[c]) + np.sqrt(worst_lookahead[ahead])) ** 2 <= allowed]
     _, lookahead, context = min(candidates)
     return context, lookahead
 

@@ -58,7 +58,7 @@ def test_fp32_output_keeps_metadata_and_types(onnx_v4, tmp_path):
 
 def _run_clean_cli(*args):
     return subprocess.run([sys.executable, "-m", "export.clean", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, encoding="utf-8", timeout=300)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])

@@ -181,7 +181,7 @@ def test_onnx_has_fixed_names_dynamic_axes_and_pipeline_metadata(onnx_v3, onnx_v
 # --- the command line and its errors ----------------------------------------------------------
 
 def run_export(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "export", *args], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
 
 
 def test_cli_exports_a_checkpoint_and_says_where_weights_came_from(tmp_path, vocoder_v4):
@@ -251,6 +251,6 @@ def test_stage_folders_run_from_the_repository_not_site_packages():
     """`build` is also PyPA's tool: the project's own folder must be what `python -m build` runs,
     whether or not PyPA's package is installed (tests/test_build.py plants one to check)."""
     code = "import importlib.util as u; print(u.find_spec('build').origin); print(u.find_spec('export').origin)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, encoding="utf-8", check=True)
     for line in result.stdout.split():
         assert Path(line).resolve().is_relative_to(REPO) and "site-packages" not in line

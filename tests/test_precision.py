@@ -35,7 +35,7 @@ def fp16_v4(onnx_v4, vocoder_v4, onnx_v4_stress, tmp_path_factory):
     made = {}
     for kind, module, source in (("default", vocoder_v4, onnx_v4), ("stress", *onnx_v4_stress)):
         output = clean(source, "fp16", folder / f"v4.{kind}.fp16.onnx")
-        plan = json.loads((folder / f"v4.{kind}.fp16.plan.json").read_text())
+        plan = json.loads((folder / f"v4.{kind}.fp16.plan.json").read_text(encoding="utf-8"))
         made[kind] = (module, output, plan)
     return made
 
@@ -131,7 +131,7 @@ def test_fp16_v3_stress_gets_float32_regions_and_meets_the_bar(tmp_path):
     planner's per-layer study and bisection run on the full v3 graph)."""
     module = load_vocoder("v3", synthetic="stress")
     path = clean(onnx_from_module(module, "v3", tmp_path / "v3.onnx", measure_stream=False), "fp16", tmp_path / "v3.fp16.onnx")
-    plan = json.loads((tmp_path / "v3.fp16.plan.json").read_text())
+    plan = json.loads((tmp_path / "v3.fp16.plan.json").read_text(encoding="utf-8"))
     assert not all(meets_bar(e, _bar()) for e in plan["errors_all_half"].values()), plan["errors_all_half"]
     assert plan["float32_nodes"] and all(meets_bar(e, _bar()) for e in plan["errors_planned"].values())
     assert "500" in {str(k) for k in plan["errors_planned"]}
