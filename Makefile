@@ -6,7 +6,7 @@ VENV        ?= .venv
 PYTHON      ?= $(VENV)/bin/python
 # torch 2.13.0 resolves to a CPU build on the project's CI machines; on a GPU machine pass TORCH=torch
 TORCH       ?= torch==2.13.0
-EXTRAS      ?= rtx,test
+EXTRAS      ?= pipeline,rtx,test
 VOCODERS    ?= v3 v4
 PRECISIONS  ?= fp32 fp16
 CHECKPOINT_V3 ?=
@@ -20,7 +20,7 @@ BUILD_SOURCES  := $(wildcard build/*.py)
 
 checkpoint = $(CHECKPOINT_$(subst v,V,$(1)))
 
-.PHONY: install engines onnx doctor compare bench report triton test clean
+.PHONY: install engines onnx doctor compare bench report triton test lint clean
 .DEFAULT_GOAL := engines
 
 install: $(VENV)/.installed
@@ -43,12 +43,13 @@ $(ONNX_DIR)/$(1).onnx: $(EXPORT_SOURCES) $(ONNX_DIR)/$(1).source $(if $(call che
 	$(PYTHON) -m export --vocoder $(1) $(if $(call checkpoint,$(1)),--checkpoint $(call checkpoint,$(1))) --output $$@
 endef
 
-# Cleaned ONNX and engine per vocoder and precision.
+# Cleaned ONNX and engine per vocoder and precision. An engine's target is its manifest, which the
+# build writes last (build/plan.py): a build cut short leaves no manifest, so make builds it again.
 define precision_rules
 $(ONNX_DIR)/$(1).$(2).onnx: $(ONNX_DIR)/$(1).onnx $(CLEAN_SOURCES) pipeline.toml
 	$(PYTHON) -m export.clean $$< --precision $(2) --output $$@
-engines/$(1).$(2).plan: $(ONNX_DIR)/$(1).$(2).onnx $(BUILD_SOURCES) pipeline.toml
-	$(PYTHON) -m build $$< --vocoder $(1) --precision $(2) --builder $(BUILDER) --output $$@
+engines/$(1).$(2).json: $(ONNX_DIR)/$(1).$(2).onnx $(BUILD_SOURCES) pipeline.toml
+	$(PYTHON) -m build $$< --vocoder $(1) --precision $(2) --builder $(BUILDER) --output $$(@:.json=.plan)
 endef
 
 $(foreach v,$(VOCODERS),$(eval $(call vocoder_rules,$(v))))
@@ -56,7 +57,7 @@ $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),$(eval $(call precision_rules,
 
 onnx: $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),$(ONNX_DIR)/$(v).$(p).onnx))
 
-engines: $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),engines/$(v).$(p).plan))
+engines: $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),engines/$(v).$(p).json))
 
 doctor: $(VENV)/.installed
 	$(PYTHON) -m build doctor
@@ -75,6 +76,9 @@ triton: engines
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest
+
+lint: $(VENV)/.installed
+	$(PYTHON) -m ruff check .
 
 clean:
 	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.runtime-cache engines/*.png engines/report.md engines/triton engines/validate

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from build.config import BACKEND_CHOICES, BUILDERS
+from pipeline.settings import VOCODERS
 from runtime.errors import run_main
 
 
@@ -19,12 +21,12 @@ def main(argv=None) -> int:
         epilog="Writes PLAN atomically and its manifest beside it (PLAN with .json instead of .plan). "
                "Profiles and builder settings come from pipeline.toml.")
     parser.add_argument("onnx", metavar="ONNX", help="cleaned ONNX model (engines/onnx/<vocoder>.<precision>.onnx)")
-    parser.add_argument("--vocoder", required=True, choices=["v3", "v4"])
+    parser.add_argument("--vocoder", required=True, choices=VOCODERS)
     parser.add_argument("--precision", required=True, help="a precision of pipeline.toml: fp32, fp16, ...")
     parser.add_argument("--output", required=True, metavar="PLAN", help="plan file to write (*.plan)")
-    parser.add_argument("--builder", default="python", choices=["python", "trtexec"],
+    parser.add_argument("--builder", default="python", choices=BUILDERS,
                         help="TensorRT Python builder (default) or a trtexec found on the PATH")
-    parser.add_argument("--backend", choices=["auto", "tensorrt", "tensorrt_rtx"],
+    parser.add_argument("--backend", choices=BACKEND_CHOICES,
                         help="Python builder backend (default: [build] backend; auto = full TensorRT first)")
     args = parser.parse_args(argv)
     from build.plan import build_plan  # here, so --help and doctor skip the TensorRT and onnx imports

@@ -80,6 +80,21 @@ def load_backend(choice: str) -> Backend:
                        "or pass --backend tensorrt_rtx"))
 
 
+TURING = "SM75"
+
+
+def chosen_rtx_targets(trt: ModuleType, setting) -> list[str]:
+    """The compute capabilities a TensorRT-RTX build targets for [build] rtx_compute_capabilities:
+    "portable" is NVIDIA's portable default (every target but Turing, which NVIDIA gives an engine
+    of its own), "all" adds Turing, a list is taken as written (checked against what it supports)."""
+    supported = rtx_compute_capabilities(trt)
+    if setting == "all":
+        return supported
+    if setting == "portable":
+        return [target for target in supported if target != TURING]
+    return list(setting)
+
+
 def rtx_compute_capabilities(trt: ModuleType) -> list[str]:
     """Every GPU target this TensorRT-RTX version can build for, e.g. ["SM75", ..., "SM121"]."""
     return [name for name in trt.ComputeCapability.__members__ if name.startswith("SM")]

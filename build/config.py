@@ -10,8 +10,11 @@ from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT
 
 BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt_rtx")
+BUILDERS = ("python", "trtexec")
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 MAX_OPTIMIZATION_LEVEL = 5
+RTX_TARGET_SETS = ("portable", "all")      # see build.backend.chosen_rtx_targets
+KERNEL_SPECIALIZATIONS = ("lazy", "eager", "none")
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,8 @@ class BuildConfig:
     backend: str
     workspace_bytes: int
     optimization_level: int
-    rtx_compute_capabilities: tuple[str, ...] | str  # a tuple of names like "SM86", or "all"
+    rtx_compute_capabilities: tuple[str, ...] | str  # a tuple of names like "SM86", "portable" or "all"
+    rtx_kernel_specialization: str                   # lazy | eager | none, recorded in the manifest for the runtime
     hardware_compatibility: str
     version_compatible: bool
     timing_cache: Path
@@ -27,39 +31,44 @@ class BuildConfig:
 
 
 def build_config(settings: dict[str, Any]) -> BuildConfig:
-    """Read and check [build]; each problem is one line naming the key and the fix."""
-    section = settings.get("build", {})
+    """Read and check [build]; each problem (a missing key too) is one line naming the key and the fix.
+    No value has a default here: pipeline.toml is the one place that holds them."""
+    section = settings["build"]
 
     def fail(key: str, problem: str) -> UserError:
         return UserError(f"[build] {key} in pipeline.toml {problem}")
 
-    backend = section.get("backend", "auto")
+    backend = section["backend"]
     if backend not in BACKEND_CHOICES:
         raise fail("backend", f"is {backend!r}; use one of {', '.join(BACKEND_CHOICES)}")
-    workspace_gib = section.get("workspace_gib", 1.0)
+    workspace_gib = section["workspace_gib"]
     if not isinstance(workspace_gib, (int, float)) or isinstance(workspace_gib, bool) or workspace_gib <= 0:
-        raise fail("workspace_gib", f"is {workspace_gib!r}; use a positive number of GiB, e.g. 1.0")
-    level = section.get("optimization_level", 3)
+        raise fail("workspace_gib", f"is {workspace_gib!r}; use a positive number of GiB, e.g. 4.0")
+    level = section["optimization_level"]
     if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= MAX_OPTIMIZATION_LEVEL:
         raise fail("optimization_level", f"is {level!r}; use an integer from 0 to {MAX_OPTIMIZATION_LEVEL}")
-    targets = section.get("rtx_compute_capabilities", "all")
-    if targets != "all" and not (isinstance(targets, list) and targets
-                                 and all(isinstance(t, str) and re.fullmatch(r"SM\d{2,3}", t) for t in targets)):
-        raise fail("rtx_compute_capabilities", f"is {targets!r}; use \"all\" or a list like [\"SM86\", \"SM89\"]")
-    hardware = section.get("hardware_compatibility", "none")
+    targets = section["rtx_compute_capabilities"]
+    if targets not in RTX_TARGET_SETS and not (isinstance(targets, list) and targets
+                                               and all(isinstance(t, str) and re.fullmatch(r"SM\d{2,3}", t) for t in targets)):
+        raise fail("rtx_compute_capabilities", f"is {targets!r}; use \"portable\", \"all\" or a list like [\"SM86\", \"SM89\"]")
+    specialization = section["rtx_kernel_specialization"]
+    if specialization not in KERNEL_SPECIALIZATIONS:
+        raise fail("rtx_kernel_specialization", f"is {specialization!r}; use one of {', '.join(KERNEL_SPECIALIZATIONS)}")
+    hardware = section["hardware_compatibility"]
     if hardware not in HARDWARE_COMPATIBILITY:
         raise fail("hardware_compatibility", f"is {hardware!r}; use one of {', '.join(HARDWARE_COMPATIBILITY)}")
-    version_compatible = section.get("version_compatible", False)
+    version_compatible = section["version_compatible"]
     if not isinstance(version_compatible, bool):
         raise fail("version_compatible", f"is {version_compatible!r}; use true or false")
-    trtexec = section.get("trtexec", "trtexec")
+    trtexec = section["trtexec"]
     if not isinstance(trtexec, str) or not trtexec:
         raise fail("trtexec", f"is {trtexec!r}; name the trtexec executable, e.g. \"trtexec\"")
     return BuildConfig(
         backend=backend,
         workspace_bytes=int(workspace_gib * (1 << 30)),
         optimization_level=level,
-        rtx_compute_capabilities=targets if targets == "all" else tuple(targets),
+        rtx_compute_capabilities=targets if targets in RTX_TARGET_SETS else tuple(targets),
+        rtx_kernel_specialization=specialization,
         hardware_compatibility=hardware,
         version_compatible=version_compatible,
         timing_cache=REPO_ROOT / settings["paths"]["timing_cache"],

@@ -13,12 +13,21 @@ import shutil
 import sys
 from dataclasses import dataclass
 
-from build.backend import (AUTO_ORDER, TITLES, Backend, installed_backends, load_backend, pip_install_hint,
-                           rtx_compute_capabilities)
+from build.backend import (
+    AUTO_ORDER,
+    TITLES,
+    Backend,
+    chosen_rtx_targets,
+    installed_backends,
+    load_backend,
+    pip_install_hint,
+    rtx_compute_capabilities,
+)
 from build.config import BuildConfig, build_config
 from pipeline.errors import UserError
 from pipeline.settings import load_settings
 from runtime import cuda, runnable
+
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
 
@@ -118,9 +127,7 @@ def cuda_binding_finding() -> str:
 
 def rtx_targets(backend: Backend, config: BuildConfig) -> list[str]:
     supported = rtx_compute_capabilities(backend.trt)
-    if config.rtx_compute_capabilities == "all":
-        return supported
-    return [t for t in config.rtx_compute_capabilities if t in supported]
+    return [t for t in chosen_rtx_targets(backend.trt, config.rtx_compute_capabilities) if t in supported]
 
 
 def planned_manifest(backend_name: str, version: str, targets: list[str] | None, config: BuildConfig) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from build.backend import Backend, progress_bars, rtx_compute_capabilities, trt_logger
+from build.backend import Backend, chosen_rtx_targets, progress_bars, rtx_compute_capabilities, trt_logger
 from build.config import BuildConfig
 from build.doctor import full_tensorrt_targets
 from pipeline.errors import UserError
@@ -126,11 +126,11 @@ def _set_rtx_targets(backend: Backend, builder_config, config: BuildConfig) -> l
     """Point TensorRT-RTX's ahead-of-time build at the configured compute capabilities."""
     trt = backend.trt
     supported = rtx_compute_capabilities(trt)
-    targets = supported if config.rtx_compute_capabilities == "all" else list(config.rtx_compute_capabilities)
+    targets = chosen_rtx_targets(trt, config.rtx_compute_capabilities)
     unknown = [t for t in targets if t not in supported]
     if unknown:
         raise UserError(f"[build] rtx_compute_capabilities: TensorRT-RTX {backend.version} cannot target "
-                        f"{', '.join(unknown)}; choose from {', '.join(supported)} or \"all\"")
+                        f"{', '.join(unknown)}; choose from {', '.join(supported)}, \"portable\" or \"all\"")
     builder_config.num_compute_capabilities = len(targets)
     for index, name in enumerate(targets):
         if not builder_config.set_compute_capability(trt.ComputeCapability.__members__[name], index):

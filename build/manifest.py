@@ -13,6 +13,8 @@ from build.onnx_model import OnnxFacts
 from pipeline.files import atomic_output, sha256_of
 
 FORMAT = 1
+# measured by the export stage (export/reach.py); absent from models exported before it measured them
+STREAM_KEYS = ("receptive_field_frames", "stream_context_frames", "stream_lookahead_frames")
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,14 @@ def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequ
         "vocoder": vocoder, "precision": precision,
         "backend": record.backend, "backend_version": record.backend_version,
         "sampling_rate": meta["sampling_rate"], "hop": meta["hop"], "n_mels": meta["n_mels"],
+        **{key: meta[key] for key in STREAM_KEYS if key in meta},
         "input": facts.input.as_dict(),
         "output": facts.output.as_dict(),
         "profiles": [{"name": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)} for p in profiles],
         "compute_capabilities": record.compute_capabilities,
         "hardware_compatibility": record.hardware_compatibility,
         "version_compatible": record.version_compatible,
+        "rtx_kernel_specialization": config.rtx_kernel_specialization,
         "workspace_bytes": config.workspace_bytes, "optimization_level": config.optimization_level,
         "onnx": {"path": str(onnx_path), "sha256": sha256_of(onnx_path)},
         "checkpoint": {"source": meta["checkpoint"], "sha256": meta["checkpoint_sha256"]},
@@ -60,6 +64,10 @@ def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequ
     }
 
 
+def manifest_text(manifest: dict) -> str:
+    return json.dumps(manifest, indent=2) + "\n"
+
+
 def write_manifest(manifest: dict, path: Path) -> None:
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        tmp.write_text(manifest_text(manifest), encoding="utf-8")

@@ -10,7 +10,8 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from pipeline.errors import UserError
-from pipeline.onnx_metadata import REQUIRED as REQUIRED_METADATA, read_metadata
+from pipeline.onnx_metadata import REQUIRED as REQUIRED_METADATA
+from pipeline.onnx_metadata import read_metadata
 
 REDUCED_TYPES = ("float16", "bfloat16")
 
@@ -42,6 +43,8 @@ def inspect_onnx(path: str | Path, vocoder: str, onnx_type: str, tensors: dict[s
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX file {path} not found; make it with `make onnx` or `python -m export`")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is not a readable ONNX model (the file is empty); delete it and re-run `make engines`")
     try:
         metadata = read_metadata(path)
         graph = onnx.load(str(path), load_external_data=False).graph

@@ -1,5 +1,6 @@
 """One plan from one ONNX model: check the inputs, build with the Python builder or trtexec, then
-write the plan and its manifest so that either both are new or neither changed."""
+put the plan and its manifest in place so that a manifest never describes another plan than the
+one beside it (see `build_plan` for the order and what a crash leaves)."""
 from __future__ import annotations
 
 import logging
@@ -9,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from build.backend import Backend, load_backend
-from build.config import BuildConfig, build_config
+from build.config import BUILDERS, BuildConfig, build_config
 from build.doctor import full_tensorrt_targets
 from build.engine import ProfileShapes, build_serialized
-from build.manifest import BuildRecord, make_manifest, manifest_path, write_manifest
+from build.manifest import BuildRecord, make_manifest, manifest_path, manifest_text
 from build.onnx_model import OnnxFacts, inspect_onnx
 from build.trtexec import require_trtexec, run_trtexec, trtexec_command
 from pipeline.errors import UserError
@@ -21,13 +22,18 @@ from pipeline.settings import check_precision, load_settings, profiles_for
 
 log = logging.getLogger("build")
 
-BUILDERS = ("python", "trtexec")
-
 
 def build_plan(onnx_path: str | Path, vocoder: str, precision: str, output: str | Path, *,
                builder: str = "python", backend: str | None = None,
                settings: dict[str, Any] | None = None) -> Path:
     """Build `output` (a .plan) and its manifest (.json beside it) from `onnx_path`.
+
+    Both are written to temporary files first. Then the old manifest is deleted, the new plan
+    renamed into place and the new manifest last, so the manifest (which carries the plan's size
+    and sha256) is the mark of a finished build: a crash before the deletion leaves the old pair, a
+    crash after it a plan without a manifest, which every reader refuses (runtime.read_manifest) and
+    `make engines`, whose target is the manifest, rebuilds. An error before the deletion (a build
+    that fails, bad input) leaves the old pair as it was and no partial file.
 
     `backend` overrides [build] backend; `settings` replaces pipeline.toml (tests use small profiles).
     """
@@ -38,19 +44,19 @@ def build_plan(onnx_path: str | Path, vocoder: str, precision: str, output: str 
     if output.suffix != ".plan":
         raise UserError(f"output {output} must end in .plan (the manifest is written beside it as .json)")
     if builder not in BUILDERS:
-        raise UserError(f"unknown builder {builder!r}; use python or trtexec")
-    loaded_backend = None
+        raise UserError(f"unknown builder {builder!r}; use {' or '.join(BUILDERS)}")
+    facts = inspect_onnx(onnx_path, vocoder, onnx_type, settings["tensors"])
+    n_mels = facts.metadata["n_mels"]
+    profiles = [ProfileShapes(p.name, *p.shapes(n_mels)) for p in profiles_for(settings, vocoder)]
+    loaded_backend = None  # the inputs are checked first: their problems show without any TensorRT
     if builder == "python":
         loaded_backend = load_backend(backend or config.backend)
     else:
         require_trtexec(config.trtexec)
-    facts = inspect_onnx(onnx_path, vocoder, onnx_type, settings["tensors"])
     _announce(vocoder, precision, facts, onnx_path)
-    n_mels = facts.metadata["n_mels"]
-    profiles = [ProfileShapes(p.name, *p.shapes(n_mels)) for p in profiles_for(settings, vocoder)]
     trtexec_line = trtexec_command(config.trtexec, onnx_path, output, profiles, facts.input.name, config)
 
-    with atomic_output(output) as tmp_plan:
+    with atomic_output(manifest_path(output)) as tmp_manifest, atomic_output(output) as tmp_plan:
         started = time.perf_counter()
         if loaded_backend is not None:
             how = _build_with_python(loaded_backend, onnx_path, tmp_plan, profiles, facts, config)
@@ -60,7 +66,9 @@ def build_plan(onnx_path: str | Path, vocoder: str, precision: str, output: str 
                              trtexec=shlex.join(trtexec_line), **how)
         manifest = make_manifest(vocoder, precision, facts, profiles, config, record, onnx_path,
                                  tmp_plan, output.name)
-        write_manifest(manifest, manifest_path(output))  # the plan is renamed last: make sees both or neither
+        tmp_manifest.write_text(manifest_text(manifest), encoding="utf-8")
+        manifest_path(output).unlink(missing_ok=True)
+        # leaving the block renames the plan, then the manifest (context managers exit in reverse order)
     log.info("%s %s: wrote %s (%.1f MB, %s %s, %.1f s) and %s", vocoder, precision, output,
              manifest["plan"]["size"] / 1e6, record.backend, record.backend_version, record.seconds,
              manifest_path(output).name)

@@ -50,7 +50,7 @@ def run_trtexec(command: list[str]) -> str:
     """Run trtexec; return the TensorRT version it reports. One-line UserError if absent or failing."""
     require_trtexec(command[0])
     log.info("running %s", " ".join(command))
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, encoding="utf-8")
     for line in result.stdout.splitlines():
         log.debug("trtexec: %s", line)
     if result.returncode != 0:

@@ -5,12 +5,13 @@ import argparse
 
 from export.checkpoints import load_vocoder
 from export.to_onnx import onnx_from_module
+from pipeline.settings import VOCODERS
 from runtime.errors import run_main
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
-    parser.add_argument("--vocoder", required=True, choices=["v3", "v4"])
+    parser.add_argument("--vocoder", required=True, choices=VOCODERS)
     parser.add_argument("--checkpoint", help="v3: BigVGAN v2 folder or its .pt; v4: vocoder.pth "
                         "(default: seeded synthetic weights)")
     parser.add_argument("--output", required=True, help="ONNX file to write")

@@ -19,8 +19,9 @@ from torch import nn
 from export.synthetic import synthetic_state_dict
 from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 from pipeline.errors import UserError
-from runtime.errors import reason_of
 from pipeline.files import atomic_output, sha256_of
+from pipeline.settings import VOCODERS
+from runtime.errors import reason_of
 
 log = logging.getLogger("export")
 
@@ -34,7 +35,7 @@ def load_vocoder(vocoder: str, checkpoint: str | Path | None = None, synthetic: 
     Without a checkpoint the weights are the seeded synthetic ones (`synthetic` = "default" or
     "stress"), and every log line and manifest says so.
     """
-    if vocoder not in ("v3", "v4"):
+    if vocoder not in VOCODERS:
         raise UserError(f"unknown vocoder {vocoder!r}; choose v3 (BigVGAN v2) or v4 (HiFi-GAN)")
     if checkpoint is None:
         module = BigVGAN() if vocoder == "v3" else HiFiGAN()

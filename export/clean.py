@@ -24,12 +24,12 @@ from google.protobuf.message import DecodeError
 from export.float64 import evaluate_float64
 from export.mels import sample_mel
 from pipeline.errors import UserError
-from runtime.errors import reason_of, run_main
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import metadata_of, update_metadata
 from pipeline.onnx_tools import cpu_session, reroute, run_audio
 from pipeline.quality import max_error_over_peak, within_float32_noise
 from pipeline.settings import check_precision, load_settings
+from runtime.errors import reason_of, run_main
 
 log = logging.getLogger("clean")
 METADATA_NEEDED = ("vocoder", "sampling_rate", "hop", "n_mels")

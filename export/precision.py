@@ -32,9 +32,9 @@ from tqdm import tqdm
 
 from export.mels import sample_mel
 from pipeline.errors import UserError
+from pipeline.onnx_metadata import metadata_of
 from pipeline.onnx_tools import cpu_session, reroute, run_audio
 from pipeline.quality import audio_errors, bar_for, meets_bar, rounded, worst
-from pipeline.onnx_metadata import metadata_of
 from pipeline.settings import check_precision, load_settings
 
 log = logging.getLogger("clean")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from export.mels import sample_mel
-from pipeline.settings import load_settings
+from pipeline.settings import VOCODERS, load_settings
 from runtime.errors import run_main
 
 log = logging.getLogger("export")
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.synthetic",
                                      description="write seeded synthetic weights as an upstream checkpoint")
     parser.add_argument("--kind", required=True, choices=list(SYNTHETIC_KINDS))
-    parser.add_argument("--vocoder", required=True, choices=["v3", "v4"])
+    parser.add_argument("--vocoder", required=True, choices=VOCODERS)
     parser.add_argument("--output", required=True, help="v3: the BigVGAN v2 folder to write; v4: the vocoder.pth file")
     args = parser.parse_args(argv)
     write_checkpoint(args.kind, args.vocoder, args.output)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from export.mels import sample_mel
+from export.reach import stream_metadata
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import update_metadata
@@ -29,9 +30,10 @@ from pipeline.settings import load_settings
 log = logging.getLogger("export")
 
 
-def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path) -> Path:
+def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path, measure_stream: bool = True) -> Path:
     """Export `module` to `output`, carrying the pipeline's metadata; the file appears only once
-    ONNX Runtime has passed the parity oracle at each of `[export] verify_cases`."""
+    ONNX Runtime has passed the parity oracle at each of `[export] verify_cases`. `measure_stream`
+    adds the reach and stream setting (export/reach.py); only models that never stream skip it."""
     settings = load_settings()
     names = settings["tensors"]
     example = torch.from_numpy(sample_mel(vocoder, frames=32))
@@ -56,6 +58,7 @@ def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path) -> Pat
             "checkpoint": module.source["checkpoint"],
             "checkpoint_sha256": module.source["sha256"],
             "torch_version": torch.__version__,
+            **(stream_metadata(module, vocoder) if measure_stream else {}),
         })
         onnx.save(model, str(tmp))
         verify_export(module, vocoder, tmp)

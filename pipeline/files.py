@@ -1,33 +1,13 @@
-"""File helpers: writes that never leave a half-written output, and content hashes for manifests."""
+"""File helpers of the offline stages: atomic writes (owned by the runtime, runtime/files.py, and
+imported from there) and content hashes for manifests."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
-from pathlib import Path
-from typing import Iterator
 
-from pipeline.errors import UserError
+from runtime.files import atomic_output
 
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise UserError(f"cannot write {path}: {error.strerror}; choose a writable output path") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.chmod(0o644)  # mkstemp's private mode would otherwise stick to the output
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+__all__ = ["atomic_output", "sha256_of"]
 
 
 def sha256_of(path: str | os.PathLike) -> str:

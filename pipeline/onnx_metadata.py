@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+from google.protobuf.message import DecodeError
+
+from pipeline.errors import UserError
+from runtime.errors import reason_of
 
 REQUIRED = ("vocoder", "sampling_rate", "hop", "n_mels", "checkpoint", "checkpoint_sha256")
 
@@ -32,5 +36,9 @@ def update_metadata(model: onnx.ModelProto, values: dict[str, Any]) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a model file, without loading its weights."""
-    return metadata_of(onnx.load(str(path), load_external_data=False))
+    """The metadata of a model file, without loading its weights; an unreadable file is one line."""
+    try:
+        return metadata_of(onnx.load(str(path), load_external_data=False))
+    except (DecodeError, ValueError, OSError) as error:
+        raise UserError(f"{path} is not a readable ONNX model ({reason_of(error)}; truncated or corrupt?); "
+                        "re-export it with `python -m export` or re-run `make engines`") from None

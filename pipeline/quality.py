@@ -70,7 +70,7 @@ def worst(errors: list) -> dict:
 
 def bar_for(settings: dict, precision: str) -> dict:
     """The precision's pass thresholds; precisions that set none (fp32) get [validate]'s strict ones."""
-    own = settings.get("precisions", {}).get(precision, {})
+    own = settings["precisions"].get(precision, {})
     fallback = settings["validate"]
     return {"cosine_min": float(own.get("cosine_min", fallback["cosine_min"])),
             "snr_min_db": float(own.get("snr_min_db", fallback["snr_min_db"]))}

@@ -1,16 +1,45 @@
 """Read and check pipeline.toml, the single home of names, paths, precisions, tolerances and profiles."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
 
+try:
+    import tomllib  # novermin (guarded: tomli below on Python 3.9 and 3.10)
+except ModuleNotFoundError:  # Python 3.9 and 3.10 (GPT-SoVITS' own environment): the tomli backport
+    import tomli as tomllib
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = REPO_ROOT / "pipeline.toml"
+# The vocoders the code is written for (export/vocoders.py builds exactly these two): architecture,
+# not configuration, so not a key of pipeline.toml. Every --vocoder choice and v3/v4 loop uses this.
 VOCODERS = ("v3", "v4")
+
+
+class Section(dict):
+    """A table of pipeline.toml. The code keeps no defaults of its own for the file's values, so a
+    key the code asks for and the file lacks is a one-line UserError naming the key."""
+
+    def __init__(self, values: dict, where: str, path: Path):
+        super().__init__(values)
+        self.where, self.path = where, path
+
+    def __missing__(self, key: str):
+        name = f"{self.where}.{key}" if self.where else str(key)
+        raise UserError(f"{self.path} has no {name}; add it back (the repository's pipeline.toml has every key)")
+
+
+def _sections(value: Any, where: str, path: Path) -> Any:
+    """The parsed TOML with every table (nested, inline or in an array) as a Section."""
+    if isinstance(value, dict):
+        children = {key: _sections(child, f"{where}.{key}" if where else key, path) for key, child in value.items()}
+        return Section(children, where, path)
+    if isinstance(value, list):
+        return [_sections(item, where, path) for item in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -31,14 +60,16 @@ def load_settings(path: str | Path = CONFIG_PATH) -> dict[str, Any]:
     """Parse the config file and check it, so every stage can trust what it reads."""
     path = Path(path)
     try:
-        settings = tomllib.loads(path.read_text())
+        settings = _sections(tomllib.loads(path.read_text(encoding="utf-8")), "", path)
     except FileNotFoundError:
         raise UserError(f"config file {path} not found; restore pipeline.toml from the repository") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; restore pipeline.toml from the repository") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"config file {path} is not valid TOML ({error}); fix that line") from None
     for vocoder in VOCODERS:
         profiles_for(settings, vocoder)
-    for name, precision in settings.get("precisions", {}).items():
+    for name, precision in settings["precisions"].items():
         if precision.get("onnx_type") not in ("float32", "float16", "bfloat16"):
             raise UserError(f"precision {name!r} in {path} has unknown onnx_type {precision.get('onnx_type')!r}; "
                             "use float32, float16 or bfloat16")
@@ -47,7 +78,7 @@ def load_settings(path: str | Path = CONFIG_PATH) -> dict[str, Any]:
 
 def profiles_for(settings: dict[str, Any], vocoder: str) -> list[Profile]:
     """The vocoder's optimization profiles, checked: positive sizes and min <= opt <= max."""
-    raw = settings.get("profiles", {}).get(vocoder)
+    raw = settings["profiles"].get(vocoder)
     if not raw:
         raise UserError(f"no [[profiles.{vocoder}]] in the config; add at least one profile")
     profiles = []
@@ -72,7 +103,7 @@ def profiles_for(settings: dict[str, Any], vocoder: str) -> list[Profile]:
 
 def check_precision(settings: dict[str, Any], precision: str) -> dict[str, Any]:
     """The settings of a precision the config knows; one line naming the known ones otherwise."""
-    known = settings.get("precisions", {})
+    known = settings["precisions"]
     if precision not in known:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(known)}")
     return known[precision]

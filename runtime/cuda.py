@@ -26,6 +26,7 @@ INSTALL = {"pycuda": "pip install pycuda (compiles against the CUDA toolkit)",
            "cuda-bindings": "pip install cuda-bindings (wheels for Linux and Windows)"}
 NON_BLOCKING = 1            # CU_STREAM_NON_BLOCKING: no implicit sync with the legacy default stream
 CAPTURE_THREAD_LOCAL = 1    # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
+EVENT_NO_TIMING = 2         # CU_EVENT_DISABLE_TIMING
 ALIGNMENT = 256             # TensorRT's requirement for every tensor address
 _layers: Dict[str, object] = {}
 _lock = threading.Lock()
@@ -170,8 +171,9 @@ class PycudaLayer(TorchInterop):
     def foreign_stream(self, handle: int) -> "RawStream":
         return RawStream(handle, self)
 
-    def event(self) -> "PycudaEvent":
-        return PycudaEvent(self.cuda.Event(self.cuda.event_flags.DISABLE_TIMING))
+    def event(self) -> "DriverEvent":
+        """pycuda's Event has no handle to wait on from another stream, so events come from the driver."""
+        return DriverEvent()
 
     def device_buffer(self, nbytes: int) -> DeviceBuffer:
         allocation = self.cuda.mem_alloc(max(1, nbytes))
@@ -188,7 +190,9 @@ class PycudaLayer(TorchInterop):
         self.cuda.memcpy_dtoh_async(host, address, stream.native)
 
     def copy_on_device(self, destination: int, source: int, nbytes: int, stream) -> None:
-        self.cuda.memcpy_dtod_async(destination, source, nbytes, stream.native)
+        """By handle, so it also runs on a stream pycuda does not own (the caller's torch stream)."""
+        _driver_call(driver_library().cuMemcpyDtoDAsync_v2, "copy on the device", ctypes.c_uint64(destination),
+                     ctypes.c_uint64(source), ctypes.c_size_t(nbytes), ctypes.c_void_p(stream.handle))
 
     def wait(self, stream, event) -> None:
         _driver_call(driver_library().cuStreamWaitEvent, "wait for an event", ctypes.c_void_p(stream.handle),
@@ -226,19 +230,24 @@ class PycudaStream:
         self.native = None  # pycuda destroys the stream with its last reference
 
 
-class PycudaEvent:
-    def __init__(self, native):
-        self.native, self.handle = native, int(native.handle)
+class DriverEvent:
+    """A timing-free CUDA event made through the driver library (pycuda's layer)."""
+
+    def __init__(self):
+        native = ctypes.c_void_p()
+        _driver_call(driver_library().cuEventCreate, "create an event", ctypes.byref(native), ctypes.c_uint(EVENT_NO_TIMING))
+        self.native, self.handle = native, native.value
 
     def record(self, stream) -> None:
-        _driver_call(driver_library().cuEventRecord, "record an event", ctypes.c_void_p(self.handle),
-                     ctypes.c_void_p(stream.handle))
+        _driver_call(driver_library().cuEventRecord, "record an event", self.native, ctypes.c_void_p(stream.handle))
 
     def synchronize(self) -> None:
-        self.native.synchronize()
+        _driver_call(driver_library().cuEventSynchronize, "wait for an event", self.native)
 
     def free(self) -> None:
-        self.native = None
+        if self.native is not None:
+            _driver_call(driver_library().cuEventDestroy_v2, "destroy an event", self.native)
+            self.native = None
 
 
 def _driver_call(function, step: str, *args) -> None:
@@ -351,33 +360,32 @@ class CudaBindingsLayer(TorchInterop):
                      lambda: self.cu.cuGraphExecDestroy(executable))
 
 
-class BindingsStream:
+class BindingsObject:
+    """A stream or event of cuda-bindings: its native handle, one call that waits for it, one that frees it."""
+
+    WAIT, DESTROY, NOUN = "", "", ""
+
     def __init__(self, native, layer: CudaBindingsLayer):
         self.native, self.handle, self._layer = native, int(native), layer
 
     def synchronize(self) -> None:
-        self._layer.check(self._layer.cu.cuStreamSynchronize(self.native), "synchronise a stream")
+        self._layer.check(getattr(self._layer.cu, self.WAIT)(self.native), f"wait for a {self.NOUN}")
 
     def free(self) -> None:
         if self.native is not None:
-            self._layer.check(self._layer.cu.cuStreamDestroy(self.native), "destroy a stream")
+            self._layer.check(getattr(self._layer.cu, self.DESTROY)(self.native), f"destroy a {self.NOUN}")
             self.native = None
 
 
-class BindingsEvent:
-    def __init__(self, native, layer: CudaBindingsLayer):
-        self.native, self.handle, self._layer = native, int(native), layer
+class BindingsStream(BindingsObject):
+    WAIT, DESTROY, NOUN = "cuStreamSynchronize", "cuStreamDestroy", "stream"
+
+
+class BindingsEvent(BindingsObject):
+    WAIT, DESTROY, NOUN = "cuEventSynchronize", "cuEventDestroy", "event"
 
     def record(self, stream) -> None:
         self._layer.check(self._layer.cu.cuEventRecord(self.native, stream.handle), "record an event")
-
-    def synchronize(self) -> None:
-        self._layer.check(self._layer.cu.cuEventSynchronize(self.native), "wait for an event")
-
-    def free(self) -> None:
-        if self.native is not None:
-            self._layer.check(self._layer.cu.cuEventDestroy(self.native), "destroy an event")
-            self.native = None
 
 
 class RawStream:

@@ -13,6 +13,7 @@ EngineError, never a silent run with stale state.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import math
 import queue
@@ -22,13 +23,14 @@ from typing import Optional
 
 import numpy as np
 
-from runtime.chunks import check_overlap, synthesize
-from runtime.cuda import aligned, cuda_layer
+from runtime import cuda
+from runtime.chunks import synthesize
 from runtime.errors import EngineError, RuntimeUserError, one_line
+from runtime.files import atomic_output
 from runtime.manifest import batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
 from runtime.runnable import DISPLAY, Gpu, backend_of, check_runnable, import_backend
-from runtime.wav import atomic_write
+from runtime.streaming import StepFrames, Stream, chosen_window, fitting_steps, stream_window
 
 log = logging.getLogger("runtime")
 RUNTIME_CACHE_SUFFIX = ".runtime-cache"
@@ -84,7 +86,8 @@ class Slot:
         self.context = (trt_engine.create_execution_context() if runtime_config is None
                         else trt_engine.create_execution_context(runtime_config=runtime_config))
         if self.context is None:
-            raise EngineError("TensorRT could not create an execution context (GPU memory full?); free GPU memory or use fewer contexts")
+            raise EngineError("TensorRT could not create an execution context (GPU memory full?); "
+                              "free GPU memory or use fewer contexts")
         if not self.context.set_optimization_profile_async(profile.index, self.io.stream.handle):
             raise EngineError(f"TensorRT refused profile {profile.name!r}; rebuild the plan with `make engines`")
         self.io.stream.synchronize()
@@ -109,10 +112,10 @@ class Slot:
         self.layer.wait(stream, caller_done)
         in_bytes, out_bytes = math.prod(shape) * itemsizes[0], shape[0] * shape[2] * self.hop * itemsizes[1]
         bound_in, bound_out = mel_address, out_address
-        if not aligned(mel_address):
+        if not cuda.aligned(mel_address):
             self.layer.copy_on_device(self.io.device_input.address, mel_address, in_bytes, stream)
             bound_in = self.io.device_input.address
-        if not aligned(out_address):
+        if not cuda.aligned(out_address):
             bound_out = self.io.device_output.address
         self._bind(shape, bound_in, bound_out)
         self._execute(shape, replayable=False)
@@ -124,7 +127,8 @@ class Slot:
     def _bind(self, shape: tuple, input_address: int, output_address: int) -> tuple:
         expected = (shape[0], 1, shape[2] * self.hop)
         if not self.context.set_input_shape(self.input_name, tuple(shape)):
-            raise EngineError(f"TensorRT rejected mel shape {tuple(shape)} for profile {self.profile.name!r}; rebuild with `make engines`")
+            raise EngineError(f"TensorRT rejected mel shape {tuple(shape)} for profile {self.profile.name!r}; "
+                              "rebuild with `make engines`")
         for name, address in ((self.input_name, input_address), (self.output_name, output_address)):
             if not self.context.set_tensor_address(name, address):
                 raise EngineError(f"TensorRT refused address 0x{address:x} for {name!r}; this is a runtime bug, please report it")
@@ -182,7 +186,8 @@ class RuntimeCache:
         self.cache = self._config.create_runtime_cache()
         if self.path.is_file():
             loaded = self.cache.deserialize(self.path.read_bytes())
-            log.info("runtime cache %s %s", self.path, "loaded" if loaded else "not usable here (GPU, driver or version differ); rewriting it")
+            log.info("runtime cache %s %s", self.path,
+                     "loaded" if loaded else "not usable here (GPU, driver or version differ); rewriting it")
 
     def attach(self, config) -> None:
         if not config.set_runtime_cache(self.cache):
@@ -191,8 +196,9 @@ class RuntimeCache:
     def save(self) -> None:
         blob = self.cache.serialize()
         try:
-            atomic_write(self.path, lambda tmp: tmp.write_bytes(memoryview(blob)))
-        except (OSError, RuntimeUserError) as error:
+            with atomic_output(self.path) as tmp:
+                tmp.write_bytes(memoryview(blob))
+        except RuntimeUserError as error:
             log.warning("runtime cache not saved to %s: %s", self.path, error)
 
     def release(self) -> None:
@@ -203,13 +209,12 @@ class Engine:
     """A loaded plan: `engine(mel)` turns a (batch, n_mels, frames) mel into (batch, 1, frames * hop)
     float32 audio (numpy in, numpy out; a CUDA tensor in, a CUDA tensor out)."""
 
-    def __init__(self, manifest: dict, layer, device: int, trt_objects: tuple, slots: list, runtime_cache, overlap_frames: int):
+    def __init__(self, manifest: dict, layer, device: int, trt_objects: tuple, slots: list, runtime_cache):
         self.manifest, self.layer, self.device = manifest, layer, device
         self._trt_objects, self._slots, self._runtime_cache = trt_objects, slots, runtime_cache
         self.profiles = profiles_of(manifest)
         self.sampling_rate, self.hop, self.n_mels = manifest["sampling_rate"], manifest["hop"], manifest["n_mels"]
         self.max_frames = max(p.max_frames for p in self.profiles)
-        self.overlap_frames = overlap_frames
         self._pools = {p.index: queue.Queue() for p in self.profiles}
         for slot in slots:
             self._pools[slot.profile.index].put(slot)
@@ -225,7 +230,26 @@ class Engine:
         if device_tensor and self.layer.tensor_device(mel) != self.device:
             raise EngineError(f"mel is on {mel.device}, the engine on device {self.device}; move the mel there "
                               f"or load the engine with device={self.layer.tensor_device(mel)}")
-        return synthesize(self._infer, check_mel(mel, self.n_mels), self.max_frames, self.overlap_frames, hop=self.hop)
+        mel = check_mel(mel, self.n_mels)
+        if mel.shape[2] <= self.max_frames:
+            return self._infer(mel)
+        return synthesize(self._infer, mel, self.max_frames, hop=self.hop, context_frames=self.window.context,
+                          lookahead_frames=self.window.lookahead)
+
+    @functools.cached_property
+    def window(self):
+        """Context and lookahead of streams and of long-mel chunks (runtime/streaming.py), read when
+        first needed: a plan that only ever sees mels within its profiles needs no reach."""
+        return stream_window(self.manifest)
+
+    def stream(self, *, context_frames: Optional[int] = None, lookahead_frames: Optional[int] = None,
+               step_frames: Optional[StepFrames] = None) -> Stream:
+        """A Stream over this engine (runtime/streaming.py): the manifest's measured context and
+        lookahead unless given (less warns), and the default step schedule cut to fit the profiles."""
+        context, lookahead = chosen_window(self.window, context_frames, lookahead_frames)
+        steps = fitting_steps(step_frames, context, lookahead, self.max_frames)
+        return Stream(self, hop=self.hop, n_mels=self.n_mels, context_frames=context, lookahead_frames=lookahead,
+                      step_frames=steps)
 
     def _infer(self, mel):
         """One pass over a mel that fits a profile's frames; batches above its maximum are split."""
@@ -243,7 +267,8 @@ class Engine:
         import torch
         mel = mel.to(getattr(torch, self.manifest["input"]["dtype"])).contiguous()
         batch, _, frames = mel.shape
-        out = torch.empty((batch, 1, frames * self.hop), dtype=getattr(torch, self.manifest["output"]["dtype"]), device=mel.device)
+        out_dtype = getattr(torch, self.manifest["output"]["dtype"])
+        out = torch.empty((batch, 1, frames * self.hop), dtype=out_dtype, device=mel.device)
         caller = self.layer.foreign_stream(self.layer.tensor_stream(mel))
         itemsizes = (mel.element_size(), out.element_size())
         for piece in batch_pieces(batch, profile.max_batch):
@@ -359,7 +384,7 @@ def _rtx_runtime_config(trt, trt_engine, cache: Optional[RuntimeCache], cuda_gra
 
 
 def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cuda_graphs: bool = False,
-                overlap_frames: int = 12, runtime_cache: bool = True, cuda_binding: Optional[str] = None,
+                runtime_cache: bool = True, cuda_binding: Optional[str] = None,
                 kernel_specialization: Optional[str] = None) -> Engine:
     """Check the plan against its manifest, this GPU and the installed TensorRT, then load it on
     `device` with `contexts_per_profile` slots per profile.
@@ -370,14 +395,13 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
     """
     plan_path = Path(plan_path)
     manifest = read_manifest(plan_path)
-    check_overlap(max(p["max"][2] for p in manifest["profiles"]), overlap_frames)
     specialization = kernel_specialization or manifest.get("rtx_kernel_specialization", "lazy")
     if specialization not in KERNEL_SPECIALIZATIONS:
         raise RuntimeUserError(f"kernel specialization {specialization!r} is not one of {', '.join(KERNEL_SPECIALIZATIONS)}")
     plan = plan_path.read_bytes()
     check_plan_bytes(manifest, plan, plan_path)
     trt = import_backend(manifest["backend"])
-    layer = cuda_layer(cuda_binding)
+    layer = cuda.cuda_layer(cuda_binding)
     gpu = Gpu(*layer.device_properties(device))
     check_runnable(manifest, gpu, None if trt is None else backend_of(trt))
     is_rtx = trt.__name__ == "tensorrt_rtx"
@@ -389,15 +413,15 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
         _refuse_invalid(runtime, trt, logger, plan, plan_path, gpu)
         trt_engine = runtime.deserialize_cuda_engine(plan)
         if trt_engine is None:
-            raise EngineError(f"{DISPLAY[trt.__name__]} could not load {plan_path} on {gpu.name}: {logger.last_error or 'no message'}; "
-                              "rebuild it with `make engines` for this GPU")
+            raise EngineError(f"{DISPLAY[trt.__name__]} could not load {plan_path} on {gpu.name}: "
+                              f"{logger.last_error or 'no message'}; rebuild it with `make engines` for this GPU")
         _check_engine_matches(trt_engine, manifest, plan_path)
         cache = RuntimeCache(trt_engine, plan_path) if runtime_cache and is_rtx else None
         slots = [Slot(layer, trt_engine, profile, manifest,
                       _rtx_runtime_config(trt, trt_engine, cache, cuda_graphs, specialization) if is_rtx else None,
                       manual_graphs=cuda_graphs and not is_rtx)
                  for profile in profiles_of(manifest) for _ in range(contexts_per_profile)]
-    engine = Engine(manifest, layer, device, (logger, runtime, trt_engine), slots, cache, overlap_frames)
+    engine = Engine(manifest, layer, device, (logger, runtime, trt_engine), slots, cache)
     per_context = _device_memory_per_context(trt_engine)
     engine.device_memory = {"per_context": per_context, "contexts": len(slots), "io_buffers": sum(s.io.nbytes for s in slots)}
     log.info("%s on %s via %s %s and %s: engine device memory %.1f MiB per context x %d, I/O buffers %.1f MiB", plan_path.name,

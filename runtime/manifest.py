@@ -16,6 +16,7 @@ from runtime.errors import EngineError, RuntimeUserError
 from runtime.runnable import BACKENDS, REBUILD, parse_sm
 
 FORMAT = 1
+STREAM_KEYS = ("receptive_field_frames", "stream_context_frames", "stream_lookahead_frames")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ def read_manifest(plan_path: str | Path) -> dict:
     plan_path = Path(plan_path)
     path = manifest_path(plan_path)
     if not plan_path.is_file():
-        raise RuntimeUserError(f"engine plan {plan_path} not found; build it with `make engines` or pass the path of a .plan file")
+        raise RuntimeUserError(f"engine plan {plan_path} not found; build it with `make engines` "
+                               "or pass the path of a .plan file")
     if not path.is_file():
         raise RuntimeUserError(f"manifest {path} not found beside the plan; {REBUILD} (the build stage writes both)")
     try:
@@ -86,7 +88,8 @@ def _schema_problem(manifest: object) -> str | None:
             return f"{key} must be a positive integer"
     for key in ("input", "output"):
         tensor = manifest.get(key)
-        if not (isinstance(tensor, dict) and isinstance(tensor.get("name"), str) and tensor.get("dtype") in ("float32", "float16")):
+        named = isinstance(tensor, dict) and isinstance(tensor.get("name"), str)
+        if not (named and tensor.get("dtype") in ("float32", "float16")):
             return f"{key} needs a name and a dtype (float32 or float16)"
     profiles = manifest.get("profiles")
     if not isinstance(profiles, list) or not profiles:
@@ -100,11 +103,35 @@ def _schema_problem(manifest: object) -> str | None:
     targets = manifest.get("compute_capabilities")
     if targets is not None and not (isinstance(targets, list) and all(parse_sm(t) for t in targets)):
         return "compute_capabilities must be null or a list like [\"SM86\", \"SM120\"]"
+    problem = _stream_problem(manifest)
+    if problem:
+        return problem
     plan = manifest.get("plan")
     if not (isinstance(plan, dict) and isinstance(plan.get("file"), str) and _positive_int(plan.get("size"))
             and isinstance(plan.get("sha256"), str)):
         return "plan needs file, size and sha256"
     return None
+
+
+def _stream_problem(manifest: dict) -> str | None:
+    """The measured reach and stream setting are optional (manifests from before the export stage
+    measured them have none); when present they are whole and whole numbers of frames."""
+    present = [key for key in STREAM_KEYS if key in manifest]
+    if not present:
+        return None
+    if len(present) < len(STREAM_KEYS):
+        return f"has {', '.join(present)} but not {', '.join(k for k in STREAM_KEYS if k not in present)}"
+    reach = manifest["receptive_field_frames"]
+    if not (isinstance(reach, list) and len(reach) == 2 and all(_frame_count(v) for v in reach)):
+        return "receptive_field_frames must be [left, right] in frames"
+    for key in STREAM_KEYS[1:]:
+        if not _frame_count(manifest[key]):
+            return f"{key} must be a whole number of frames"
+    return None
+
+
+def _frame_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _positive_int(value: object) -> bool:

@@ -28,7 +28,8 @@ def check_mel(mel, n_mels: int):
                                "add a batch axis (mel[None]) or pass one mel per batch item")
     if shape[1] != n_mels:
         hint = " (it looks transposed: use mel.transpose(0, 2, 1))" if shape[2] == n_mels else ""
-        raise RuntimeUserError(f"mel has {shape[1]} bands, this engine takes {n_mels}{hint}; pass the vocoder's {n_mels}-band log-mel")
+        raise RuntimeUserError(f"mel has {shape[1]} bands, this engine takes {n_mels}{hint}; "
+                               f"pass the vocoder's {n_mels}-band log-mel")
     if shape[0] == 0 or shape[2] == 0:
         raise RuntimeUserError(f"mel is empty (shape {shape}); pass at least one frame of one batch item")
     if not floating:

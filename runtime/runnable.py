@@ -78,13 +78,13 @@ def _rtx_gpu_problem(manifest: dict, gpu: Gpu, backend: Backend) -> Optional[str
     """TensorRT-RTX runs a plan only on the compute capabilities it was built for, and only on those
     it can target at all (RTX-class Turing to Blackwell; not Hopper or data-centre Blackwell)."""
     here = sm_name(gpu.capability)
-    targets = manifest.get("compute_capabilities") or []
-    if here in targets:
-        return None
     supported = backend.rtx_targets
     if supported is not None and here not in supported:
         return (f"TensorRT-RTX plans do not run on {gpu.described}; rebuild with full TensorRT (`make engines` with "
                 f"the tensorrt extra and build.backend = \"tensorrt\") or run on an RTX card ({', '.join(supported)})")
+    targets = manifest.get("compute_capabilities") or []
+    if here in targets:
+        return None
     return (f"the plan targets {', '.join(targets) or 'no GPU'}, not {gpu.described}; add {here} to "
             f"build.rtx_compute_capabilities in pipeline.toml and {REBUILD}")
 

@@ -1,15 +1,13 @@
 """WAV output: 16-bit PCM the way GPT-SoVITS writes it, or 32-bit float; written atomically."""
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 import wave
 from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import RuntimeUserError
+from runtime.files import atomic_output
 
 WAVE_FORMAT_IEEE_FLOAT = 3
 
@@ -29,12 +27,12 @@ def write_wav(path: str | Path, audio: np.ndarray, sampling_rate: int, float32: 
     to_pcm16), or with `float32` IEEE float samples as they are."""
     audio = np.asarray(audio).reshape(-1)
     if float32:
-        data = audio.astype("<f4").tobytes()
-        write = lambda tmp: _write_float_wav(tmp, data, sampling_rate)  # noqa: E731
+        data, write = audio.astype("<f4").tobytes(), _write_float_wav
     else:
-        data = (audio.astype("<i2") if audio.dtype == np.int16 else to_pcm16(audio)).tobytes()
-        write = lambda tmp: _write_pcm16_wav(tmp, data, sampling_rate)  # noqa: E731
-    return atomic_write(path, write)
+        data, write = (audio.astype("<i2") if audio.dtype == np.int16 else to_pcm16(audio)).tobytes(), _write_pcm16_wav
+    with atomic_output(path) as tmp:
+        write(tmp, data, sampling_rate)
+    return Path(path)
 
 
 def _write_pcm16_wav(path: Path, data: bytes, sampling_rate: int) -> None:
@@ -52,23 +50,3 @@ def _write_float_wav(path: Path, data: bytes, sampling_rate: int) -> None:
     body = (b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"fact" + struct.pack("<I", len(fact)) + fact
             + b"data" + struct.pack("<I", len(data)) + data + (b"\0" if len(data) % 2 else b""))
     path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Call write(tmp) on a temporary file beside `path`, then rename it onto `path`; on any failure
-    nothing is left behind."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise RuntimeUserError(f"cannot write {path}: {error.strerror}; choose a writable output path") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

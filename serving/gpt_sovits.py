@@ -13,6 +13,7 @@ top-level section in `configs.default_configs` and writes them back unchanged, w
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -28,17 +29,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from export.mels import MEL_SPECS
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
-from pipeline.settings import REPO_ROOT, check_precision, load_settings, output_paths
+from pipeline.settings import REPO_ROOT, VOCODERS, check_precision, load_settings, output_paths
 from runtime.errors import RuntimeUserError, reason_of
 from runtime.manifest import read_manifest
+from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window, fitting_steps, stream_window
 
 log = logging.getLogger("serving")
 
 YAML_SECTION = "tensorrt"
 YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size")
-VOCODER_VERSIONS = ("v3", "v4")  # the GPT-SoVITS versions that synthesise through a vocoder
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -50,6 +52,7 @@ class EngineRequest:
     precision: str
     workspace_gib: float
     max_batch: int | None  # None: the batch sizes of pipeline.toml's profiles
+    gpu_target: str | None = None  # the compute capability GPT-SoVITS runs on ("SM86"); None on CPU
 
     @property
     def workspace_bytes(self) -> int:
@@ -127,13 +130,19 @@ def rebuild_reasons(manifest: dict[str, Any] | None, request: EngineRequest,
             reasons.append(f"profile max batch {batches} instead of {request.max_batch}")
     if checkpoint_sha256 and manifest.get("checkpoint", {}).get("sha256") != checkpoint_sha256:
         reasons.append("built from other vocoder weights than GPT-SoVITS loads")
+    targets = manifest.get("compute_capabilities")
+    if manifest.get("backend") == "tensorrt_rtx" and request.gpu_target and request.gpu_target not in (targets or []):
+        reasons.append(f"the plan targets {', '.join(targets or [])}, not this GPU ({request.gpu_target})")
     return reasons
 
 
 def engine_settings(settings: dict[str, Any], request: EngineRequest) -> dict[str, Any]:
-    """pipeline.toml's settings with the workspace and max batch GPT-SoVITS asks for."""
+    """pipeline.toml's settings with the workspace and max batch GPT-SoVITS asks for, and TensorRT-RTX
+    targets narrowed to the GPU it runs on."""
     tuned = copy.deepcopy(settings)
     tuned["build"]["workspace_gib"] = request.workspace_gib
+    if request.gpu_target:  # built on the machine that runs it: for its own GPU (Turing included)
+        tuned["build"]["rtx_compute_capabilities"] = [request.gpu_target]
     if request.max_batch is not None:
         for profile in tuned["profiles"][request.vocoder]:
             profile["max"][0] = request.max_batch
@@ -182,17 +191,35 @@ def build_engine_chain(request: EngineRequest, checkpoint: Path, settings: dict[
 def _run_stage(module: str, *args) -> None:
     """A stage through its `python -m` command, the contract the Makefile uses too."""
     done = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, encoding="utf-8")
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
         raise UserError(f"python -m {module} failed: {lines[-1]}")
 
 
-def load_runtime_engine(plan: Path):
-    """The standalone runtime's engine for `plan` (imported here: it needs TensorRT and a GPU)."""
+def load_runtime_engine(plan: Path, device: int = 0):
+    """The standalone runtime's engine for `plan` on CUDA device `device` (imported here: it needs
+    TensorRT and a GPU)."""
     from runtime import load_engine
 
-    return load_engine(plan)
+    return load_engine(plan, device=device)
+
+
+def gpu_target(device) -> str | None:
+    """"SM86" for the CUDA device GPT-SoVITS runs on; None when it runs on the CPU."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(device_index(device))
+    return f"SM{major}{minor}"
+
+
+def device_index(device) -> int:
+    """The CUDA device index GPT-SoVITS runs on (`tts.configs.device`: "cuda", "cuda:1" or a torch.device)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return 0
+    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def readable_manifest(plan: Path) -> dict[str, Any] | None:
@@ -250,7 +277,7 @@ class _DropIn:
     """The state `install` leaves on a TTS object: options, engine providers, stats, failures."""
 
     def __init__(self, tts, options: dict[str, Any], settings: dict[str, Any],
-                 load_engine: Callable[[Path], Any], build_engine: Callable[..., Path], original_init_vocoder):
+                 load_engine: Callable[[Path, int], Any], build_engine: Callable[..., Path], original_init_vocoder):
         self.tts = tts
         self.options = options
         self.settings = settings
@@ -269,9 +296,10 @@ class _DropIn:
 
     def attach(self, version: str) -> None:
         """Wrap the current vocoder; where no engine can load, warn once and leave PyTorch in place."""
-        if version not in VOCODER_VERSIONS or self.tts.vocoder is None:
+        if version not in VOCODERS or self.tts.vocoder is None:  # GPT-SoVITS v1/v2 synthesise without a vocoder
             return
-        request = engine_request(self.options, version, self.tts.precision, self.settings)
+        request = dataclasses.replace(engine_request(self.options, version, self.tts.precision, self.settings),
+                                      gpu_target=gpu_target(self.tts.configs.device))
         key = (request.vocoder, request.precision)
         if key in self.failed:
             return
@@ -295,7 +323,7 @@ class _DropIn:
         if reasons:
             log.info("building %s: %s", paths["plan"].name, "; ".join(reasons))
             self.build_engine(request, checkpoint, engine_settings(self.settings, request))
-        return self.load_engine(paths["plan"]), paths["plan"]
+        return self.load_engine(paths["plan"], device_index(self.tts.configs.device)), paths["plan"]
 
     def check_engine(self, engine, version: str) -> None:
         """The engine must make the audio GPT-SoVITS expects from this vocoder (rate and hop)."""
@@ -306,7 +334,7 @@ class _DropIn:
 
 
 def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str, Any] | None = None,
-            load_engine: Callable[[Path], Any] = load_runtime_engine,
+            load_engine: Callable[[Path, int], Any] = load_runtime_engine,
             build_engine: Callable[..., Path] = build_engine_chain) -> VocoderStats | None:
     """Serve `tts.vocoder` from a TensorRT engine, now and after each `init_vocoder`.
 
@@ -334,3 +362,98 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
     tts.vocoder_stats = dropin.stats
     dropin.attach(tts.configs.version)
     return dropin.stats
+
+
+# --- streaming v3/v4 synthesis -------------------------------------------------------------------
+# GPT-SoVITS makes the v3/v4 mel in CFM chunks (TTS.using_vocoder_synthesis), concatenates them and
+# vocodes once at the end. Here the same chunk loop feeds a Stream, so audio comes out while the
+# CFM is still working; docs/serving.md shows how TTS.run uses it for api_v2's streaming_mode 2/3.
+
+
+@torch.inference_mode()
+def stream_vocoder_synthesis(tts, semantic_tokens: torch.Tensor, phones: torch.Tensor, speed: float = 1.0,
+                             sample_steps: int = 32):
+    """TTS.using_vocoder_synthesis (GPT-SoVITS 48b1a01) with the vocoder streamed: yields 1-D audio
+    pieces (upstream's wav_gen[0][0], in pieces) as they become final. Joined, they are the audio of
+    using_vocoder_synthesis to the stream's precision (>= 100 dB at the engine's measured setting)."""
+    upstream = upstream_module(tts)
+    with vocoder_stream(tts) as stream:
+        for mel in cfm_chunks(tts, upstream, semantic_tokens, phones, speed, sample_steps):
+            yield from _pushed(stream, upstream.denorm_spec(mel))
+        rest = stream.finish()
+        if rest.shape[-1]:
+            yield rest[0, 0]
+
+
+def upstream_module(tts):
+    """The module TTS is defined in (TTS_infer_pack/TTS.py): synthesis uses its module-level helpers
+    mel_fn, mel_fn_v4, resample, norm_spec and denorm_spec, as using_vocoder_synthesis does."""
+    return sys.modules[type(tts).__module__]
+
+
+def vocoder_stream(tts) -> Stream:
+    """A Stream over `tts.vocoder`: the engine's measured context and lookahead and steps that fit
+    its profiles when the drop-in serves it; the architecture's exact reach for PyTorch's vocoder."""
+    vocoder = tts.vocoder
+    if isinstance(vocoder, EngineVocoder):
+        window = stream_window(vocoder.manifest)
+        largest = max(profile["max"][2] for profile in vocoder.manifest["profiles"])
+        steps = fitting_steps(None, window.context, window.lookahead, largest)
+    else:
+        window, steps = architecture_window(tts.configs.version), DEFAULT_STEPS
+    return Stream(lambda mel: vocoder(mel.to(tts.precision)), hop=tts.vocoder_configs["upsample_rate"],
+                  context_frames=window.context, lookahead_frames=window.lookahead, step_frames=steps)
+
+
+def cfm_chunks(tts, upstream, semantic_tokens: torch.Tensor, phones: torch.Tensor, speed: float, sample_steps: int):
+    """The CFM's normalised mel, chunk by chunk as it makes them: each chunk of features is
+    conditioned on the previous chunk's last T_min frames of features and mel (the carry)."""
+    refer_spec, fea_ref, ge, mel2 = reference_prompt(tts, upstream)
+    t_min = mel2.shape[2]
+    chunk_len = tts.vocoder_configs["T_chunk"] - t_min
+    fea_todo, ge = tts.vits_model.decode_encp(semantic_tokens, phones, refer_spec, ge, speed)
+    for start in range(0, fea_todo.shape[2], chunk_len):
+        fea_chunk = fea_todo[:, :, start:start + chunk_len]
+        fea = torch.cat([fea_ref, fea_chunk], 2).transpose(2, 1)
+        lengths = torch.LongTensor([fea.size(1)]).to(fea.device)
+        mel = tts.vits_model.cfm.inference(fea, lengths, mel2, sample_steps, inference_cfg_rate=0)[:, :, mel2.shape[2]:]
+        mel2, fea_ref = mel[:, :, -t_min:], fea_chunk[:, :, -t_min:]
+        yield mel
+
+
+def reference_prompt(tts, upstream):
+    """The reference as the CFM's prompt: its spectrogram for decode_encp, its features and speaker
+    embedding, and its normalised mel, the last two cut to their common length and then to the
+    last T_ref frames; the mel in the model's precision."""
+    device = tts.configs.device
+    prompt_tokens = tts.prompt_cache["prompt_semantic"].unsqueeze(0).unsqueeze(0).to(device)
+    prompt_phones = torch.LongTensor(tts.prompt_cache["phones"]).unsqueeze(0).to(device)
+    spec = tts.prompt_cache["refer_spec"][0]
+    refer_spec = (spec[0] if isinstance(spec, tuple) else spec).to(dtype=tts.precision, device=device)
+    fea_ref, ge = tts.vits_model.decode_encp(prompt_tokens, prompt_phones, refer_spec)
+    mel2 = upstream.norm_spec(reference_mel(tts, upstream))
+    common = min(mel2.shape[2], fea_ref.shape[2])
+    kept = slice(max(common - tts.vocoder_configs["T_ref"], 0), common)
+    return refer_spec, fea_ref[:, :, kept], ge, mel2[:, :, kept].to(tts.precision)
+
+
+def reference_mel(tts, upstream) -> torch.Tensor:
+    """The reference audio's log-mel at the rate the v3 (24 kHz) or v4 (32 kHz) CFM works at, mono."""
+    audio = tts.prompt_cache["raw_audio"].to(tts.configs.device).float()
+    if audio.shape[0] == 2:
+        audio = audio.mean(0).unsqueeze(0)
+    rate, wanted = tts.prompt_cache["raw_sr"], MEL_SPECS[tts.configs.version].sampling_rate
+    if rate != wanted:
+        audio = upstream.resample(audio, rate, wanted, tts.configs.device)
+    return (upstream.mel_fn if tts.configs.version == "v3" else upstream.mel_fn_v4)(audio)
+
+
+def _pushed(stream, mel: torch.Tensor):
+    """Push `mel` in pieces that each complete the next window, yielding each window's audio at once."""
+    start = 0
+    while start < mel.shape[2]:
+        count = stream.frames_needed
+        audio = stream.push(mel[:, :, start:start + count])
+        start += count
+        if audio.shape[-1]:
+            yield audio[0, 0]

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import runtime
-from runtime.errors import run_main
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import REPO_ROOT, load_settings
+from runtime.errors import run_main
 
 log = logging.getLogger("serving")
 
@@ -99,7 +99,7 @@ def triton_config(manifest: dict[str, Any], serving: dict[str, Any]):
 
 
 def _positive(serving: dict[str, Any], key: str) -> int:
-    value = serving.get(key)
+    value = serving[key]
     if not isinstance(value, int) or value < 1:
         raise UserError(f"[serving] {key} must be a positive integer, got {value!r}; fix pipeline.toml")
     return value
@@ -123,7 +123,7 @@ def write_model(plan: Path, manifest: dict[str, Any], repository: Path, serving:
     with atomic_output(folder / "1" / "model.plan") as tmp:
         shutil.copyfile(plan, tmp)
     with atomic_output(folder / "config.pbtxt") as tmp:
-        tmp.write_text(text_format.MessageToString(config))
+        tmp.write_text(text_format.MessageToString(config), encoding="utf-8")
     return folder
 
 

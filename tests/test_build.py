@@ -1,10 +1,11 @@
 """Build stage, with the real TensorRT-RTX builder on small profiles (it builds on CPU; running a plan
-needs a GPU, so plans are checked against the parsed network, the ONNX and their own bytes)."""
+needs a GPU, so plans are checked against the parsed network, the ONNX and their own bytes). Tests
+that need TensorRT-RTX take the `trt` fixture; the rest (input checks, config, make, trtexec, the
+order the files are written in) run without it."""
 from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.metadata
 import importlib.util
 import json
 import os
@@ -18,17 +19,17 @@ import numpy as np
 import onnx
 import pytest
 
+import runtime
 from build.__main__ import main as build_main
 from build.backend import rtx_compute_capabilities
 from build.config import build_config
 from build.plan import build_plan
-from runtime.errors import run_main
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
-from pipeline.settings import load_settings
+from pipeline.settings import VOCODERS, load_settings
+from runtime.errors import run_main
 
 REPO = Path(__file__).resolve().parent.parent
-trt = pytest.importorskip("tensorrt_rtx")
 
 SMALL_PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64]},
                   {"name": "long", "min": [1, 1], "opt": [1, 64], "max": [1, 128]}]
@@ -37,13 +38,19 @@ SMALL_PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64
 def small_settings(profiles=SMALL_PROFILES, **build) -> dict:
     """pipeline.toml with small profiles (fast builds) and optional [build] overrides."""
     settings = copy.deepcopy(load_settings())
-    for vocoder in ("v3", "v4"):
+    for vocoder in VOCODERS:
         settings["profiles"][vocoder] = copy.deepcopy(profiles)
     settings["build"].update(build)
     return settings
 
 
-def parsed_network(onnx_path: Path):
+@pytest.fixture(scope="module")
+def trt():
+    """The TensorRT-RTX module, for the tests that build or parse (skipped where it is not installed)."""
+    return pytest.importorskip("tensorrt_rtx")
+
+
+def parsed_network(trt, onnx_path: Path):
     """The strongly typed network TensorRT-RTX parses from the ONNX, independently of build/."""
     logger = trt.Logger(trt.Logger.ERROR)
     builder = trt.Builder(logger)
@@ -53,7 +60,7 @@ def parsed_network(onnx_path: Path):
     return builder, network, parser
 
 
-def tensor_facts(tensor) -> dict:
+def tensor_facts(trt, tensor) -> dict:
     return {"name": tensor.name, "dtype": np.dtype(trt.nptype(tensor.dtype)).name, "shape": list(tensor.shape)}
 
 
@@ -62,22 +69,23 @@ def assert_no_outputs(directory: Path) -> None:
     assert leftovers == []
 
 
-def check_plan_and_manifest(plan: Path, onnx_path: Path, vocoder: str, precision: str, vocoder_module=None) -> dict:
+def check_plan_and_manifest(trt, plan: Path, onnx_path: Path, vocoder: str, precision: str, vocoder_module=None) -> dict:
     """The manifest agrees with the plan bytes, the ONNX, the parsed network and the profiles asked for."""
-    manifest = json.loads(plan.with_suffix(".json").read_text())
+    manifest = json.loads(plan.with_suffix(".json").read_text(encoding="utf-8"))
     assert manifest["format"] == 1
     assert (manifest["vocoder"], manifest["precision"]) == (vocoder, precision)
     assert (manifest["backend"], manifest["backend_version"]) == ("tensorrt_rtx", trt.__version__)
     assert manifest["plan"] == {"file": plan.name, "size": plan.stat().st_size, "sha256": sha256_of(plan)}
     assert manifest["onnx"] == {"path": str(onnx_path), "sha256": sha256_of(onnx_path)}
-    _, network, _ = parsed_network(onnx_path)
+    _, network, _ = parsed_network(trt, onnx_path)
     assert (network.num_inputs, network.num_outputs) == (1, 1)
-    assert manifest["input"] == tensor_facts(network.get_input(0))
-    assert manifest["output"] == tensor_facts(network.get_output(0))
+    assert manifest["input"] == tensor_facts(trt, network.get_input(0))
+    assert manifest["output"] == tensor_facts(trt, network.get_output(0))
     n_mels = manifest["n_mels"]
     assert manifest["profiles"] == [{"name": p["name"], **{k: [p[k][0], n_mels, p[k][1]] for k in ("min", "opt", "max")}}
                                     for p in SMALL_PROFILES]
-    assert manifest["compute_capabilities"] == rtx_compute_capabilities(trt)
+    assert manifest["compute_capabilities"] == [t for t in rtx_compute_capabilities(trt) if t != "SM75"]  # "portable"
+    assert manifest["rtx_kernel_specialization"] == "lazy"
     assert manifest["synthetic"] is True and manifest["checkpoint"]["sha256"] == "synthetic"
     if vocoder_module is not None:
         assert (manifest["sampling_rate"], manifest["hop"]) == (vocoder_module.sampling_rate, vocoder_module.hop)
@@ -85,12 +93,12 @@ def check_plan_and_manifest(plan: Path, onnx_path: Path, vocoder: str, precision
     assert line.startswith(f"trtexec --onnx={onnx_path} --saveEngine={plan} --stronglyTyped")
     assert f"--profile=1 --minShapes=mel:1x{n_mels}x1 --optShapes=mel:1x{n_mels}x64 --maxShapes=mel:1x{n_mels}x128" in line
     # The header is a well-formed TensorRT-RTX plan of this version (checked without a GPU) ...
-    runtime = trt.Runtime(trt.Logger(trt.Logger.INTERNAL_ERROR))
-    header = plan.read_bytes()[:runtime.engine_header_size]
+    trt_runtime = trt.Runtime(trt.Logger(trt.Logger.INTERNAL_ERROR))
+    header = plan.read_bytes()[:trt_runtime.engine_header_size]
     broken = int(trt.EngineInvalidityDiagnostics.MALFORMED_ENGINE) | int(trt.EngineInvalidityDiagnostics.VERSION_MISMATCH)
-    assert runtime.get_engine_validity(header)[1] & broken == 0
+    assert trt_runtime.get_engine_validity(header)[1] & broken == 0
     # ... and the same check rejects bytes that are not one.
-    assert runtime.get_engine_validity(b"\0" * len(header))[1] & broken != 0
+    assert trt_runtime.get_engine_validity(b"\0" * len(header))[1] & broken != 0
     return manifest
 
 
@@ -104,34 +112,39 @@ def onnx_v4_fp16(onnx_v4, tmp_path_factory) -> Path:
     return path
 
 
-def test_python_m_build_is_this_project():
-    """`build` is also PyPA's packaging tool: it must not be installed, and the repo's CLI must answer."""
-    with pytest.raises(importlib.metadata.PackageNotFoundError):
-        importlib.metadata.distribution("build")
-    assert Path(importlib.util.find_spec("build").origin).parent == REPO / "build"
-    result = subprocess.run([sys.executable, "-m", "build", "--help"], cwd=REPO, capture_output=True, text=True)
+def test_python_m_build_is_this_project_even_beside_pypa_build(tmp_path):
+    """`build` is also PyPA's packaging tool. With another `build` package importable (a stand-in on
+    PYTHONPATH, where an installed one would be found too), `python -m build` run from the repository
+    root still runs this project's CLI."""
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "build" / "__main__.py").write_text("print('the other build package')\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "build", "--help"], cwd=REPO, capture_output=True, text=True, env=env,
+                            encoding="utf-8")
     assert result.returncode == 0, result.stderr
     assert "--vocoder" in result.stdout and "python -m build doctor" in result.stdout
 
 
-def test_v4_fp32_plan_matches_network(onnx_v4, vocoder_v4, tmp_path):
-    plan = build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan", settings=small_settings())
-    check_plan_and_manifest(plan, onnx_v4, "v4", "fp32", vocoder_v4)
+def test_v4_fp32_plan_matches_network(trt, onnx_v4, vocoder_v4, tmp_path):
+    plan = build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan", backend="tensorrt_rtx", settings=small_settings())
+    check_plan_and_manifest(trt, plan, onnx_v4, "v4", "fp32", vocoder_v4)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v4.fp32.json", "v4.fp32.plan"]
 
 
-def test_v4_fp16_plan_is_half_inside(onnx_v4_fp16, tmp_path):
-    plan = build_plan(onnx_v4_fp16, "v4", "fp16", tmp_path / "v4.fp16.plan", settings=small_settings())
-    manifest = check_plan_and_manifest(plan, onnx_v4_fp16, "v4", "fp16")
+def test_v4_fp16_plan_is_half_inside(trt, onnx_v4_fp16, tmp_path):
+    plan = build_plan(onnx_v4_fp16, "v4", "fp16", tmp_path / "v4.fp16.plan", backend="tensorrt_rtx",
+                      settings=small_settings())
+    manifest = check_plan_and_manifest(trt, plan, onnx_v4_fp16, "v4", "fp16")
     assert manifest["input"]["dtype"] == manifest["output"]["dtype"] == "float32"
-    _, network, _ = parsed_network(onnx_v4_fp16)
+    _, network, _ = parsed_network(trt, onnx_v4_fp16)
     layer_types = {network.get_layer(i).get_output(0).dtype for i in range(network.num_layers)}
     assert trt.DataType.HALF in layer_types
 
 
-def test_v3_fp32_plan_matches_network(onnx_v3, vocoder_v3, tmp_path):
-    plan = build_plan(onnx_v3, "v3", "fp32", tmp_path / "v3.fp32.plan", settings=small_settings())
-    check_plan_and_manifest(plan, onnx_v3, "v3", "fp32", vocoder_v3)
+def test_v3_fp32_plan_matches_network(trt, onnx_v3, vocoder_v3, tmp_path):
+    plan = build_plan(onnx_v3, "v3", "fp32", tmp_path / "v3.fp32.plan", backend="tensorrt_rtx", settings=small_settings())
+    check_plan_and_manifest(trt, plan, onnx_v3, "v3", "fp32", vocoder_v3)
 
 
 def test_precision_must_match_onnx_weights(onnx_v4, onnx_v4_fp16, tmp_path):
@@ -142,7 +155,7 @@ def test_precision_must_match_onnx_weights(onnx_v4, onnx_v4_fp16, tmp_path):
     assert_no_outputs(tmp_path)
 
 
-# --- make: incremental builds through the real CLI ------------------------------------------------
+# --- make: incremental builds through the real CLI (with a stand-in trtexec, no TensorRT needed) ------
 
 def _tree_with_small_profiles(root: Path, onnx_v4: Path) -> dict:
     """A copy of the repository's make inputs with small profiles and an exported, 'cleaned' v4."""
@@ -153,19 +166,19 @@ def _tree_with_small_profiles(root: Path, onnx_v4: Path) -> dict:
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy2(REPO / name, root / name)
     kept, skipping = [], False
-    for line in (REPO / "pipeline.toml").read_text().splitlines():
+    for line in (REPO / "pipeline.toml").read_text(encoding="utf-8").splitlines():
         if line.startswith("["):
             skipping = line.startswith("[[profiles.")
         if not skipping:
             kept.append(line)
     profiles = "".join(f'\n[[profiles.{v}]]\nname = "{p["name"]}"\nmin = {p["min"]}\nopt = {p["opt"]}\nmax = {p["max"]}\n'
-                       for v in ("v3", "v4") for p in SMALL_PROFILES)
-    (root / "pipeline.toml").write_text("\n".join(kept) + "\n" + profiles)
+                       for v in VOCODERS for p in SMALL_PROFILES)
+    (root / "pipeline.toml").write_text("\n".join(kept) + "\n" + profiles, encoding="utf-8")
     onnx_dir = root / "engines" / "onnx"
     onnx_dir.mkdir(parents=True)
     (root / "venv").mkdir()
     (root / "venv" / ".installed").touch()
-    (onnx_dir / "v4.source").write_text("\n")  # what the Makefile's stamp holds with no CHECKPOINT_V4
+    (onnx_dir / "v4.source").write_text("\n", encoding="utf-8")  # what the Makefile's stamp holds with no CHECKPOINT_V4
     shutil.copy(onnx_v4, onnx_dir / "v4.onnx")
     shutil.copy(onnx_v4, onnx_dir / "v4.fp32.onnx")
     past = time.time() - 1000  # sources, then venv, then ONNX, then cleaned ONNX: everything up to date
@@ -173,25 +186,28 @@ def _tree_with_small_profiles(root: Path, onnx_v4: Path) -> dict:
                root / "venv" / ".installed", onnx_dir / "v4.source", onnx_dir / "v4.onnx", onnx_dir / "v4.fp32.onnx"]
     for step, path in enumerate(ordered):
         os.utime(path, (past + step, past + step))
-    return {"VOCODERS": "v4", "PRECISIONS": "fp32", "VENV": "venv", "PYTHON": sys.executable}
+    return {"VOCODERS": "v4", "PRECISIONS": "fp32", "VENV": "venv", "PYTHON": sys.executable, "BUILDER": "trtexec"}
 
 
 def _make(root: Path, variables: dict) -> subprocess.CompletedProcess:
+    """`make engines` in `root`, with the stand-in trtexec of root/bin first on the PATH."""
     command = ["make", "-C", str(root), "engines", *(f"{k}={v}" for k, v in variables.items())]
-    return subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, "PATH": os.pathsep.join([str(root / "bin"), os.environ.get("PATH", "")])}
+    return subprocess.run(command, capture_output=True, text=True, env=env, encoding="utf-8")
 
 
 def test_make_engines_twice_does_no_work(onnx_v4, tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     variables = _tree_with_small_profiles(tmp_path, onnx_v4)
+    _stand_in_trtexec(tmp_path / "bin", fail=False)
     first = _make(tmp_path, variables)
     assert first.returncode == 0, first.stderr
     commands = [line for line in first.stdout.splitlines() if "-m " in line]
     assert len(commands) == 1 and "-m build engines/onnx/v4.fp32.onnx" in commands[0], first.stdout
     plan = tmp_path / "engines" / "v4.fp32.plan"
     stamp = plan.stat().st_mtime_ns
-    assert json.loads(plan.with_suffix(".json").read_text())["plan"]["sha256"] == sha256_of(plan)
+    assert json.loads(plan.with_suffix(".json").read_text(encoding="utf-8"))["plan"]["sha256"] == sha256_of(plan)
 
     second = _make(tmp_path, variables)
     assert second.returncode == 0, second.stderr
@@ -204,6 +220,13 @@ def test_make_engines_twice_does_no_work(onnx_v4, tmp_path):
     assert third.returncode == 0, third.stderr
     assert [line for line in third.stdout.splitlines() if "-m " in line] == commands
     assert plan.stat().st_mtime_ns > stamp
+    # A build cut short after the new plan is in place leaves no manifest (see build_plan): make
+    # rebuilds, since the manifest is its target.
+    plan.with_suffix(".json").unlink()
+    fourth = _make(tmp_path, variables)
+    assert fourth.returncode == 0, fourth.stderr
+    assert [line for line in fourth.stdout.splitlines() if "-m " in line] == commands
+    assert json.loads(plan.with_suffix(".json").read_text(encoding="utf-8"))["plan"]["sha256"] == sha256_of(plan)
 
 
 # --- bad input: one line, exit code 2, no plan and no manifest -------------------------------------
@@ -225,21 +248,21 @@ def _model_with(nodes, initializers, onnx_v4: Path, path: Path) -> Path:
     return path
 
 
-def test_unsupported_op_names_the_node(onnx_v4, tmp_path, capsys):
+def test_unsupported_op_names_the_node(trt, onnx_v4, tmp_path, capsys):
     model = _model_with([onnx.helper.make_node("GriffinLimSpell", ["mel"], ["audio"], name="spell_node")], [],
                         onnx_v4, tmp_path / "bad.onnx")
-    line = _cli_error(capsys, [str(model), "--vocoder", "v4", "--precision", "fp32",
+    line = _cli_error(capsys, [str(model), "--vocoder", "v4", "--precision", "fp32", "--backend", "tensorrt_rtx",
                                "--output", str(tmp_path / "v4.fp32.plan")])
     assert "spell_node" in line and "GriffinLimSpell" in line
     assert_no_outputs(tmp_path)
 
 
-def test_wrong_type_names_the_node(onnx_v4, tmp_path, capsys):
+def test_wrong_type_names_the_node(trt, onnx_v4, tmp_path, capsys):
     """A float32 mel multiplied by a float16 constant: a strongly typed network refuses the mix."""
     half = onnx.numpy_helper.from_array(np.ones((1, 100, 1), np.float16), "half_gain")
     model = _model_with([onnx.helper.make_node("Mul", ["mel", "half_gain"], ["audio"], name="mixed_mul")], [half],
                         onnx_v4, tmp_path / "mixed.onnx")
-    line = _cli_error(capsys, [str(model), "--vocoder", "v4", "--precision", "fp16",
+    line = _cli_error(capsys, [str(model), "--vocoder", "v4", "--precision", "fp16", "--backend", "tensorrt_rtx",
                                "--output", str(tmp_path / "v4.fp16.plan")])
     assert "mixed_mul" in line
     assert_no_outputs(tmp_path)
@@ -283,7 +306,8 @@ def test_bad_profiles(onnx_v4, tmp_path, profile, expected):
 
 @pytest.mark.parametrize("key, value", [
     ("backend", "cuda"), ("workspace_gib", 0), ("optimization_level", 7),
-    ("rtx_compute_capabilities", ["Hopper"]), ("hardware_compatibility", "everything"), ("version_compatible", "yes"),
+    ("rtx_compute_capabilities", ["Hopper"]), ("rtx_compute_capabilities", "most"), ("hardware_compatibility", "everything"),
+    ("version_compatible", "yes"), ("rtx_kernel_specialization", "sometimes"),
 ])
 def test_bad_build_settings(key, value):
     with pytest.raises(UserError, match=rf"\[build\] {key}") as error:
@@ -291,9 +315,21 @@ def test_bad_build_settings(key, value):
     assert "\n" not in str(error.value)
 
 
-def test_rtx_target_it_cannot_build(onnx_v4, tmp_path):
+def test_rtx_target_sets_leave_turing_out_unless_asked():
+    """"portable" is NVIDIA's portable default (no Turing: it gets a plan of its own); "all" adds it."""
+    from types import SimpleNamespace
+
+    from build.backend import chosen_rtx_targets
+    fake = SimpleNamespace(ComputeCapability=SimpleNamespace(__members__=dict.fromkeys(
+        ["NONE", "CURRENT", "SM75", "SM80", "SM86", "SM89", "SM120", "SM121"])))
+    assert chosen_rtx_targets(fake, "portable") == ["SM80", "SM86", "SM89", "SM120", "SM121"]
+    assert chosen_rtx_targets(fake, "all") == ["SM75", "SM80", "SM86", "SM89", "SM120", "SM121"]
+    assert chosen_rtx_targets(fake, ("SM75",)) == ["SM75"]
+
+
+def test_rtx_target_it_cannot_build(trt, onnx_v4, tmp_path):
     with pytest.raises(UserError, match="cannot target SM90"):
-        build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan",
+        build_plan(onnx_v4, "v4", "fp32", tmp_path / "v4.fp32.plan", backend="tensorrt_rtx",
                    settings=small_settings(rtx_compute_capabilities=["SM86", "SM90"]))
     assert_no_outputs(tmp_path)
 
@@ -309,28 +345,29 @@ print("&&&& RUNNING TensorRT.trtexec [TensorRT v101300] [b12] # trtexec " + " ".
 if {fail} or "stronglyTyped" not in args or not pathlib.Path(args["onnx"]).is_file():
     print("[E] Error[4]: stand-in refused the arguments")
     sys.exit(1)
-pathlib.Path(args["saveEngine"]).write_bytes(b"plan built by trtexec")
+pathlib.Path(args["saveEngine"]).write_bytes({payload!r})
 print("&&&& PASSED TensorRT.trtexec")
 """
 
 
-def _stand_in_trtexec(folder: Path, fail: bool) -> None:
+def _stand_in_trtexec(folder: Path, fail: bool, payload: bytes = b"plan built by trtexec") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
     tool = folder / "trtexec"
-    tool.write_text(STAND_IN_TRTEXEC.format(python=sys.executable, fail=fail))
+    tool.write_text(STAND_IN_TRTEXEC.format(python=sys.executable, fail=fail, payload=payload), encoding="utf-8")
     tool.chmod(0o755)
 
 
 def test_builder_trtexec_writes_the_same_manifest(onnx_v4, tmp_path, monkeypatch):
+    from build.doctor import full_tensorrt_targets
     bin_dir, out = tmp_path / "bin", tmp_path / "out"
-    bin_dir.mkdir()
     _stand_in_trtexec(bin_dir, fail=False)
     monkeypatch.setenv("PATH", str(bin_dir))
     plan = build_plan(onnx_v4, "v4", "fp32", out / "v4.fp32.plan", builder="trtexec", settings=small_settings())
-    manifest = json.loads(plan.with_suffix(".json").read_text())
+    manifest = json.loads(plan.with_suffix(".json").read_text(encoding="utf-8"))
     assert plan.read_bytes() == b"plan built by trtexec"
     assert manifest["plan"]["sha256"] == sha256_of(plan)
     assert (manifest["builder"], manifest["backend"], manifest["backend_version"]) == ("trtexec", "tensorrt", "10.13.0")
-    assert manifest["compute_capabilities"] is None
+    assert manifest["compute_capabilities"] == full_tensorrt_targets("none")  # this machine's GPU, or None without one
     assert manifest["trtexec"].startswith(f"trtexec --onnx={onnx_v4} --saveEngine={plan} ")
 
 
@@ -342,11 +379,82 @@ def test_failing_trtexec_leaves_nothing(onnx_v4, tmp_path, monkeypatch):
     assert_no_outputs(tmp_path)
 
 
+# --- the plan and its manifest: a manifest never describes another plan than the one beside it -------
+
+class Crash(BaseException):
+    """A power cut at one step: nothing after it runs (not an Exception, so no handler catches it)."""
+
+
+def _rebuild_with(payload: bytes, tmp_path: Path, onnx_v4: Path, monkeypatch, output: Path) -> Path:
+    """build_plan with a stand-in trtexec whose plan is `payload`."""
+    bin_dir = tmp_path / f"bin-{payload.hex()}"
+    _stand_in_trtexec(bin_dir, fail=False, payload=payload)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    return build_plan(onnx_v4, "v4", "fp32", output, builder="trtexec", settings=small_settings())
+
+
+def assert_whole_pair(plan: Path, payload: bytes) -> None:
+    """What the runtime checks before it loads a plan: the manifest, then the plan's bytes against it."""
+    manifest = runtime.read_manifest(plan)
+    runtime.check_plan_bytes(manifest, plan.read_bytes(), plan)
+    assert plan.read_bytes() == payload
+
+
+@pytest.mark.parametrize("crash_before", ["plan", "manifest"])
+def test_a_build_cut_short_between_the_renames_leaves_no_manifest(onnx_v4, tmp_path, monkeypatch, crash_before):
+    """A crash before the new plan's rename or before the new manifest's: either way the old manifest is
+    gone, so no reader takes a plan for the one its manifest describes; a rebuild then makes a whole pair."""
+    plan = tmp_path / "out" / "v4.fp32.plan"
+    _rebuild_with(b"old plan", tmp_path, onnx_v4, monkeypatch, plan)
+    assert_whole_pair(plan, b"old plan")
+
+    real_replace = os.replace
+    crash_at = plan if crash_before == "plan" else plan.with_suffix(".json")
+
+    def replace_or_crash(source, target):
+        if Path(target) == crash_at:
+            raise Crash
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_or_crash)
+    with pytest.raises(Crash):
+        _rebuild_with(b"new plan", tmp_path, onnx_v4, monkeypatch, plan)
+    monkeypatch.setattr(os, "replace", real_replace)
+
+    assert plan.read_bytes() == (b"old plan" if crash_before == "plan" else b"new plan")
+    assert not plan.with_suffix(".json").exists()
+    with pytest.raises(runtime.RuntimeUserError, match="not found beside the plan"):
+        runtime.read_manifest(plan)
+    _rebuild_with(b"new plan", tmp_path, onnx_v4, monkeypatch, plan)
+    assert_whole_pair(plan, b"new plan")
+
+
+def test_a_failed_rebuild_keeps_the_old_pair(onnx_v4, tmp_path, monkeypatch):
+    plan = tmp_path / "out" / "v4.fp32.plan"
+    _rebuild_with(b"old plan", tmp_path, onnx_v4, monkeypatch, plan)
+    _stand_in_trtexec(tmp_path / "failing", fail=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "failing"))
+    with pytest.raises(UserError, match="trtexec failed"):
+        build_plan(onnx_v4, "v4", "fp32", plan, builder="trtexec", settings=small_settings())
+    assert_whole_pair(plan, b"old plan")
+    assert sorted(p.name for p in plan.parent.iterdir()) == ["v4.fp32.json", "v4.fp32.plan"]
+
+
+def test_the_runtime_refuses_a_manifest_beside_another_plan_of_the_same_size(onnx_v4, tmp_path, monkeypatch):
+    """The manifest carries the plan's sha256, so a pair put together by hand is refused before loading."""
+    plan = tmp_path / "out" / "v4.fp32.plan"
+    _rebuild_with(b"plan A", tmp_path, onnx_v4, monkeypatch, plan)
+    plan.write_bytes(b"plan B")
+    manifest = runtime.read_manifest(plan)  # name and size agree ...
+    with pytest.raises(runtime.EngineError, match="sha256 differs"):
+        runtime.check_plan_bytes(manifest, plan.read_bytes(), plan)  # ... the content does not
+
+
 # --- doctor -----------------------------------------------------------------------------------------
 
-def test_doctor_reports_this_machine():
+def test_doctor_reports_this_machine(trt):
     from build.doctor import cuda_state
-    result = subprocess.run([sys.executable, "-m", "build", "doctor"], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "build", "doctor"], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stderr
     rows = dict(line.split("  ", 1) for line in result.stdout.splitlines())
     assert rows["tensorrt_rtx (TensorRT-RTX)"].strip() == trt.__version__
@@ -358,7 +466,7 @@ def test_doctor_reports_this_machine():
         assert f"compute capability {state.gpus[0].capability[0]}.{state.gpus[0].capability[1]}" in rows["GPU 0"]
 
 
-def test_doctor_verdicts_come_from_the_runtime():
+def test_doctor_verdicts_come_from_the_runtime(trt):
     """The doctor asks the runtime's owner (runtime/runnable.py) about the plans this machine would build."""
     from build.backend import Backend
     from build.doctor import Gpu, plan_verdict
@@ -387,7 +495,8 @@ def test_full_tensorrt_plans_run_only_on_the_gpu_model_they_were_built_on(monkey
     here = Backend("tensorrt", "10.16.1.11")
     assert why_not_runnable(manifest, Gpu("RTX A6000", (8, 6)), here) is None
     assert "built on a GPU of SM86" in why_not_runnable(manifest, Gpu("NVIDIA L40S", (8, 9)), here)
-    moving = dict(manifest, hardware_compatibility="ampere_plus", compute_capabilities=doctor.full_tensorrt_targets("ampere_plus"))
+    moving = dict(manifest, hardware_compatibility="ampere_plus",
+                  compute_capabilities=doctor.full_tensorrt_targets("ampere_plus"))
     assert moving["compute_capabilities"] is None
     assert why_not_runnable(moving, Gpu("NVIDIA L40S", (8, 9)), here) is None
     assert "Ampere" in why_not_runnable(moving, Gpu("Tesla T4", (7, 5)), here)

@@ -19,7 +19,7 @@ from pipeline.errors import UserError
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak
-from pipeline.settings import load_settings
+from pipeline.settings import VOCODERS, load_settings
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 NODE_LIMITS = {"v3": 1500, "v4": 260}
@@ -38,7 +38,7 @@ def cleaned_graph(request):
     return of
 
 
-@pytest.mark.parametrize("vocoder", ["v4", "v3"])
+@pytest.mark.parametrize("vocoder", VOCODERS)
 def test_cleanup_keeps_outputs_and_shrinks_the_graph(vocoder, request, cleaned_graph):
     exported = load_model(request.getfixturevalue(f"onnx_{vocoder}"))
     cleaned = cleaned_graph(vocoder)
@@ -77,7 +77,7 @@ def test_fp32_output_keeps_metadata_and_types(onnx_v4, tmp_path):
 
 def _run_clean_cli(*args):
     return subprocess.run([sys.executable, "-m", "export.clean", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, encoding="utf-8", timeout=300)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
@@ -104,7 +104,7 @@ def test_unknown_precision_gives_one_line_error(onnx_v4, tmp_path):
 
 # --- the parity oracle: float64 truth for the cleaned graph ----------------------------------
 
-@pytest.mark.parametrize("vocoder", ["v4", "v3"])
+@pytest.mark.parametrize("vocoder", VOCODERS)
 def test_float64_evaluation_of_the_cleaned_graph_is_the_module_in_float64(vocoder, request, cleaned_graph):
     """The clean oracle's truth: the cleaned graph computed in float64 agrees with the PyTorch module
     in float64 several times more closely than ONNX Runtime's float32 does (not exactly: the constants

@@ -3,8 +3,9 @@ checks, WAV writing, CLI errors and its import boundaries. GPU paths are in test
 from __future__ import annotations
 
 import ast
-import hashlib
+import errno
 import json
+import os
 import subprocess
 import sys
 import wave
@@ -15,12 +16,14 @@ import pytest
 
 import runtime
 from factories import write_plan
+from pipeline.onnx_tools import cpu_session
+from pipeline.quality import snr_db
 from runtime.__main__ import main as runtime_main
-from runtime.errors import PlanNotRunnable, run_main
-from runtime.runnable import Backend, Gpu, check_runnable
-from runtime.chunks import chunk_weights, plan_chunks
-from runtime.errors import EngineError, RuntimeUserError
+from runtime.chunks import handovers, plan_chunks
+from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError, run_main
+from runtime.files import atomic_output
 from runtime.manifest import batch_pieces, choose_profile, profiles_of
+from runtime.runnable import Backend, Gpu, check_runnable
 from runtime.wav import to_pcm16, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,8 +59,8 @@ def test_read_manifest_returns_the_manifest_beside_the_plan(tmp_path):
 @pytest.mark.parametrize("damage, expected", [
     (lambda plan: plan.unlink(), "not found"),
     (lambda plan: plan.with_suffix(".json").unlink(), "manifest"),
-    (lambda plan: plan.with_suffix(".json").write_text("{not json"), "not valid JSON"),
-    (lambda plan: plan.with_suffix(".json").write_text(json.dumps({"format": 2})), "format"),
+    (lambda plan: plan.with_suffix(".json").write_text("{not json", encoding="utf-8"), "not valid JSON"),
+    (lambda plan: plan.with_suffix(".json").write_text(json.dumps({"format": 2}), encoding="utf-8"), "format"),
 ])
 def test_unreadable_manifest_is_one_line_naming_the_fix(tmp_path, damage, expected):
     plan = make_plan(tmp_path)
@@ -80,6 +83,13 @@ def test_tensorrt_rtx_plan_on_compute_capability_9_is_refused_with_the_fix(tmp_p
     message = one_line_error(excinfo)
     for part in ("TensorRT-RTX", "compute capability 9.0", "full TensorRT", "make engines", "tensorrt extra", "RTX card"):
         assert part in message
+
+
+def test_a_gpu_tensorrt_rtx_cannot_run_is_refused_whatever_the_manifest_lists(tmp_path):
+    """A manifest may name SM90 (hand-edited, or from a future release); TensorRT-RTX 1.7 still cannot run there."""
+    manifest = runtime.read_manifest(make_plan(tmp_path, targets=["SM90"]))
+    reason = runtime.why_not_runnable(manifest, Gpu("NVIDIA H200", (9, 0)), RTX)
+    assert reason and reason.startswith("TensorRT-RTX plans do not run on NVIDIA H200")
 
 
 def test_tensorrt_rtx_plan_runs_on_a_targeted_rtx_card(tmp_path):
@@ -147,68 +157,76 @@ def test_profile_choice_prefers_fewest_splits_then_the_tightest_profile(tmp_path
     assert [(s.start, s.stop) for s in batch_pieces(5, 2)] == [(0, 2), (2, 4), (4, 5)]
 
 
-# ---- chunks and cross-fade ------------------------------------------------------------------------
+# ---- chunks of long mels: overlap-and-discard ---------------------------------------------------
 
-@pytest.mark.parametrize("frames, chunk, overlap", [(300, 64, 12), (65, 64, 12), (1000, 100, 0), (1234, 97, 32)])
-def test_chunks_are_equal_cover_the_mel_and_overlap_enough(frames, chunk, overlap):
-    starts = plan_chunks(frames, chunk, overlap)
+@pytest.mark.parametrize("frames, chunk, context, lookahead", [(300, 64, 9, 9), (65, 64, 9, 9), (1000, 100, 0, 0),
+                                                               (1234, 97, 19, 13)])
+def test_chunks_cover_the_mel_and_hand_over_with_context_and_lookahead(frames, chunk, context, lookahead):
+    starts = plan_chunks(frames, chunk, context + lookahead)
     assert starts[0] == 0 and starts[-1] + chunk == frames
-    assert all(0 < b - a <= chunk - overlap for a, b in zip(starts, starts[1:]))
-    hop = 7
-    total = np.zeros(frames * hop)
-    for start, weight in zip(starts, chunk_weights(starts, chunk, overlap, hop)):
-        assert weight.min() >= 0
-        total[start * hop:(start + chunk) * hop] += weight
-    np.testing.assert_allclose(total, 1.0, atol=1e-6)
+    cuts = handovers(starts, chunk, frames, context, lookahead)
+    assert cuts[0] == 0 and cuts[-1] == frames and cuts == sorted(cuts)
+    for i, (start, begin, end) in enumerate(zip(starts, cuts, cuts[1:])):
+        assert start <= begin < end <= start + chunk
+        assert i == 0 or begin - start >= context                        # every frame has its context ...
+        assert i == len(starts) - 1 or start + chunk - end >= lookahead  # ... and its lookahead in its chunk
 
 
-def test_overlap_too_large_for_the_chunk_is_refused():
-    with pytest.raises(RuntimeUserError, match="overlap"):
-        plan_chunks(500, 64, 30)
+def test_chunks_too_short_for_context_and_lookahead_are_refused():
+    with pytest.raises(RuntimeUserError, match="larger profile"):
+        plan_chunks(500, 64, 64)
 
 
-def frame_by_frame(mel, hop=5):
-    """A vocoder without context: each frame's mean band value, held for `hop` samples."""
-    return np.repeat(mel.mean(axis=1, keepdims=True), hop, axis=2)
+def moving_average(mel, hop=5, reach=3):
+    """A vocoder with a reach of `reach` frames each side: each frame's mean band value, averaged
+    over its neighbours (zero beyond the edges), held for `hop` samples."""
+    level = np.pad(mel.mean(axis=1, keepdims=True), ((0, 0), (0, 0), (reach, reach)))
+    frames = mel.shape[2]
+    smooth = sum(level[:, :, shift:shift + frames] for shift in range(2 * reach + 1)) / (2 * reach + 1)
+    return np.repeat(smooth, hop, axis=2)
 
 
-def test_chunked_synthesis_of_a_context_free_vocoder_is_exact():
+def test_chunked_synthesis_with_the_reach_as_context_is_exact():
     mel = np.random.default_rng(0).standard_normal((2, 100, 333)).astype(np.float32)
     calls = []
-    infer = lambda m: calls.append(m.shape) or frame_by_frame(m)  # noqa: E731
-    audio = runtime.synthesize(infer, mel, max_frames=50, overlap_frames=12, hop=5)
-    assert calls == [(2 * len(plan_chunks(333, 50, 12)), 100, 50)]  # one batched call, equal chunks
-    np.testing.assert_allclose(audio, frame_by_frame(mel), atol=1e-6)
+    infer = lambda m: calls.append(m.shape) or moving_average(m)  # noqa: E731
+    audio = runtime.synthesize(infer, mel, max_frames=50, hop=5, context_frames=3, lookahead_frames=3)
+    assert calls == [(2 * len(plan_chunks(333, 50, 6)), 100, 50)]  # one batched call, equal chunks
+    np.testing.assert_allclose(audio, moving_average(mel), atol=1e-6)
 
 
 def test_chunked_synthesis_works_on_torch_tensors_too():
     torch = pytest.importorskip("torch")
     mel = np.random.default_rng(1).standard_normal((1, 100, 200)).astype(np.float32)
-    audio = runtime.synthesize(lambda m: torch.from_numpy(frame_by_frame(m.numpy())), torch.from_numpy(mel),
-                               max_frames=64, overlap_frames=12, hop=5)
-    np.testing.assert_allclose(audio.numpy(), frame_by_frame(mel), atol=1e-6)
+    audio = runtime.synthesize(lambda m: torch.from_numpy(moving_average(m.numpy())), torch.from_numpy(mel),
+                               max_frames=64, hop=5, context_frames=3, lookahead_frames=3)
+    np.testing.assert_allclose(audio.numpy(), moving_average(mel), atol=1e-6)
 
 
 def test_infer_returning_the_wrong_length_is_an_engine_error():
     mel = np.zeros((1, 100, 10), np.float32)
     with pytest.raises(EngineError, match="hop"):
-        runtime.synthesize(lambda m: frame_by_frame(m, hop=4), mel, max_frames=64, hop=5)
+        runtime.synthesize(lambda m: moving_average(m, hop=4), mel, max_frames=64, hop=5, context_frames=3,
+                           lookahead_frames=3)
 
 
 def test_chunked_v4_under_onnx_runtime_matches_one_pass(onnx_v4):
-    import onnxruntime as ort
     from export.mels import sample_mel
+    from pipeline.onnx_metadata import read_metadata
 
-    session = ort.InferenceSession(str(onnx_v4), providers=["CPUExecutionProvider"])
+    session = cpu_session(onnx_v4)
     infer = lambda m: session.run(["audio"], {"mel": m})[0]  # noqa: E731
+    metadata = read_metadata(onnx_v4)
     frames, hop = 300, 480
     mel = runtime.check_mel(sample_mel("v4", frames, batch=1, seed=3), 100)
     whole = infer(mel)
-    chunked = runtime.synthesize(infer, mel, max_frames=64, overlap_frames=12, hop=hop)
+    chunked = runtime.synthesize(infer, mel, max_frames=64, hop=hop, context_frames=metadata["stream_context_frames"],
+                                 lookahead_frames=metadata["stream_lookahead_frames"])
     assert chunked.shape == whole.shape == (1, 1, frames * hop)
-    snr = 10 * np.log10(np.sum(whole.astype(np.float64) ** 2) / np.sum((chunked - whole).astype(np.float64) ** 2))
-    print(f"chunked (64-frame chunks, 12-frame overlap) vs one pass, v4 at {frames} frames: SNR {snr:.1f} dB")
-    assert snr >= 40.0
+    snr = snr_db(whole, chunked)
+    print(f"chunked (64-frame chunks, the export's measured context and lookahead) vs one pass, v4 at {frames} frames: "
+          f"SNR {snr:.1f} dB")
+    assert snr >= 100.0
 
 
 # ---- input checks ---------------------------------------------------------------------------------
@@ -274,11 +292,14 @@ def test_float_wav_reads_back_bit_exact(tmp_path):
 
 def test_failed_write_leaves_nothing(tmp_path):
     blocker = tmp_path / "file"
-    blocker.write_text("x")
+    blocker.write_text("x", encoding="utf-8")
     with pytest.raises(RuntimeUserError, match="cannot write"):
         write_wav(blocker / "out.wav", np.zeros(10, np.float32), 48000)
-    with pytest.raises(ValueError):
-        runtime.wav.atomic_write(tmp_path / "out.wav", lambda tmp: (_ for _ in ()).throw(ValueError("boom")))
+    with pytest.raises(ValueError), atomic_output(tmp_path / "out.wav") as tmp:
+        tmp.write_bytes(b"half")
+        raise ValueError("boom")
+    with pytest.raises(RuntimeUserError, match="No space left on device; free disk space"), atomic_output(tmp_path / "out.wav"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
@@ -310,7 +331,7 @@ def test_cli_missing_files_and_mismatched_plan(tmp_path, capsys):
     out = tmp_path / "out.wav"
     assert "not found" in cli_error(capsys, tmp_path / "none.plan", "--mel", mel, "--output", out)
     assert "mel file" in cli_error(capsys, plan, "--mel", mel, "--output", out)
-    mel.write_text("text, not numpy")
+    mel.write_text("text, not numpy", encoding="utf-8")
     assert ".npy" in cli_error(capsys, plan, "--mel", mel, "--output", out)
     np.save(mel, np.zeros((100, 20), np.float32))
     plan.write_bytes(b"another plan")
@@ -323,7 +344,7 @@ def test_cli_entry_point_without_a_gpu_stack_fails_in_one_line(tmp_path):
     plan = make_plan(tmp_path)
     np.save(tmp_path / "mel.npy", np.zeros((100, 20), np.float32))
     result = subprocess.run([sys.executable, "-m", "runtime", str(plan), "--mel", str(tmp_path / "mel.npy"),
-                             "--output", str(tmp_path / "out.wav")], cwd=REPO, capture_output=True, text=True)
+                             "--output", str(tmp_path / "out.wav")], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     if result.returncode == 0:
         pytest.skip("this machine ran the plan")
     lines = result.stderr.strip().splitlines()
@@ -337,7 +358,7 @@ def test_import_runtime_loads_neither_torch_nor_onnx():
     code = ("import sys, json, runtime; "
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'torch', 'onnx', 'onnxruntime', 'pycuda', 'tensorrt', 'tensorrt_rtx', 'export', 'pipeline'})))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True, encoding="utf-8")
     assert json.loads(result.stdout) == []
 
 
@@ -346,7 +367,7 @@ def test_runtime_imports_only_stdlib_numpy_and_itself_at_module_level():
     add torch, pycuda and TensorRT; no file imports another stage or onnx."""
     stages = {"export", "build", "validate", "pipeline", "serving", "onnx", "onnxruntime"}
     for path in sorted((REPO / "runtime").glob("*.py")):
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names = [alias.name.split(".")[0] for alias in node.names]

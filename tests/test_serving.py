@@ -8,6 +8,7 @@ manifests with placeholder plan files.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import subprocess
@@ -24,11 +25,11 @@ from tritonclient.grpc import model_config_pb2
 
 from export.mels import sample_mel
 from export.vocoders import BigVGAN, BigVGANConfig
+from factories import write_plan
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
-from pipeline.settings import load_settings, profiles_for
-from serving.gpt_sovits import (EngineRequest, EngineVocoder, engine_settings, install, rebuild_reasons,
-                                yaml_options)
+from pipeline.settings import VOCODERS, load_settings, profiles_for
+from serving.gpt_sovits import EngineRequest, EngineVocoder, engine_settings, install, rebuild_reasons, yaml_options
 from serving.triton import write_repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,38 +38,13 @@ SETTINGS = load_settings()
 
 # --- helpers -----------------------------------------------------------------------------------
 
-def write_engine(engines: Path, vocoder: str, precision: str, onnx_path: Path, backend: str = "tensorrt_rtx",
-                 plan_bytes: bytes = b"placeholder plan: never executed here", **overrides) -> Path:
-    """A plan file and its manifest in the schema of docs/architecture.md, profiles from pipeline.toml."""
-    sampling_rate, hop = {"v3": (24000, 256), "v4": (48000, 480)}[vocoder]
-    profiles = [{"name": p.name, "min": list(p.shapes(100)[0]), "opt": list(p.shapes(100)[1]),
-                 "max": list(p.shapes(100)[2])} for p in profiles_for(SETTINGS, vocoder)]
-    engines.mkdir(parents=True, exist_ok=True)
-    plan = engines / f"{vocoder}.{precision}.plan"
-    plan.write_bytes(plan_bytes)
-    manifest = {
-        "format": 1, "vocoder": vocoder, "precision": precision,
-        "backend": backend, "backend_version": "1.7.1.116" if backend == "tensorrt_rtx" else "10.13.0",
-        "sampling_rate": sampling_rate, "hop": hop, "n_mels": 100,
-        "input": {"name": "mel", "dtype": "float32", "shape": [-1, 100, -1]},
-        "output": {"name": "audio", "dtype": "float32", "shape": [-1, 1, -1]},
-        "profiles": profiles,
-        "workspace_bytes": int(SETTINGS["build"]["workspace_gib"] * (1 << 30)),
-        "onnx": {"path": str(onnx_path), "sha256": "-"},
-        "checkpoint": {"source": "synthetic-default", "sha256": "synthetic"},
-        "plan": {"file": plan.name, "size": plan.stat().st_size, "sha256": sha256_of(plan)},
-    }
-    manifest.update(overrides)
-    plan.with_suffix(".json").write_text(json.dumps(manifest))
-    return plan
-
-
 class OnnxRuntimeEngine:
     """The exported ONNX model under ONNX Runtime in a TensorRT engine's place, with the runtime
     Engine's interface (manifest, sampling_rate, hop; host float32 mel in, host audio out)."""
 
-    def __init__(self, plan: Path):
-        self.manifest = json.loads(Path(plan).with_suffix(".json").read_text())
+    def __init__(self, plan: Path, device: int = 0):
+        self.device = device
+        self.manifest = json.loads(Path(plan).with_suffix(".json").read_text(encoding="utf-8"))
         self.session = ort.InferenceSession(self.manifest["onnx"]["path"], providers=["CPUExecutionProvider"])
         self.sampling_rate, self.hop = self.manifest["sampling_rate"], self.manifest["hop"]
 
@@ -113,7 +89,7 @@ def v4_engines(tmp_path, onnx_v4) -> Path:
     """v4 at fp32 and fp16 and a v3 fp16 engine beside them, all runnable through the stand-in."""
     engines = tmp_path / "engines"
     for vocoder, precision in (("v4", "fp32"), ("v4", "fp16"), ("v3", "fp16")):
-        write_engine(engines, vocoder, precision, onnx_v4)
+        write_plan(engines, vocoder=vocoder, precision=precision, onnx_path=onnx_v4)
     return engines
 
 
@@ -220,7 +196,8 @@ def test_engine_failure_during_a_call_hands_over_to_pytorch(v4_engines, vocoder_
 
 
 def test_rebuild_reasons_name_each_setting_that_differs(tmp_path, onnx_v4):
-    manifest = json.loads(write_engine(tmp_path, "v4", "fp16", onnx_v4).with_suffix(".json").read_text())
+    manifest = json.loads(write_plan(tmp_path, vocoder="v4", precision="fp16", onnx_path=onnx_v4).with_suffix(".json")
+                          .read_text(encoding="utf-8"))
     request = EngineRequest("v4", "fp16", SETTINGS["build"]["workspace_gib"], None)
     assert rebuild_reasons(manifest, request) == []
     assert rebuild_reasons(None, request) == ["no engine built yet"]
@@ -228,6 +205,9 @@ def test_rebuild_reasons_name_each_setting_that_differs(tmp_path, onnx_v4):
     assert "workspace" in " ".join(rebuild_reasons(manifest, EngineRequest("v4", "fp16", 2.5, None)))
     assert "max batch" in " ".join(rebuild_reasons(manifest, EngineRequest("v4", "fp16", request.workspace_gib, 1)))
     assert "weights" in " ".join(rebuild_reasons(manifest, request, checkpoint_sha256="0" * 64))
+    spark = dataclasses.replace(request, gpu_target="SM121")
+    assert "not this GPU (SM121)" in " ".join(rebuild_reasons(manifest, spark))
+    assert engine_settings(SETTINGS, spark)["build"]["rtx_compute_capabilities"] == ["SM121"]
 
 
 def test_engine_settings_carry_workspace_and_max_batch_into_valid_profiles():
@@ -254,20 +234,20 @@ def test_yaml_section_and_bad_values(vocoder_v4):
 # --- Triton model repository ---------------------------------------------------------------------
 
 def parse_config(path: Path):
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    return text_format.Parse(path.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
 
 
 def test_triton_configs_parse_and_match_their_manifests(tmp_path):
     engines = tmp_path / "engines"
-    plans = [write_engine(engines, "v4", "fp16", tmp_path / "unused.onnx", backend="tensorrt"),
-             write_engine(engines, "v3", "fp32", tmp_path / "unused.onnx", backend="tensorrt", plan_bytes=b"v3 plan")]
-    smallest = min(p.max[0] for vocoder in ("v3", "v4") for p in profiles_for(SETTINGS, vocoder))
+    plans = [write_plan(engines, vocoder="v4", precision="fp16", backend="tensorrt"),
+             write_plan(engines, vocoder="v3", precision="fp32", backend="tensorrt", plan_bytes=b"v3 plan")]
+    smallest = min(p.max[0] for vocoder in VOCODERS for p in profiles_for(SETTINGS, vocoder))
     serving = {**SETTINGS["serving"], "preferred_batch_sizes": [smallest], "instance_count": 2}
     folders = write_repository(engines, tmp_path / "triton", serving)
     assert sorted(f.name for f in folders) == ["v3_fp32", "v4_fp16"]
     pb = model_config_pb2
     for plan in plans:
-        manifest = json.loads(plan.with_suffix(".json").read_text())
+        manifest = json.loads(plan.with_suffix(".json").read_text(encoding="utf-8"))
         folder = tmp_path / "triton" / f"{manifest['vocoder']}_{manifest['precision']}"
         config = parse_config(folder / "config.pbtxt")
         assert config.name == folder.name and config.platform == "tensorrt_plan"
@@ -286,6 +266,7 @@ def test_triton_configs_parse_and_match_their_manifests(tmp_path):
 @pytest.fixture(scope="module")
 def rtx_engines(tmp_path_factory, onnx_v4) -> Path:
     """A real v4 plan and manifest from the build stage (TensorRT-RTX, small profiles, one target)."""
+    pytest.importorskip("tensorrt_rtx")
     from build.plan import build_plan
 
     settings = copy.deepcopy(SETTINGS)
@@ -300,23 +281,23 @@ def rtx_engines(tmp_path_factory, onnx_v4) -> Path:
 
 def test_triton_refuses_tensorrt_rtx_plans_unless_forced(tmp_path, rtx_engines):
     engines, repository = rtx_engines, tmp_path / "triton"
-    manifest = json.loads((engines / "v4.fp32.json").read_text())
+    manifest = json.loads((engines / "v4.fp32.json").read_text(encoding="utf-8"))
     command = [sys.executable, "-m", "serving.triton", "--engines", str(engines), "--output", str(repository)]
-    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert refused.returncode == 2 and not repository.exists()
     assert refused.stderr.count("\n") == 1 and "full TensorRT only" in refused.stderr and "--force-rtx" in refused.stderr
-    forced = subprocess.run(command + ["--force-rtx"], cwd=REPO, capture_output=True, text=True)
+    forced = subprocess.run(command + ["--force-rtx"], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert forced.returncode == 0, forced.stderr
     config = parse_config(repository / "v4_fp32" / "config.pbtxt")  # from the build stage's own manifest
     assert config.max_batch_size == 1 and list(config.instance_group[0].profile) == ["0", "1"]
     assert [(t.name, list(t.dims)) for t in (*config.input, *config.output)] == \
-        [(manifest["input"]["name"], manifest["input"]["shape"][1:]), (manifest["output"]["name"], manifest["output"]["shape"][1:])]
+        [(manifest[side]["name"], manifest[side]["shape"][1:]) for side in ("input", "output")]
     assert sha256_of(repository / "v4_fp32" / "1" / "model.plan") == manifest["plan"]["sha256"]
 
 
 def test_triton_rejects_bad_inputs_in_one_line(tmp_path):
     engines = tmp_path / "engines"
-    plan = write_engine(engines, "v4", "fp32", tmp_path / "unused.onnx", backend="tensorrt")
+    plan = write_plan(engines, vocoder="v4", precision="fp32", backend="tensorrt")
     with pytest.raises(UserError, match="preferred_batch_sizes"):
         write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "preferred_batch_sizes": [8]})
     with pytest.raises(UserError, match="instance kind"):

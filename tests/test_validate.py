@@ -15,9 +15,11 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+import runtime
 from export.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
+from factories import write_plan
 from pipeline.errors import UserError
-from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
 from validate import metrics
 
 
@@ -80,7 +82,7 @@ def reference_mel(audio: np.ndarray, spec: MelSpec) -> np.ndarray:
     return torch.log(torch.clamp(basis @ magnitude, min=1e-5))[0].numpy()
 
 
-@pytest.mark.parametrize("vocoder", ["v3", "v4"])
+@pytest.mark.parametrize("vocoder", VOCODERS)
 def test_log_mel_matches_torch_stft_and_librosa(vocoder):
     spec = MEL_SPECS[vocoder]
     audio = speech_like_audio(0.6, spec.sampling_rate, seed=11)
@@ -92,6 +94,7 @@ def test_log_mel_matches_torch_stft_and_librosa(vocoder):
 
 def test_mel_command_reads_wav_and_resamples(tmp_path):
     from scipy.io import wavfile
+
     from validate.wav import mel_from_wav
     spec = MEL_SPECS["v4"]
     audio = speech_like_audio(0.5, spec.sampling_rate, seed=5)
@@ -102,7 +105,7 @@ def test_mel_command_reads_wav_and_resamples(tmp_path):
                                           audio).astype(np.float32))
     out = tmp_path / "mel.npy"
     result = subprocess.run([sys.executable, "-m", "validate", "mel", str(native), "--vocoder", "v4", "--output", str(out)],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
+                            cwd=REPO_ROOT, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stderr
     mel = np.load(out)
     assert mel.shape == (1, 100, len(audio) // spec.hop)
@@ -126,8 +129,9 @@ def test_healthy_fp16_candidate_passes(onnx_v4, fp16_v4, tmp_path):
     assert all(m["cosine"] >= 0.9995 and m["snr_db"] >= 40 for m in outcome.metrics)
     for path in outcome.saved.values():
         assert Path(path).stat().st_size > 0
-    saved = json.loads(Path(outcome.saved["inputs"]).read_text())  # Polygraphy's JSON: one feed per input
-    assert len(saved["lst"] if isinstance(saved, dict) and "lst" in saved else saved) == load_settings()["validate"]["compare_inputs"]
+    saved = json.loads(Path(outcome.saved["inputs"]).read_text(encoding="utf-8"))  # Polygraphy's JSON: one feed per input
+    feeds = saved["lst"] if isinstance(saved, dict) and "lst" in saved else saved
+    assert len(feeds) == load_settings()["validate"]["compare_inputs"]
 
 
 def test_layerwise_names_the_planted_fault_as_first_failing_layer(onnx_v4, tmp_path):
@@ -139,24 +143,90 @@ def test_layerwise_names_the_planted_fault_as_first_failing_layer(onnx_v4, tmp_p
     faulty = to_fp16(model, tmp_path / "v4.faulty.fp16.onnx")
 
     result = subprocess.run([sys.executable, "-m", "validate", "compare", str(onnx_v4), str(faulty), "--layerwise",
-                             "--save-dir", str(tmp_path / "artifacts")], cwd=REPO_ROOT, capture_output=True, text=True)
+                             "--save-dir", str(tmp_path / "artifacts")], cwd=REPO_ROOT, capture_output=True, text=True,
+                            encoding="utf-8")
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"first failing layer: {target.name}" in result.stdout.splitlines()[-1]
     assert "worst layers" in result.stdout and "polygraphy run" in result.stdout
     assert (tmp_path / "artifacts" / "v4.faulty.fp16.onnx.layerwise.reference-outputs.json").is_file()
 
 
-def test_plan_that_cannot_execute_here_says_why(onnx_v4, tmp_path):
-    plan = tmp_path / "v4.fp16.plan"
-    plan.write_bytes(b"built elsewhere")
-    manifest = {"vocoder": "v4", "precision": "fp16", "backend": "tensorrt_rtx", "n_mels": 100,
-                "onnx": {"path": "engines/onnx/v4.fp16.onnx"}}
-    (tmp_path / "v4.fp16.json").write_text(json.dumps(manifest))
-    result = subprocess.run([sys.executable, "-m", "validate", "compare", str(onnx_v4), str(plan), "--layerwise"],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
-    assert result.returncode == 2
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_plan_that_cannot_run_here_says_why(onnx_v4, tmp_path, layerwise):
+    """A plan of a TensorRT-RTX version no machine has: the runtime's reason, in one line, with the
+    command that compares the plan's cleaned ONNX instead."""
+    plan = write_plan(tmp_path, vocoder="v4", precision="fp16", version="0.0.0.1",
+                      onnx={"path": "engines/onnx/v4.fp16.onnx", "sha256": "0" * 64})  # the path `make engines` records
+    manifest = runtime.read_manifest(plan)
+    reason = runtime.plan_blocker(manifest)
+    assert reason  # not installed, or another version: either way the runtime refuses it
+    result = subprocess.run([sys.executable, "-m", "validate", "compare", str(onnx_v4), str(plan),
+                             *(["--layerwise"] if layerwise else [])], cwd=REPO_ROOT, capture_output=True, text=True,
+                            encoding="utf-8")
+    assert result.returncode == 2, result.stdout + result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert "TensorRT cannot execute here" in line and "engines/onnx/v4.fp16.onnx" in line
+    assert f"{plan.name} cannot run here ({reason})" in line
+    fix = f"python -m validate compare {onnx_v4} engines/onnx/v4.fp16.onnx" + (" --layerwise" if layerwise else "")
+    assert line.endswith(fix)
+
+
+class OnnxRuntimeEngine:
+    """runtime.load_engine's Engine in interface (manifest, numpy mel in, audio out, close), running the
+    plan's cleaned ONNX in ONNX Runtime: what a plan computes, on a machine where no plan can run."""
+
+    def __init__(self, plan: Path):
+        from pipeline.onnx_tools import cpu_session
+        self.manifest = runtime.read_manifest(plan)
+        self.session = cpu_session(Path(self.manifest["onnx"]["path"]))
+        self.closed = False
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        from pipeline.onnx_tools import run_audio
+        assert isinstance(mel, np.ndarray) and mel.dtype == np.dtype(self.manifest["input"]["dtype"])
+        return run_audio(self.session, mel)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_plan_is_compared_through_the_runtime(onnx_v4, fp16_v4, tmp_path, monkeypatch):
+    """`compare` runs a .plan with runtime.load_engine (what users run) inside a Polygraphy runner,
+    and Polygraphy judges it; the engine is closed afterwards."""
+    from validate import compare as compare_module
+    plan = write_plan(tmp_path / "engines", vocoder="v4", precision="fp16", onnx_path=fp16_v4)
+    engines = []
+    monkeypatch.setattr(runtime, "plan_blocker", lambda manifest: None)
+    monkeypatch.setattr(runtime, "load_engine", lambda path: engines.append(OnnxRuntimeEngine(path)) or engines[-1])
+    outcome = compare_module.compare(onnx_v4, plan, save_dir=tmp_path / "artifacts")
+    assert outcome.passed and outcome.precision == "fp16", outcome.metric_failures
+    assert len(engines) == 1 and engines[0].closed
+    assert len(outcome.metrics) == load_settings()["validate"]["compare_inputs"]
+    assert "POLYGRAPHY_USE_TENSORRT_RTX=1 polygraphy run" in outcome.notes[-1] and f"{plan} --trt" in outcome.notes[-1]
+
+
+def test_runners_are_left_through_one_exit_stack_when_one_fails():
+    """A runner that fails to activate leaves the ones activated before it deactivated."""
+    from polygraphy.backend.base import BaseRunner
+
+    from validate.compare import run_runners
+
+    class Recording(BaseRunner):
+        def __init__(self, name, fail=False):
+            super().__init__(name=name)
+            self.fail, self.events = fail, []
+
+        def activate_impl(self):
+            if self.fail:
+                raise RuntimeError("cannot activate")
+            self.events.append("activated")
+
+        def deactivate_impl(self):
+            self.events.append("deactivated")
+
+    first, broken = Recording("first"), Recording("broken", fail=True)
+    with pytest.raises(RuntimeError, match="cannot activate"):
+        run_runners([first, broken], [{"mel": np.zeros((1, 100, 4), np.float32)}])
+    assert first.events == ["activated", "deactivated"] and not first.is_active
 
 
 def test_compare_rejects_missing_files(onnx_v4, tmp_path):
@@ -168,19 +238,27 @@ def test_compare_rejects_missing_files(onnx_v4, tmp_path):
 # --- benchmark and report -------------------------------------------------------------------------
 
 
-def test_bench_on_cpu_measures_cpu_rows_and_says_why_gpu_rows_are_missing(tmp_path):
-    from validate.bench import markdown_table, run_benchmark, terminal_table
+def test_bench_measures_cpu_rows_and_measures_or_explains_each_gpu_row(tmp_path):
+    """On any machine: CPU rows are measured; each GPU row is measured or skipped with its reason,
+    and the tables list exactly the skipped ones as not measured."""
+    from validate.bench import BACKENDS, markdown_table, run_benchmark, terminal_table
     results = run_benchmark(["v4"], [8], [1], settings=small_settings(tmp_path))
     rows = {row["backend"]: row for row in results["rows"]}
-    for backend in ("torch-cpu-fp32", "onnxruntime-cpu-fp32"):
-        assert rows[backend]["status"] == "ok" and rows[backend]["median_ms"] > 0 and rows[backend]["runs"] >= 2
-        assert rows[backend]["rtf"] == pytest.approx(rows[backend]["audio_seconds"] / rows[backend]["median_ms"] * 1000)
+    assert set(rows) == set(BACKENDS)
+    for backend, row in rows.items():
+        if BACKENDS[backend][0] == "cpu" or row["status"] == "ok":
+            assert row["status"] == "ok" and row["median_ms"] > 0 and row["runs"] >= 2, row
+            assert row["rtf"] == pytest.approx(row["audio_seconds"] / row["median_ms"] * 1000)
+        else:
+            assert row["status"] == "skipped" and row["reason"], row
     assert rows["onnxruntime-cpu-fp32"]["cosine"] > 0.9999  # against PyTorch on the same mel
-    for backend in ("torch-eager-fp32", "onnxruntime-cuda-fp16", "tensorrt-fp16", "torch-compile-fp16"):
-        assert rows[backend]["status"] == "skipped" and rows[backend]["reason"]
-    table = terminal_table(results)
-    assert "not measured" in table and "torch-cpu-fp32" in table
-    assert "Not measured:" in markdown_table(results)
+    skipped = [row for row in rows.values() if row["status"] == "skipped"]
+    table, markdown = terminal_table(results), markdown_table(results)
+    assert "torch-cpu-fp32" in table
+    for row in skipped:
+        assert f"{row['backend']:24} not measured: {row['reason']}" in table
+        assert f"- v4 {row['backend']}: {row['reason']}" in markdown
+    assert ("Not measured:" in markdown) == bool(skipped)
 
 
 def test_report_renders_from_a_small_run(onnx_v4, fp16_v4, tmp_path):
@@ -192,7 +270,11 @@ def test_report_renders_from_a_small_run(onnx_v4, fp16_v4, tmp_path):
     quality = report["vocoders"]["v4"]["quality"]
     assert quality["inputs"] == 3 and quality["cosine_mean"] > 0.9995 and quality["passed"]
     performance = report["vocoders"]["v4"]["performance"]
-    assert performance["engine_reason"] and "cannot execute here" in markdown
+    if performance["engine_reason"]:  # the engine cannot run here: the report says why and measures ONNX Runtime
+        assert f"The TensorRT engine cannot execute here: {performance['engine_reason']}" in markdown
+        assert performance["optimized"]["backend"].startswith("onnxruntime")
+    else:
+        assert performance["optimized"]["backend"] == "tensorrt-fp16"
     assert performance["speedup"] == pytest.approx(performance["original"]["median_ms"] / performance["optimized"]["median_ms"])
     assert f"{performance['speedup']:.2f}x" in markdown
     assert "v4" in terminal_summary(report)

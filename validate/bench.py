@@ -23,12 +23,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from export.mels import sample_mel
 import runtime
-from runtime.errors import reason_of
+from export.mels import sample_mel
 from pipeline.files import atomic_output
-from pipeline.settings import REPO_ROOT, load_settings, output_paths
 from pipeline.quality import cosine_similarity, snr_db
+from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
+from runtime.errors import reason_of
 
 log = logging.getLogger("validate")
 
@@ -96,8 +96,8 @@ def onnxruntime_cuda_reason() -> str | None:
     reason = cuda_reason()
     if reason:
         return reason
-    import torch  # noqa: F401  (loads the CUDA libraries onnxruntime-gpu links against)
     import onnxruntime as ort
+    import torch  # noqa: F401  (loads the CUDA libraries onnxruntime-gpu links against)
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return (f"onnxruntime {ort.__version__} has no CUDAExecutionProvider; "
                 "install onnxruntime-gpu (pip install '.[gpu]')")
@@ -306,9 +306,14 @@ def _tensorrt(models: Models, vocoder: str, mel: np.ndarray, precision: str, zer
     engine = models.session(vocoder, f"tensorrt-{precision}", lambda: runtime.load_engine(plan))
     if not zero_copy:
         return (lambda: engine(mel)), ["runtime host path: pinned copies in and out included"]
-    import torch
-    x = torch.from_numpy(mel).cuda()
+    x = to_device(mel)
     return (lambda: engine(x)), ["runtime zero-copy path: CUDA tensor in and out"]
+
+
+def to_device(array: np.ndarray):
+    """The CUDA tensor a zero-copy row feeds the engine."""
+    import torch
+    return torch.from_numpy(array).cuda()
 
 
 def unavailable(backend: str, vocoder: str, settings: dict) -> str | None:
@@ -344,7 +349,7 @@ def time_runs(run: Callable[[], Any], device: str, settings: dict) -> tuple[list
     budget = float(cfg["bench_row_seconds"])
     sync = _synchronizer(device)
     started = time.perf_counter()
-    for count in range(int(cfg["bench_warmup"])):
+    for _ in range(int(cfg["bench_warmup"])):
         run()
         sync()
         if time.perf_counter() - started > budget / 3:
@@ -531,7 +536,8 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def terminal_table(results: dict[str, Any]) -> str:
     """A fixed-width version of the same table for the terminal."""
-    header = f"{'vocoder':7} {'backend':24} {'batch':>5} {'frames':>6} {'median ms':>10} {'p10-p90 ms':>17} {'RTF':>7} {'peak MiB':>9} {'cosine':>9} {'SNR dB':>7}"
+    header = (f"{'vocoder':7} {'backend':24} {'batch':>5} {'frames':>6} {'median ms':>10} {'p10-p90 ms':>17} {'RTF':>7} "
+              f"{'peak MiB':>9} {'cosine':>9} {'SNR dB':>7}")
     lines = [header, "-" * len(header)]
     reasons: dict[tuple[str, str], set[str]] = {}
     for r in results["rows"]:
@@ -549,7 +555,7 @@ def terminal_table(results: dict[str, Any]) -> str:
 
 def write_json(results: dict[str, Any], path: str | Path) -> None:
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(results, indent=1, default=_json_default) + "\n", encoding="utf-8")
 
 
 def _json_default(value: Any) -> Any:
@@ -560,7 +566,7 @@ def _json_default(value: Any) -> Any:
 
 def add_arguments(parser) -> None:
     settings = load_settings()["validate"]
-    parser.add_argument("--vocoders", nargs="+", choices=["v3", "v4"], default=["v3", "v4"])
+    parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
     parser.add_argument("--frames", nargs="+", type=int, default=settings["bench_frames"])
     parser.add_argument("--batches", nargs="+", type=int, default=settings["bench_batches"])
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all")
@@ -578,5 +584,5 @@ def main(args) -> int:
     print(terminal_table(results))
     if args.markdown:
         with atomic_output(args.markdown) as tmp:
-            tmp.write_text(markdown_table(results) + "\n")
+            tmp.write_text(markdown_table(results) + "\n", encoding="utf-8")
     return 0

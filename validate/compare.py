@@ -1,29 +1,42 @@
 """python -m validate compare REFERENCE.onnx CANDIDATE(.onnx|.plan) [--layerwise]
 
-Runs reference and candidate on the same speech-like mels with Polygraphy's runners and compares
-them with Polygraphy's Comparator. The final output must stay within `output_rel_tol` of its peak
-and meet the precision's cosine/SNR thresholds. With --layerwise every tensor the reference
-names is marked as an output in both models (tensors only the candidate has, such as the casts
-the fp16 conversion inserts, are skipped) and the first tensor in the reference's topological
-order whose max abs error exceeds `layer_rel_tol` of the reference tensor's peak names the layer
-that went wrong. Inputs and reference outputs are saved in Polygraphy's JSON format so
-`polygraphy run` can replay the comparison.
+Runs reference and candidate on the same speech-like mels as Polygraphy runners and judges them
+with Polygraphy's Comparator.compare_accuracy, in the steps Polygraphy separates: make the runners
+(the reference in ONNX Runtime; an .onnx candidate in ONNX Runtime, a .plan through the project's
+runtime, which is what users run), run them (entered in one ExitStack), judge, save. Whether a
+plan can run here is the runtime's decision (runtime.plan_blocker); where it cannot,
+PlanNotRunnable says why and names the command that compares the plan's cleaned ONNX instead.
+
+The final output must stay within `output_rel_tol` of its peak and meet the precision's cosine/SNR
+bar (pipeline/quality.py). With --layerwise every tensor the reference names is marked as an
+output in both models (tensors only the candidate has, such as the casts the fp16 conversion
+inserts, are skipped) and the first tensor in the reference's topological order whose max abs
+error exceeds `layer_rel_tol` of the reference tensor's peak names the layer that went wrong. A
+plan keeps no intermediate tensors, so there the candidate is an engine rebuilt from the plan's
+cleaned ONNX with every tensor marked, through Polygraphy's TensorRT loaders (in their TensorRT-RTX
+mode for TensorRT-RTX plans). Inputs and reference outputs are saved in Polygraphy's JSON format
+so `polygraphy run` can replay the comparison.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from polygraphy.backend.base import BaseRunner
 
-from export.mels import sample_mel
-from pipeline.onnx_metadata import read_metadata
-from pipeline.errors import UserError
 import runtime
-from pipeline.settings import REPO_ROOT, load_settings
+from export.mels import sample_mel
+from pipeline.errors import UserError
+from pipeline.files import atomic_output
+from pipeline.onnx_metadata import read_metadata
 from pipeline.quality import bar_for, failures
+from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
 from validate.metrics import audio_metrics
 
 log = logging.getLogger("validate")
@@ -59,7 +72,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-# --- what is being compared --------------------------------------------------------------------
+# --- what is compared --------------------------------------------------------------------------
 
 
 def candidate_precision(candidate: Path, manifest: dict | None) -> str:
@@ -92,7 +105,107 @@ def candidate_tensors(candidate: Path) -> set[str]:
     return {out for node in graph.node for out in node.output}
 
 
-# --- Polygraphy runners -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """What one comparison runs, settled before anything runs."""
+
+    reference: Path
+    candidate: Path
+    manifest: dict | None                # the candidate plan's manifest; None for an ONNX candidate
+    vocoder: str
+    sampling_rate: int
+    precision: str
+    layerwise: bool
+    frames: int                          # mel length of every input
+    inputs: int                          # how many speech-like mels
+    layers: list[tuple[str, str, str]]   # reference (tensor, node, op) in topological order; --layerwise only
+
+
+def plan_comparison(reference: Path, candidate: Path, layerwise: bool, settings: dict) -> Comparison:
+    """Check both files and read what the comparison needs from them (one-line errors)."""
+    _check_inputs(reference, candidate)
+    metadata = read_metadata(reference)
+    if metadata.get("vocoder") not in VOCODERS or not isinstance(metadata.get("sampling_rate"), int):
+        raise UserError(f"{reference} carries no vocoder metadata; pass the ONNX written by python -m export")
+    manifest = runtime.read_manifest(candidate) if candidate.suffix == ".plan" else None
+    cfg = settings["validate"]
+    return Comparison(reference, candidate, manifest, metadata["vocoder"], metadata["sampling_rate"],
+                      candidate_precision(candidate, manifest), layerwise,
+                      frames=cfg["layer_frames"] if layerwise else cfg["compare_frames"],
+                      inputs=1 if layerwise else cfg["compare_inputs"],
+                      layers=reference_layers(reference) if layerwise else [])
+
+
+def _check_inputs(reference: Path, candidate: Path) -> None:
+    for path, kinds in ((reference, (".onnx",)), (candidate, (".onnx", ".plan"))):
+        if not path.is_file():
+            raise UserError(f"{path} not found; run make onnx (or make engines) first")
+        if path.suffix not in kinds:
+            raise UserError(f"{path} is not a {' or '.join(kinds)} file")
+
+
+def feeds(vocoder: str, frames: int, count: int, settings: dict) -> list[dict[str, np.ndarray]]:
+    """Polygraphy's data loader contract: a list of feed dicts, here realistic mels (seeds 0..)."""
+    return [{settings["tensors"]["input"]: sample_mel(vocoder, frames, batch=1, seed=seed)} for seed in range(count)]
+
+
+# --- runners: made here, entered and run by `run_runners` --------------------------------------
+
+
+class RuntimeRunner(BaseRunner):
+    """The project's runtime (runtime.load_engine: what users run, chunking and profile choice
+    included) as a Polygraphy runner, so Polygraphy judges the plan as users get it."""
+
+    def __init__(self, plan: Path, name: str = "candidate"):
+        super().__init__(name=name, prefix="runtime-runner")
+        self.plan = plan
+        self.engine = None
+
+    def activate_impl(self):
+        self.engine = runtime.load_engine(self.plan)
+
+    def get_input_metadata_impl(self):
+        from polygraphy.common import TensorMetadata
+        spec = self.engine.manifest["input"]
+        return TensorMetadata().add(spec["name"], dtype=np.dtype(spec["dtype"]), shape=spec["shape"])
+
+    def infer_impl(self, feed_dict):
+        manifest = self.engine.manifest
+        started = time.perf_counter()
+        audio = self.engine(feed_dict[manifest["input"]["name"]])
+        self.inference_time = time.perf_counter() - started
+        return OrderedDict([(manifest["output"]["name"], audio)])
+
+    def deactivate_impl(self):
+        self.engine.close()
+        self.engine = None
+
+
+def make_runners(comparison: Comparison, settings: dict) -> list:
+    """The reference in ONNX Runtime, then the candidate: ONNX Runtime for an .onnx, the runtime for a
+    .plan, or with --layerwise on a plan an engine rebuilt with every tensor marked as an output."""
+    marked = [tensor for tensor, _, _ in comparison.layers] if comparison.layerwise else None
+    reference = onnx_runner(comparison.reference, "reference", marked)
+    if comparison.manifest is None:
+        if marked is not None:
+            present = candidate_tensors(comparison.candidate)
+            marked = [tensor for tensor in marked if tensor in present]
+        return [reference, onnx_runner(comparison.candidate, "candidate", marked)]
+    _require_runnable(comparison)
+    if comparison.layerwise:
+        return [reference, rebuilt_trt_runner(comparison.manifest, comparison.frames, settings)]
+    return [reference, RuntimeRunner(comparison.candidate)]
+
+
+def _require_runnable(comparison: Comparison) -> None:
+    """PlanNotRunnable (the runtime's verdict, runtime/runnable.py) with the command that compares
+    the plan's cleaned ONNX instead."""
+    blocker = runtime.plan_blocker(comparison.manifest)
+    if blocker:
+        raise runtime.PlanNotRunnable(  # the plan's name only: the line stays short enough to keep both fixes
+            f"{comparison.candidate.name} cannot run here ({blocker}); compare its cleaned ONNX instead: python -m "
+            f"validate compare {comparison.reference} {comparison.manifest['onnx']['path']}"
+            f"{' --layerwise' if comparison.layerwise else ''}")
 
 
 def onnx_runner(path: Path, name: str, outputs: list[str] | None):
@@ -105,17 +218,20 @@ def onnx_runner(path: Path, name: str, outputs: list[str] | None):
     return OnnxrtRunner(SessionFromOnnx(BytesFromOnnx(model), providers=["cpu"]), name=name)
 
 
-def trt_runner(plan: Path, manifest: dict, layerwise: bool, frames: int, settings: dict):
-    """Polygraphy's TrtRunner on the plan, or on an engine rebuilt from the manifest's cleaned ONNX
-    with every tensor marked as an output (a plan keeps no intermediate tensors)."""
-    if manifest.get("backend") == "tensorrt_rtx":
-        import polygraphy.config
-        polygraphy.config.USE_TENSORRT_RTX = True
-    from polygraphy.backend.trt import (CreateConfig, EngineFromBytes, EngineFromNetwork, ModifyNetworkOutputs,
-                                        NetworkFromOnnxPath, Profile, TrtRunner)
-    if not layerwise:
-        return TrtRunner(EngineFromBytes(plan.read_bytes()), name="candidate")
+def rebuilt_trt_runner(manifest: dict, frames: int, settings: dict):
+    """Polygraphy's TrtRunner on an engine rebuilt from the manifest's cleaned ONNX with every tensor
+    marked as an output (a plan keeps no intermediate tensors), with the backend that built the plan."""
+    import polygraphy.config
+    polygraphy.config.USE_TENSORRT_RTX = manifest["backend"] == "tensorrt_rtx"  # before Polygraphy's TensorRT import
     from polygraphy import constants
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineFromNetwork,
+        ModifyNetworkOutputs,
+        NetworkFromOnnxPath,
+        Profile,
+        TrtRunner,
+    )
     onnx_path = REPO_ROOT / manifest["onnx"]["path"]
     if not onnx_path.is_file():
         raise UserError(f"the manifest's ONNX {onnx_path} is missing; run make onnx")
@@ -127,92 +243,76 @@ def trt_runner(plan: Path, manifest: dict, layerwise: bool, frames: int, setting
     return TrtRunner(EngineFromNetwork(network, config=CreateConfig(profiles=[profile])), name="candidate")
 
 
-def feeds(vocoder: str, frames: int, count: int, settings: dict) -> list[dict[str, np.ndarray]]:
-    """Polygraphy's data loader contract: a list of feed dicts, here realistic mels (seeds 0..)."""
-    return [{settings["tensors"]["input"]: sample_mel(vocoder, frames, batch=1, seed=seed)} for seed in range(count)]
+def run_runners(runners: list, inputs: list[dict[str, np.ndarray]]):
+    """Every runner on every input, as Polygraphy's RunResults. The runners are entered in one
+    ExitStack: whichever fails to activate or run, those already active are deactivated (engines
+    closed, GPU memory freed) before the error reaches the user."""
+    from polygraphy.comparator import RunResults
+    results = RunResults()
+    with contextlib.ExitStack() as stack:
+        active = [stack.enter_context(runner) for runner in runners]
+        for runner in active:
+            results.append((runner.name, [_infer(runner, feed) for feed in inputs]))
+    return results
 
 
-# --- comparison -----------------------------------------------------------------------------------
+def _infer(runner, feed: dict[str, np.ndarray]):
+    """One inference, the feed cast to the runner's input types (half-I/O models take float16), the
+    outputs copied (runners may reuse their buffers)."""
+    from polygraphy.comparator.struct import IterationResult
+    from polygraphy.datatype import DataType
+    metadata = runner.get_input_metadata(use_numpy_dtypes=False)
+    cast = {name: np.asarray(value).astype(DataType.to_dtype(metadata[name].dtype, "numpy")) for name, value in feed.items()}
+    outputs = runner.infer(cast)
+    return IterationResult({name: np.array(value) for name, value in outputs.items()},
+                           runtime=runner.last_inference_time(), runner_name=runner.name)
+
+
+# --- the comparison: make the runners, run them, judge, save -----------------------------------
 
 
 def compare(reference: str | Path, candidate: str | Path, layerwise: bool = False, save_dir: str | Path | None = None,
             settings: dict | None = None) -> Outcome:
-    """Run both models through Polygraphy and judge the candidate; see the module docstring."""
-    from polygraphy.comparator import Comparator
+    """Make the runners, run them, judge the candidate, save what replays it; see the module docstring."""
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # Polygraphy's progress lines would drown the summary
     settings = settings or load_settings()
-    cfg = settings["validate"]
-    reference, candidate = Path(reference), Path(candidate)
-    _check_inputs(reference, candidate)
-    vocoder = read_metadata(reference).get("vocoder")
-    if vocoder not in ("v3", "v4"):
-        raise UserError(f"{reference} carries no vocoder metadata; pass the ONNX written by python -m export")
-    manifest = runtime.read_manifest(candidate) if candidate.suffix == ".plan" else None
-    precision = candidate_precision(candidate, manifest)
-    frames = cfg["layer_frames"] if layerwise else cfg["compare_frames"]
-    count = 1 if layerwise else cfg["compare_inputs"]
-    output_name = settings["tensors"]["output"]
-
-    layers = reference_layers(reference) if layerwise else []
-    marked = None
-    if layerwise and manifest is None:
-        present = candidate_tensors(candidate)
-        marked = [tensor for tensor, _, _ in layers if tensor in present]
-    ref_runner = onnx_runner(reference, "reference", [t for t, _, _ in layers] if layerwise else None)
-    if manifest is not None:
-        blocker = runtime.plan_blocker(manifest)
-        if blocker:
-            raise runtime.PlanNotRunnable(f"{candidate} cannot run here ({blocker}); compare its cleaned ONNX "
-                                          f"instead: python -m validate compare {reference} {manifest['onnx']['path']}"
-                                          f"{' --layerwise' if layerwise else ''}")
-        cand_runner = trt_runner(candidate, manifest, layerwise, frames, settings)
-    else:
-        cand_runner = onnx_runner(candidate, "candidate", marked)
-
-    save_dir = Path(save_dir or REPO_ROOT / cfg["artifacts"])
+    comparison = plan_comparison(Path(reference), Path(candidate), layerwise, settings)
+    runners = make_runners(comparison, settings)
+    inputs = feeds(comparison.vocoder, comparison.frames, comparison.inputs, settings)
+    log.info("%s vs %s: %d input(s) of %d frames%s", comparison.reference.name, comparison.candidate.name,
+             comparison.inputs, comparison.frames, f", {len(comparison.layers)} reference tensors" if layerwise else "")
+    results = _common_float_outputs(run_runners(runners, inputs))
+    outcome = judge(comparison, results, settings)
+    save_dir = Path(save_dir or REPO_ROOT / settings["validate"]["artifacts"])
     save_dir.mkdir(parents=True, exist_ok=True)
-    stem = candidate.name + (".layerwise" if layerwise else "")
-    inputs_path = save_dir / f"{stem}.inputs.json"
-    log.info("%s vs %s: %d input(s) of %d frames%s", reference.name, candidate.name, count, frames,
-             f", {len(layers)} reference tensors" if layerwise else "")
-    results = Comparator.run([ref_runner, cand_runner], data_loader=feeds(vocoder, frames, count, settings),
-                             save_inputs_path=str(inputs_path))
-    results = _common_float_outputs(results)
-
-    errors = _tensor_errors(results, cfg["layer_rel_tol"] if layerwise else cfg["output_rel_tol"],
-                            output_name, cfg["output_rel_tol"])
-    by_tensor = {tensor: (node, op) for tensor, node, op in layers}
-    layer_list = [LayerError(t, *by_tensor[t], *errors[t]) for t, _, _ in layers if t in errors and t != output_name]
-    output = LayerError(output_name, "graph output", "-", *errors[output_name])
-
-    reference_audio = [it[output_name] for it in results["reference"]]
-    candidate_audio = [it[output_name] for it in results["candidate"]]
-    rate = int(read_metadata(reference).get("sampling_rate", 0)) or (24000 if vocoder == "v3" else 48000)
-    metrics = [audio_metrics(r, c, rate, settings) for r, c in zip(reference_audio, candidate_audio)]
-    thresholds = bar_for(settings, precision)
-    missed = sorted({phrase for m in metrics for phrase in failures(m, thresholds)})
-    first = next((layer for layer in layer_list if not layer.passed), None)
-
-    outcome = Outcome(str(reference), str(candidate), precision, passed=output.passed and not missed and first is None,
-                      output=output, metrics=metrics, thresholds=thresholds, metric_failures=missed,
-                      layers=layer_list, first_failure=first,
-                      unmatched=len([t for t, _, _ in layers if t not in errors and t != output_name]))
-    outcome.saved = _save(results, save_dir, stem, inputs_path, first, output_name, reference_audio[0],
-                          candidate_audio[0], rate, f"{reference.name} vs {candidate.name}")
-    outcome.notes.append(replay_command(candidate, outcome, first, output_name))
-    if manifest is not None and layerwise:
+    outcome.saved = save(comparison, results, inputs, outcome, save_dir, settings["tensors"]["output"])
+    outcome.notes.append(replay_command(comparison, outcome))
+    if comparison.manifest is not None and layerwise:
         outcome.notes.append("engine rebuilt with every tensor marked as an output: kernel choice can differ from the plan")
     return outcome
 
 
-def _check_inputs(reference: Path, candidate: Path) -> None:
-    for path, kinds in ((reference, (".onnx",)), (candidate, (".onnx", ".plan"))):
-        if not path.is_file():
-            raise UserError(f"{path} not found; run make onnx (or make engines) first")
-        if path.suffix not in kinds:
-            raise UserError(f"{path} is not a {' or '.join(kinds)} file")
+def judge(comparison: Comparison, results, settings: dict) -> Outcome:
+    """The verdict: the final output within `output_rel_tol` of its peak, the audio over the
+    precision's bar (pipeline/quality.py), and with --layerwise no tensor over `layer_rel_tol`."""
+    cfg = settings["validate"]
+    output_name = settings["tensors"]["output"]
+    errors = _tensor_errors(results, cfg["layer_rel_tol"] if comparison.layerwise else cfg["output_rel_tol"],
+                            output_name, cfg["output_rel_tol"])
+    layers = [LayerError(tensor, node, op, *errors[tensor]) for tensor, node, op in comparison.layers
+              if tensor in errors and tensor != output_name]
+    output = LayerError(output_name, "graph output", "-", *errors[output_name])
+    metrics = [audio_metrics(ref[output_name], cand[output_name], comparison.sampling_rate, settings)
+               for ref, cand in zip(results["reference"], results["candidate"], strict=True)]
+    thresholds = bar_for(settings, comparison.precision)
+    missed = sorted({phrase for m in metrics for phrase in failures(m, thresholds)})
+    first = next((layer for layer in layers if not layer.passed), None)
+    return Outcome(str(comparison.reference), str(comparison.candidate), comparison.precision,
+                   passed=output.passed and not missed and first is None, output=output, metrics=metrics,
+                   thresholds=thresholds, metric_failures=missed, layers=layers, first_failure=first,
+                   unmatched=len([t for t, _, _ in comparison.layers if t not in errors and t != output_name]))
 
 
 def _common_float_outputs(results):
@@ -252,32 +352,51 @@ def _tensor_errors(results, rel_tol: float, output_name: str, output_rel_tol: fl
     return errors
 
 
-def _save(results, save_dir: Path, stem: str, inputs_path: Path, first: LayerError | None, output_name: str,
-          reference_audio: np.ndarray, candidate_audio: np.ndarray, rate: int, title: str) -> dict[str, str]:
-    """The reference's outputs (the final one, plus the first failing tensor) in Polygraphy's format,
-    and the comparison plot."""
+# --- saving ---------------------------------------------------------------------------------------
+
+
+def save(comparison: Comparison, results, inputs: list, outcome: Outcome, save_dir: Path, output_name: str) -> dict[str, str]:
+    """The inputs and the reference's outputs (the final one, plus the first failing tensor) in
+    Polygraphy's JSON format, which `polygraphy run --load-inputs/--load-outputs` replays, and the
+    comparison plot; each file is written whole or not at all."""
     from polygraphy.comparator import RunResults
     from polygraphy.comparator.struct import IterationResult
-    keep = [output_name] + ([first.tensor] if first else [])
-    reference = RunResults()
-    reference.append(("reference", [IterationResult({k: np.asarray(it[k]) for k in keep}, runtime=it.runtime,
-                                                    runner_name="reference") for it in results["reference"]]))
-    outputs_path = save_dir / f"{stem}.reference-outputs.json"
-    reference.save(str(outputs_path))
+    from polygraphy.json import save_json
+
     from validate.plots import plot_comparison
-    plot = plot_comparison(reference_audio, candidate_audio, rate, save_dir / f"{stem}.png", title)
-    return {"inputs": str(inputs_path), "reference_outputs": str(outputs_path), "plot": str(plot)}
+
+    stem = comparison.candidate.name + (".layerwise" if comparison.layerwise else "")
+    keep = [output_name] + ([outcome.first_failure.tensor] if outcome.first_failure else [])
+    reference = RunResults()
+    reference.append(("reference", [IterationResult({k: it[k] for k in keep}, runtime=it.runtime, runner_name="reference")
+                                    for it in results["reference"]]))
+    paths = {"inputs": save_dir / f"{stem}.inputs.json", "reference_outputs": save_dir / f"{stem}.reference-outputs.json"}
+    with atomic_output(paths["inputs"]) as tmp:
+        save_json(inputs, str(tmp), description="comparison inputs")
+    with atomic_output(paths["reference_outputs"]) as tmp:
+        reference.save(str(tmp))
+    paths["plot"] = plot_comparison(results["reference"][0][output_name], results["candidate"][0][output_name],
+                                    comparison.sampling_rate, save_dir / f"{stem}.png",
+                                    f"{comparison.reference.name} vs {comparison.candidate.name}")
+    return {kind: str(path) for kind, path in paths.items()}
 
 
-def replay_command(candidate: Path, outcome: Outcome, first: LayerError | None, output_name: str) -> str:
-    """The polygraphy command that reruns the candidate and checks it against the saved reference."""
-    checked = [first, outcome.output] if first else [outcome.output]
+def replay_command(comparison: Comparison, outcome: Outcome) -> str:
+    """The polygraphy command that reruns the candidate with Polygraphy's own runner and checks it
+    against the saved reference outputs."""
+    checked = [outcome.first_failure, outcome.output] if outcome.first_failure else [outcome.output]
     tensors = " ".join(layer.tensor for layer in checked)
     tolerances = " ".join(f"{layer.tensor}:{layer.tolerance:.3g}" for layer in checked)
-    runner = "--trt" if candidate.suffix == ".plan" else "--onnxrt"
-    return (f"replay: polygraphy run {candidate} {runner} --onnx-outputs {tensors} "
-            f"--load-inputs {outcome.saved['inputs']} --load-outputs {outcome.saved['reference_outputs']} "
-            f"--atol {tolerances} --rtol 0 --check-error-stat max")
+    manifest = comparison.manifest
+    if manifest is None:
+        model = f"{comparison.candidate} --onnxrt --onnx-outputs {tensors}"
+    elif comparison.layerwise:  # the tensors exist only in an engine built from the cleaned ONNX
+        model = f"{manifest['onnx']['path']} --trt --trt-outputs {tensors}"
+    else:
+        model = f"{comparison.candidate} --trt"
+    rtx = "POLYGRAPHY_USE_TENSORRT_RTX=1 " if manifest is not None and manifest["backend"] == "tensorrt_rtx" else ""
+    return (f"replay: {rtx}polygraphy run {model} --load-inputs {outcome.saved['inputs']} "
+            f"--load-outputs {outcome.saved['reference_outputs']} --atol {tolerances} --rtol 0 --check-error-stat max")
 
 
 # --- printing -------------------------------------------------------------------------------------
@@ -308,7 +427,7 @@ def summary(outcome: Outcome, worst: int) -> str:
                          f"= {f.relative:.2e} of peak")
         lines.append("")
         lines.append(f"  {'worst layers':60} {'op':18} {'max abs':>10} {'of peak':>9}")
-        for layer in sorted(outcome.layers, key=lambda l: -l.relative)[:worst]:
+        for layer in sorted(outcome.layers, key=lambda layer: -layer.relative)[:worst]:
             lines.append(f"  {layer.node[:60]:60} {layer.op[:18]:18} {layer.max_abs:>10.3e} {layer.relative:>9.2e}"
                          f"{'' if layer.passed else '  FAIL'}")
     lines += [f"  {note}" for note in outcome.notes]

@@ -32,7 +32,7 @@ def compare_engine(manifest_path: Path, layerwise: bool, settings: dict) -> tupl
         return summary(outcome, worst), outcome.passed
     except PlanNotRunnable as error:
         fallback = compare(reference, REPO_ROOT / manifest["onnx"]["path"], layerwise, settings=settings)
-        return f"{plan.name}: NOT RUN - {error}\n{summary(fallback, worst)}", False
+        return f"NOT RUN: {error}\n{summary(fallback, worst)}", False
 
 
 def add_arguments(parser) -> None:

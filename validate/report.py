@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.files import atomic_output
+from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
 from runtime import RuntimeUserError, read_manifest
-from pipeline.settings import REPO_ROOT, load_settings, output_paths
 from validate.bench import machine_info, run_benchmark, tensorrt_reason
 
 log = logging.getLogger("validate")
@@ -173,8 +173,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += [f"{q['candidate']} against the float32 ONNX over {q['inputs']} speech-like inputs: "
                       f"**{'PASS' if q['passed'] else 'FAIL'}**", "",
                       "| measure | value | threshold |", "| --- | --- | --- |",
-                      f"| cosine similarity | {q['cosine_mean']:.6f} ± {q['cosine_std']:.1e} | >= {q['thresholds']['cosine_min']} |",
-                      f"| SNR | mean {q['snr_db_mean']:.1f} dB, min {q['snr_db_min']:.1f} dB | >= {q['thresholds']['snr_min_db']} dB |",
+                      f"| cosine similarity | {q['cosine_mean']:.6f} ± {q['cosine_std']:.1e} "
+                      f"| >= {q['thresholds']['cosine_min']} |",
+                      f"| SNR | mean {q['snr_db_mean']:.1f} dB, min {q['snr_db_min']:.1f} dB "
+                      f"| >= {q['thresholds']['snr_min_db']} dB |",
                       f"| MSE | {q['mse_mean']:.2e} | |"]
             if q.get("plot"):
                 lines.append(f"\nPlot: {q['plot']}")
@@ -197,7 +199,7 @@ def terminal_summary(report: dict[str, Any]) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--vocoders", nargs="+", choices=["v3", "v4"], default=["v3", "v4"])
+    parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
     parser.add_argument("--precision", default="fp16")
     parser.add_argument("--output", help="markdown file to write (default: report.md in [paths] engines)")
 
@@ -210,7 +212,7 @@ def main(args) -> int:
     markdown = render_markdown(report)
     args.output = args.output or REPO_ROOT / settings["paths"]["engines"] / "report.md"
     with atomic_output(args.output) as tmp:
-        tmp.write_text(markdown)
+        tmp.write_text(markdown, encoding="utf-8")
     print(markdown)
     print(terminal_summary(report))
     print(f"\nreport written to {args.output}")

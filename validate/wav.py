@@ -16,6 +16,7 @@ import numpy as np
 from export.mels import MEL_SPECS, log_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
+from pipeline.settings import VOCODERS
 
 log = logging.getLogger("validate")
 
@@ -64,7 +65,7 @@ def mel_from_wav(path: str | Path, vocoder: str) -> np.ndarray:
 
 def add_arguments(parser) -> None:
     parser.add_argument("wav", help="input recording (.wav, PCM or float, any sample rate)")
-    parser.add_argument("--vocoder", required=True, choices=sorted(MEL_SPECS))
+    parser.add_argument("--vocoder", required=True, choices=VOCODERS)
     parser.add_argument("--output", required=True, help="mel to write (.npy, float32 (1, 100, frames))")
 
 

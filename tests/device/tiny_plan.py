@@ -1,24 +1,24 @@
 """A tiny plan with a vocoder's interface, built with whichever TensorRT builder is installed.
 
 The network is one transposed convolution, mel (batch, n_mels, frames) -> audio (batch, 1,
-frames * hop), so numpy gives its exact output and the plan builds in seconds. The manifest
-follows docs/architecture.md, as the build stage writes it. Used by the GPU tests and the device
-script; `python tests/device/tiny_plan.py OUT_DIR [--backend tensorrt_rtx] [--targets SM86,SM89]`.
+frames * hop), so numpy gives its exact output and the plan builds in seconds. The manifest is
+written by tests/factories.write_plan, i.e. by the build stage's own make_manifest. Used by the GPU
+tests and the device script; `python tests/device/tiny_plan.py OUT_DIR [--backend tensorrt_rtx]
+[--targets SM86,SM89]` (from the repository root).
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
-import json
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 
+TESTS = Path(__file__).resolve().parent.parent
 HOP, N_MELS, SAMPLING_RATE = 480, 100, 48000  # v4's interface
-PROFILES = [{"name": "short", "min": [1, N_MELS, 1], "opt": [1, N_MELS, 64], "max": [2, N_MELS, 128]},
-            {"name": "long", "min": [1, N_MELS, 1], "opt": [1, N_MELS, 256], "max": [1, N_MELS, 512]}]
+PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 64], "max": [2, 128]},   # [batch, frames]
+            {"name": "long", "min": [1, 1], "opt": [1, 256], "max": [1, 512]}]
 
 
 def tiny_weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,6 +48,11 @@ def tiny_onnx(path: Path, seed: int = 0) -> Path:
 
 def build_tiny_plan(out_dir: str | Path, backend: str | None = None, targets: list[str] | None = None) -> Path:
     """Write tiny.plan and tiny.json into `out_dir`; raise RuntimeError if the builder fails."""
+    for folder in (TESTS, TESTS.parent):  # factories and the stages it builds on, when run as a script
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    from factories import write_plan
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     trt = importlib.import_module(backend) if backend else _any_backend()
@@ -66,33 +71,17 @@ def build_tiny_plan(out_dir: str | Path, backend: str | None = None, targets: li
             config.set_compute_capability(getattr(trt.ComputeCapability, target), i)
     for entry in PROFILES:
         profile = builder.create_optimization_profile()
-        profile.set_shape("mel", entry["min"], entry["opt"], entry["max"])
+        profile.set_shape("mel", *((entry[k][0], N_MELS, entry[k][1]) for k in ("min", "opt", "max")))
         config.add_optimization_profile(profile)
-    start = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError(f"{trt.__name__} could not build the tiny plan")
-    plan = bytes(plan)
-    plan_path = out_dir / "tiny.plan"
-    plan_path.write_bytes(plan)
-    manifest = {
-        "format": 1, "vocoder": "tiny-v4-interface", "precision": "fp32",
-        "backend": trt.__name__, "backend_version": trt.__version__,
-        "sampling_rate": SAMPLING_RATE, "hop": HOP, "n_mels": N_MELS,
-        "input": {"name": "mel", "dtype": "float32", "shape": [-1, N_MELS, -1]},
-        "output": {"name": "audio", "dtype": "float32", "shape": [-1, 1, -1]},
-        "profiles": PROFILES,
-        "compute_capabilities": targets if trt.__name__ == "tensorrt_rtx" else None,
-        "hardware_compatibility": "none", "version_compatible": False,
-        "workspace_bytes": 1 << 30, "optimization_level": 3,
-        "onnx": {"path": str(onnx_path), "sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest()},
-        "checkpoint": {"source": "tests/device/tiny_plan.py", "sha256": "synthetic"}, "synthetic": True,
-        "plan": {"file": plan_path.name, "size": len(plan), "sha256": hashlib.sha256(plan).hexdigest()},
-        "build_seconds": round(time.perf_counter() - start, 2), "builder": "python", "trtexec": None,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    (out_dir / "tiny.json").write_text(json.dumps(manifest, indent=2))
-    return plan_path
+    # a stride-hop, kernel-hop transposed convolution: no frame reaches a neighbour's audio
+    return write_plan(out_dir, vocoder="tiny-v4-interface", precision="fp32", backend=trt.__name__,
+                      version=trt.__version__, plan_bytes=bytes(plan), onnx_path=onnx_path, profiles=PROFILES,
+                      n_mels=N_MELS, hop=HOP, sampling_rate=SAMPLING_RATE, name="tiny.plan",
+                      targets=targets if trt.__name__ == "tensorrt_rtx" else None,
+                      receptive_field_frames=[0, 0], stream_context_frames=0, stream_lookahead_frames=0)
 
 
 def _any_backend():

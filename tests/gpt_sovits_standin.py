@@ -1,0 +1,131 @@
+"""A stand-in for GPT-SoVITS' TTS_infer_pack/TTS.py (48b1a01) as far as v3/v4 synthesis goes.
+
+Like TTS.py, this module holds the helpers synthesis calls (norm_spec, denorm_spec, mel_fn,
+mel_fn_v4, resample) and the TTS class, whose attributes are the ones using_vocoder_synthesis
+reads; `StandInTTS.using_vocoder_synthesis` follows upstream's steps (the non-streaming reference
+in the tests). The models are stand-ins: decode_encp returns features that carry each frame's
+position, and the CFM turns positions into a speech-like normalised mel, so the chunks it emits
+are known pieces of one mel, cut the way upstream cuts them.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from export.mels import MEL_SPECS, log_mel, sample_mel
+
+spec_min, spec_max = -12, 2
+FEATURES_PER_TOKEN = {"v3": 3.875, "v4": 4}
+PROMPT, TODO = 0.0, 1.0  # feature channel 1: which mel a frame's position indexes
+
+
+def norm_spec(x):
+    return (x - spec_min) / (spec_max - spec_min) * 2 - 1
+
+
+def denorm_spec(x):
+    return (x + 1) / 2 * (spec_max - spec_min) + spec_min
+
+
+def _log_mel(vocoder: str, audio: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(log_mel(audio.cpu().numpy(), MEL_SPECS[vocoder]))[None]
+
+
+def mel_fn(audio):
+    return _log_mel("v3", audio)
+
+
+def mel_fn_v4(audio):
+    return _log_mel("v4", audio)
+
+
+def resample(audio, sr0, sr1, device):
+    return F.interpolate(audio[None], scale_factor=sr1 / sr0, mode="linear", align_corners=False)[0].to(device)
+
+
+class StandInCFM:
+    """inference(fea, lengths, prompt, steps) -> (1, 100, T): zeros over the prompt's frames, then
+    the normalised speech mel at the positions the features carry."""
+
+    def __init__(self, speech: torch.Tensor):
+        self.speech = norm_spec(speech)
+        self.calls = 0
+
+    def inference(self, mu, x_lens, prompt, n_timesteps, temperature=1.0, inference_cfg_rate=0):
+        assert int(x_lens[0]) == mu.shape[1] and n_timesteps > 0 and inference_cfg_rate == 0
+        self.calls += 1
+        todo = mu[0, prompt.shape[2]:]
+        assert torch.all(todo[:, 1] == TODO), "the prompt must cover exactly the carried frames"
+        prompt_part = torch.zeros(1, self.speech.shape[1], prompt.shape[2])
+        return torch.cat([prompt_part, self.speech[:, :, todo[:, 0].long()]], dim=2)
+
+
+class StandInSynthesizer:
+    """decode_encp as SynthesizerTrnV3's: frames = tokens x 3.875 (v3) or 4 (v4), / speed (+1)."""
+
+    def __init__(self, version: str, speech: torch.Tensor):
+        self.version = version
+        self.cfm = StandInCFM(speech)
+
+    def decode_encp(self, codes, text, refer, ge=None, speed=1):
+        per_token = FEATURES_PER_TOKEN[self.version]
+        frames = int(codes.size(2) * per_token) if speed == 1 else int(codes.size(2) * per_token / speed) + 1
+        which = PROMPT if ge is None else TODO
+        fea = torch.stack([torch.arange(frames, dtype=torch.float32), torch.full((frames,), which)])[None]
+        return fea, (torch.ones(1, 4, 1) if ge is None else ge)
+
+
+class StandInTTS:
+    """The TTS attributes v3/v4 synthesis uses, scaled down: T_ref and T_chunk of a few dozen frames
+    so a short utterance spans several CFM chunks; the reference at 16 kHz (resampled as upstream)."""
+
+    def __init__(self, version: str, vocoder, todo_frames: int, t_ref: int = 24, t_chunk: int = 64):
+        self.configs = SimpleNamespace(version=version, device=torch.device("cpu"), is_half=False, default_configs={})
+        self.precision = torch.float32
+        self.vocoder = vocoder
+        self.vocoder_configs = {"sr": vocoder.sampling_rate, "T_ref": t_ref, "T_chunk": t_chunk,
+                                "upsample_rate": vocoder.hop, "overlapped_len": 12}
+        reference = sample_mel(version, 1, seed=7)  # a spectrogram of the right kind for refer_spec
+        raw = np.sin(np.linspace(0, 900, 8000, dtype=np.float32)) * 0.3  # 0.5 s at 16 kHz
+        self.prompt_cache = {"prompt_semantic": torch.zeros(13, dtype=torch.long), "phones": [1, 2, 3],
+                             "refer_spec": [(torch.from_numpy(reference), None)],
+                             "raw_audio": torch.from_numpy(raw)[None], "raw_sr": 16000}
+        self.vits_model = StandInSynthesizer(version, torch.from_numpy(sample_mel(version, todo_frames, seed=11)))
+
+    def init_vocoder(self, version: str) -> None:
+        return None
+
+    def using_vocoder_synthesis(self, semantic_tokens, phones, speed=1.0, sample_steps=32):
+        """Upstream's steps: reference features and mel cut to T_min (at most T_ref), the CFM over
+        chunks of T_chunk - T_min feature frames carrying the last T_min frames, one vocoder call."""
+        device = self.configs.device
+        prompt = self.prompt_cache["prompt_semantic"].unsqueeze(0).unsqueeze(0).to(device)
+        prompt_phones = torch.LongTensor(self.prompt_cache["phones"]).unsqueeze(0).to(device)
+        refer = self.prompt_cache["refer_spec"][0][0].to(dtype=self.precision, device=device)
+        fea_ref, ge = self.vits_model.decode_encp(prompt, prompt_phones, refer)
+        audio = self.prompt_cache["raw_audio"].to(device).float()
+        target = 24000 if self.configs.version == "v3" else 32000
+        audio = resample(audio, self.prompt_cache["raw_sr"], target, device)
+        mel2 = norm_spec(mel_fn(audio) if self.configs.version == "v3" else mel_fn_v4(audio))
+        t_min = min(mel2.shape[2], fea_ref.shape[2])
+        mel2, fea_ref = mel2[:, :, :t_min], fea_ref[:, :, :t_min]
+        if t_min > self.vocoder_configs["T_ref"]:
+            t_min = self.vocoder_configs["T_ref"]
+            mel2, fea_ref = mel2[:, :, -t_min:], fea_ref[:, :, -t_min:]
+        chunk_len = self.vocoder_configs["T_chunk"] - t_min
+        mel2 = mel2.to(self.precision)
+        fea_todo, ge = self.vits_model.decode_encp(semantic_tokens, phones, refer, ge, speed)
+        chunks, idx = [], 0
+        while fea_todo[:, :, idx:idx + chunk_len].shape[-1]:
+            chunk = fea_todo[:, :, idx:idx + chunk_len]
+            idx += chunk_len
+            fea = torch.cat([fea_ref, chunk], 2).transpose(2, 1)
+            cfm = self.vits_model.cfm.inference(fea, torch.LongTensor([fea.size(1)]), mel2, sample_steps, inference_cfg_rate=0)
+            cfm = cfm[:, :, mel2.shape[2]:]
+            mel2, fea_ref = cfm[:, :, -t_min:], chunk[:, :, -t_min:]
+            chunks.append(cfm)
+        with torch.inference_mode():
+            return self.vocoder(denorm_spec(torch.cat(chunks, 2)))[0][0]
