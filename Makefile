@@ -20,7 +20,7 @@ BUILD_SOURCES  := $(wildcard build/*.py)
 
 checkpoint = $(CHECKPOINT_$(subst v,V,$(1)))
 
-.PHONY: install engines onnx doctor compare bench report triton test lint clean
+.PHONY: install engines onnx stress-checkpoints doctor compare bench report triton test lint clean
 .DEFAULT_GOAL := engines
 
 install: $(VENV)/.installed
@@ -59,6 +59,17 @@ onnx: $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),$(ONNX_DIR)/$(v).$(p).on
 
 engines: $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),engines/$(v).$(p).json))
 
+# The seeded stress checkpoints, written as upstream lays them out (README: "Stress checkpoints").
+# The full-length check of their fp16 plans is `make engines` on them:
+#   make stress-checkpoints && make engines CHECKPOINT_V3=engines/stress/bigvgan CHECKPOINT_V4=engines/stress/vocoder.pth
+stress-checkpoints: engines/stress/bigvgan/bigvgan_generator.pt engines/stress/vocoder.pth
+
+engines/stress/bigvgan/bigvgan_generator.pt: export/synthetic.py export/vocoders.py pipeline.toml | $(VENV)/.installed
+	$(PYTHON) -m export.synthetic --kind stress --vocoder v3 --output $(@D)
+
+engines/stress/vocoder.pth: export/synthetic.py export/vocoders.py pipeline.toml | $(VENV)/.installed
+	$(PYTHON) -m export.synthetic --kind stress --vocoder v4 --output $@
+
 doctor: $(VENV)/.installed
 	$(PYTHON) -m build doctor
 
@@ -81,4 +92,4 @@ lint: $(VENV)/.installed
 	$(PYTHON) -m ruff check .
 
 clean:
-	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.runtime-cache engines/*.png engines/report.md engines/triton engines/validate
+	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.runtime-cache engines/*.png engines/report.md engines/triton engines/validate engines/stress

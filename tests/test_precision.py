@@ -80,7 +80,7 @@ def test_half_io_option_keeps_mel_and_audio_half(cleaned_v4):
     assert audio_errors(reference, run_audio(cpu_session(typed), mel))["finite"]
 
 
-def test_candidate_order_holds_every_node_once_growth_first_dense_last(cleaned_v4):
+def test_candidate_order_holds_every_node_once_growth_first_dense_last_from_the_input(cleaned_v4):
     study = layerwise_errors(cleaned_v4, to_half(cleaned_v4, set()), sample_mel("v4", 16, seed=5))
     order = candidate_order(cleaned_v4, study)
     names = [name for unit in order for name in unit["nodes"]]
@@ -92,8 +92,10 @@ def test_candidate_order_holds_every_node_once_growth_first_dense_last(cleaned_v
     by_name = {node.name: node for node in cleaned_v4.graph.node}
     tail = [unit for unit in order if unit["stage"] == "dense"]
     assert tail and all(_is_dense(by_name[unit["node"]]) for unit in tail)
-    contributions = [unit["absolute_error"] for unit in tail]
-    assert contributions == sorted(contributions, reverse=True)
+    position = {node.name: index for index, node in enumerate(cleaned_v4.graph.node)}
+    assert [position[unit["node"]] for unit in tail] == sorted(position[unit["node"]] for unit in tail)
+    middle = [unit["absolute_error"] for unit in order if unit["stage"] == "contribution"]
+    assert middle and middle == sorted(middle, reverse=True)
 
 
 def test_search_ends_at_float32_when_nothing_less_meets_the_bar(cleaned_v4, caplog):
