@@ -193,19 +193,26 @@ class AMPBlock(nn.Module):
         return x
 
 
-class BigVGAN(nn.Module):
-    """BigVGAN v2 generator: log-mel (B, num_mels, T) to audio (B, 1, T * hop) in [-1, 1]."""
+class MelGenerator(nn.Module):
+    """What both vocoders share: their config, hop and rate, and the first convolution over the mel."""
 
-    def __init__(self, config: BigVGANConfig = BigVGANConfig()):
+    def __init__(self, config: BigVGANConfig | HiFiGANConfig):
         super().__init__()
-        if config.resblock != "1" or config.activation != "snakebeta":
-            raise ValueError("only BigVGAN v2 generators (resblock '1', activation 'snakebeta') are supported")
         self.config = config
         self.hop = math.prod(config.upsample_rates)
         self.sampling_rate = config.sampling_rate
         self.num_mels = config.num_mels
+        self.conv_pre = nn.Conv1d(config.num_mels, config.upsample_initial_channel, 7, padding=3)
+
+
+class BigVGAN(MelGenerator):
+    """BigVGAN v2 generator: log-mel (B, num_mels, T) to audio (B, 1, T * hop) in [-1, 1]."""
+
+    def __init__(self, config: BigVGANConfig = BigVGANConfig()):
+        if config.resblock != "1" or config.activation != "snakebeta":
+            raise ValueError("only BigVGAN v2 generators (resblock '1', activation 'snakebeta') are supported")
+        super().__init__(config)
         base = config.upsample_initial_channel
-        self.conv_pre = nn.Conv1d(config.num_mels, base, 7, padding=3)
         self.ups = nn.ModuleList(
             nn.ModuleList([nn.ConvTranspose1d(base // 2 ** i, base // 2 ** (i + 1), k, u, padding=(k - u) // 2)])
             for i, (u, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes)))
@@ -245,17 +252,12 @@ class ResBlock1(nn.Module):
         return x
 
 
-class HiFiGAN(nn.Module):
+class HiFiGAN(MelGenerator):
     """GPT-SoVITS v4 vocoder: log-mel (B, 100, T) at 100 frames/s to 48 kHz audio (B, 1, T * 480)."""
 
     def __init__(self, config: HiFiGANConfig = HiFiGANConfig()):
-        super().__init__()
-        self.config = config
-        self.hop = math.prod(config.upsample_rates)
-        self.sampling_rate = config.sampling_rate
-        self.num_mels = config.num_mels
+        super().__init__(config)
         base = config.upsample_initial_channel
-        self.conv_pre = nn.Conv1d(config.num_mels, base, 7, padding=3)
         self.ups = nn.ModuleList(
             nn.ConvTranspose1d(base // 2 ** i, base // 2 ** (i + 1), k, u, padding=(k - u) // 2)
             for i, (u, k) in enumerate(zip(config.upsample_rates, config.upsample_kernel_sizes)))
