@@ -27,10 +27,11 @@ class PlanNotRunnable(EngineError):
     Callers that can fall back (compare, bench, report) catch this type; the reason is its message."""
 
 
-def one_line(text: object, limit: int = 400) -> str:
-    """Any message (an exception, TensorRT's logger) as a single line of at most `limit` characters."""
+def one_line(text: object, limit: Optional[int] = 400) -> str:
+    """Any message (an exception, TensorRT's logger) as a single line of at most `limit` characters
+    (None: the whole message)."""
     line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[:limit - 3] + "..."
+    return line if limit is None or len(line) <= limit else line[:limit - 3] + "..."
 
 
 def reason_of(error: BaseException) -> str:
@@ -46,7 +47,8 @@ def run_main(main: Callable[[Optional[Sequence[str]]], Optional[int]], argv: Opt
     try:
         return int(main(argv) or 0)
     except RuntimeUserError as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        # never cut: the project's own messages end with their fix (foreign text inside is cut already)
+        print(f"error: {one_line(error, limit=None)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("error: interrupted; no partial output was left behind", file=sys.stderr)

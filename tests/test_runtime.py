@@ -352,6 +352,18 @@ def test_cli_entry_point_without_a_gpu_stack_fails_in_one_line(tmp_path):
     assert not (tmp_path / "out.wav").exists()
 
 
+def test_a_long_user_error_keeps_its_fix(capsys):
+    """A message made long by its paths (a deep temporary folder, say) is printed whole: its end is
+    the fix. Foreign text inside such messages is cut where it is quoted (`reason_of`)."""
+    fix = "compare its cleaned ONNX instead: python -m validate compare a.onnx b.onnx --layerwise"
+
+    def fails(_argv):
+        raise PlanNotRunnable(f"{'/deep' * 100}/v4.fp16.plan cannot run here; {fix}")
+    assert run_main(fails, []) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert len(line) > 500 and line.endswith(fix)
+
+
 # ---- boundaries -----------------------------------------------------------------------------------
 
 def test_import_runtime_loads_neither_torch_nor_onnx():
