@@ -5,17 +5,20 @@ float32-aware oracle, and its planned fp16 must meet the bar; v3 at one short le
 lengths are `make engines` on the same checkpoint, see README)."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
 import pytest
+import torch
 
 from export import synthetic
 from export.checkpoints import load_vocoder
 from export.clean import clean
 from export.mels import sample_mel
-from export.to_onnx import onnx_from_module, pytorch_audio
+from export.to_onnx import onnx_from_module, pytorch_audio, verify_export
 from half_checks import assert_meets_bar_against_pytorch, assert_plan_types_hold, fp16_bar
+from pipeline.errors import UserError
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak, meets_bar
 from pipeline.settings import VOCODERS, load_settings
@@ -61,6 +64,19 @@ def test_v3_stress_exports_although_pytorch_float32_is_past_the_bar(stress):
     print(f"\nv3 stress: ONNX Runtime vs PyTorch float32 {disagreement:.2e} of peak at 7 frames")
     assert disagreement > load_settings()["export"]["parity_rel_tol"]
     assert entry["onnx"].is_file()
+
+
+def test_v3_stress_export_still_refuses_a_planted_wrong_weight(stress):
+    """The oracle allows for float32's large noise on this checkpoint, not for a graph of another
+    function: the module with one convolution 1 % off is refused, in one line, against the export."""
+    planted = copy.deepcopy(stress["v3"]["module"])
+    with torch.no_grad():
+        planted.resblocks[9].convs1[1].weight *= 1.01
+    with pytest.raises(UserError) as refused:
+        verify_export(planted, "v3", stress["v3"]["onnx"])
+    message = str(refused.value)
+    print(f"\nv3 stress, planted weight: error: {message}")
+    assert "\n" not in message and "from float64 PyTorch" in message and "report this export" in message
 
 
 @pytest.mark.parametrize("vocoder", VOCODERS)
