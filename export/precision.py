@@ -289,8 +289,9 @@ class Planner:
         if not meets_bar(worst(list(plain_errors.values())), self.bar, margin):
             order = self._candidate_order(plain)
             count = self._bisect(order, plan_refs, margin)
+        chosen = plain if count == 0 else to_half(self.model32, float32_set(order, count), self.io_dtype)
         del plain
-        typed, count, verified = self._verified(order, count)
+        typed, count, verified = self._verified(order, count, chosen)
         report = self._report(order, count, plain_errors, verified)
         self._warn_when_little_is_half(report["fp16_mac_share"])
         return typed, report
@@ -319,11 +320,12 @@ class Planner:
         progress.close()
         return high
 
-    def _verified(self, order: list[dict], count: int) -> tuple[onnx.ModelProto, int, dict[str, dict]]:
-        """The plan measured at every verification length and widened along the candidate order until
-        it holds there; at worst that is the whole order, the float32 model, so it always ends."""
+    def _verified(self, order: list[dict], count: int, typed: onnx.ModelProto) -> tuple[onnx.ModelProto, int, dict[str, dict]]:
+        """The plan (`typed`, the first `count` of `order` in float32) measured at every verification
+        length and widened along the candidate order until it holds there; at worst that is the whole
+        order, the float32 model, so it always ends."""
         references = references_for(self.model32, self.vocoder, self.verify_frames)
-        typed, verified = self.measure(float32_set(order, count), references)
+        verified = errors_by_frames(cpu_session(typed), references)
         while not meets_bar(worst(list(verified.values())), self.bar) and (not order or count < len(order)):
             if not order:  # all-half passed the short mels only: the order is needed after all
                 order.extend(self._candidate_order(typed))

@@ -37,7 +37,7 @@ GUESS_MARGIN = 2    # frames beyond the architecture's known reach in the first,
 def stream_metadata(module: nn.Module, vocoder: str) -> dict:
     """The metadata entries above, measured on `module` (left in its own dtype afterwards)."""
     bar = load_settings()["stream"]["snr_min_db"]
-    with _in_float64(module), _one_filter_convolutions_batched(), torch.inference_mode():
+    with float64_evaluation(module):
         mel, audio, (left, right) = _measure_reach(module, vocoder, max(ARCHITECTURE_REACH[vocoder]) + GUESS_MARGIN)
         context_errors = _errors_after_cut(module, mel, audio, keep=right, side="context")
         lookahead_errors = _errors_after_cut(module, mel, audio, keep=left, side="lookahead")
@@ -103,6 +103,14 @@ def _worst_from_each_distance(errors: np.ndarray) -> np.ndarray:
 def _frames_of(audio: torch.Tensor, hop: int) -> list[np.ndarray]:
     """(batch, 1, frames * hop) audio as one (frames, hop) float64 array per batch item."""
     return [item.reshape(-1, hop).numpy() for item in audio.double()]
+
+
+@contextlib.contextmanager
+def float64_evaluation(module: nn.Module) -> Iterator[None]:
+    """Within the block, `module` computes in float64, fast on the CPU, without autograd; the
+    truth export's parity oracle (export/to_onnx.py) and the reach measurement compare against."""
+    with _in_float64(module), _one_filter_convolutions_batched(), torch.inference_mode():
+        yield
 
 
 @contextlib.contextmanager

@@ -8,7 +8,6 @@ weights came from) travel in the model's metadata_props.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from export.mels import sample_mel
-from export.reach import stream_metadata
+from export.reach import float64_evaluation, stream_metadata
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import update_metadata
@@ -74,34 +73,33 @@ def pytorch_audio(module: nn.Module, mel: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(mel).to(dtype)).numpy()
 
 
-def export_errors(module: nn.Module, exact: nn.Module, session, mel: np.ndarray) -> tuple[float, float]:
-    """(ONNX Runtime's, PyTorch float32's) max error from the float64 module `exact`, relative to its peak."""
-    truth = pytorch_audio(exact, mel)
-    onnx_audio = run_audio(session, mel)
-    if onnx_audio.shape != truth.shape:
-        raise UserError(f"ONNX output shape {onnx_audio.shape} differs from PyTorch's {truth.shape} for a mel of "
-                        f"shape {mel.shape}; report this export")
-    return max_error_over_peak(truth, onnx_audio), max_error_over_peak(truth, pytorch_audio(module, mel))
-
-
 def verify_export(module: nn.Module, vocoder: str, onnx_path: str | Path) -> dict[str, dict[str, float]]:
     """The parity oracle of export: ONNX Runtime and PyTorch float32 both against float64 PyTorch.
 
     A float32 vocoder is only as exact as float32 lets it be: on checkpoints with large gains
     (activations in the thousands feeding Snake's sin) PyTorch float32 itself strays past 1e-4 of
     peak from the float64 truth, and ONNX Runtime, rounding in another order, strays as far the
-    other way. So each (batch, frames) of `[export] verify_cases` measures both against a float64
-    copy of the module on the same mel, and the export is refused (one line naming the case) only
+    other way. So each (batch, frames) of `[export] verify_cases` measures both against the module
+    evaluated in float64 on the same mel, and the export is refused (one line naming the case) only
     when ONNX Runtime is beyond `parity_rel_tol` AND more than `parity_noise_margin` times as far
     from the truth as PyTorch float32 is: then the graph, not float32, is what differs.
     """
     config = load_settings()["export"]
     session = cpu_session(Path(onnx_path))
-    exact = copy.deepcopy(module).double()
+    mels = {(batch, frames): sample_mel(vocoder, frames, batch=batch, seed=config["mel_seed"])
+            for batch, frames in config["verify_cases"]}
+    float32 = {case: pytorch_audio(module, mel) for case, mel in mels.items()}
+    onnx_audio = {case: run_audio(session, mel) for case, mel in mels.items()}
+    with float64_evaluation(module):
+        truths = {case: pytorch_audio(module, mel) for case, mel in mels.items()}
     errors = {}
-    for batch, frames in config["verify_cases"]:
-        mel = sample_mel(vocoder, frames, batch=batch, seed=config["mel_seed"])
-        onnx_error, torch_error = export_errors(module, exact, session, mel)
+    for (batch, frames), mel in mels.items():
+        truth, candidate = truths[batch, frames], onnx_audio[batch, frames]
+        if candidate.shape != truth.shape:
+            raise UserError(f"ONNX output shape {candidate.shape} differs from PyTorch's {truth.shape} for a mel of "
+                            f"shape {mel.shape}; report this export")
+        onnx_error = max_error_over_peak(truth, candidate)
+        torch_error = max_error_over_peak(truth, float32[batch, frames])
         errors[f"{batch}x{frames}"] = {"onnx_runtime": onnx_error, "pytorch_float32": torch_error}
         if not within_float32_noise(onnx_error, torch_error, config["parity_rel_tol"], config["parity_noise_margin"]):
             raise UserError(f"{onnx_path}: ONNX Runtime is {onnx_error:.2e} of peak from float64 PyTorch at batch {batch}, "
