@@ -154,6 +154,8 @@ EXPORT = [
     Row("export: checkpoint truncated", export_main, export_argv(bad_file("t.pth", lambda i: truncated(i.checkpoint))),
         "error", READ_PT),
     Row("export: checkpoint garbage", export_main, export_argv(bad_file("g.pth", GARBAGE)), "error", READ_PT),
+    Row("export: checkpoint whose pickle reads a missing memo entry", export_main,
+        export_argv(bad_file("m.pth", lambda i: b"h\x05.")), "error", READ_PT),  # KeyError in the unpickler
     Row("export: output folder is a file", export_main, export_argv(CHECKPOINT, blocked("v4.onnx")), "error", "cannot write"),
     Row("export: disk full while saving", export_main, export_argv(CHECKPOINT), "error", "free disk space",
         damage=lambda i, mp: mp.setattr(onnx, "save", raising(FULL))),
