@@ -18,7 +18,9 @@ from types import ModuleType
 from tqdm import tqdm
 
 from pipeline.errors import UserError
+from runtime import cuda
 from runtime.runnable import PIP_NAMES
+from runtime.targets import sm_name
 
 log = logging.getLogger("build")
 
@@ -27,7 +29,9 @@ TITLES = {"tensorrt": "full TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
 
 
 @dataclass(frozen=True)
-class Backend:
+class LoadedBackend:
+    """The TensorRT module the build uses (runtime/runnable.py's BackendInfo describes one to the runtime)."""
+
     name: str         # "tensorrt" or "tensorrt_rtx"
     trt: ModuleType   # the imported module
 
@@ -56,7 +60,7 @@ def installed_backends() -> list[str]:
     return [name for name in AUTO_ORDER if importlib.util.find_spec(name) is not None]
 
 
-def load_backend(choice: str) -> Backend:
+def load_backend(choice: str) -> LoadedBackend:
     """Import the chosen backend; `auto` takes full TensorRT if installed, else TensorRT-RTX."""
     if choice not in ("auto", *AUTO_ORDER):
         raise UserError(f"unknown backend {choice!r}; use auto, tensorrt or tensorrt_rtx")
@@ -65,7 +69,7 @@ def load_backend(choice: str) -> Backend:
         if importlib.util.find_spec(name) is None:
             continue
         try:
-            return Backend(name, importlib.import_module(name))
+            return LoadedBackend(name, importlib.import_module(name))
         except ImportError as error:
             if choice != "auto":
                 raise UserError(f"{TITLES[name]} (module {name}) is installed but does not load ({error}); "
@@ -80,49 +84,14 @@ def load_backend(choice: str) -> Backend:
                        "or pass --backend tensorrt_rtx"))
 
 
-TURING = "SM75"
-
-
-def chosen_rtx_targets(trt: ModuleType, setting) -> list[str]:
-    """The compute capabilities a TensorRT-RTX build targets for [build] rtx_compute_capabilities:
-    "portable" is NVIDIA's portable default (every target but Turing, which NVIDIA gives an engine
-    of its own), "all" adds Turing, a list is taken as written (checked against what it supports)."""
-    supported = rtx_compute_capabilities(trt)
-    if setting == "all":
-        return supported
-    if setting == "portable":
-        return [target for target in supported if target != TURING]
-    return list(setting)
-
-
-def rtx_compute_capabilities(trt: ModuleType) -> list[str]:
-    """Every GPU target this TensorRT-RTX version can build for, e.g. ["SM75", ..., "SM121"]."""
-    return [name for name in trt.ComputeCapability.__members__ if name.startswith("SM")]
-
-
-def trt_logger(trt: ModuleType):
-    """A TensorRT logger that forwards to Python logging and keeps the errors: the first one becomes
-    the one-line UserError (the rest stay at debug level, `logging.DEBUG` shows them)."""
-
-    class ForwardingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        @property
-        def first_error(self) -> str:
-            return self.errors[0] if self.errors else ""
-
-        def log(self, severity, msg):
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(" ".join(msg.split()))
-                log.debug("TensorRT error: %s", msg)
-            elif severity == trt.ILogger.Severity.WARNING:
-                log.warning("TensorRT: %s", msg)
-            else:
-                log.debug("TensorRT: %s", msg)
-
-    return ForwardingLogger()
+def full_tensorrt_targets(hardware_compatibility: str) -> list[str] | None:
+    """What a full-TensorRT plan built here runs on: the build GPU's compute capability (asked
+    through the runtime's driver probe), unless it was built Ampere-plus (then any Ampere or newer
+    GPU: None, and the runtime leaves the verdict to TensorRT)."""
+    gpus = cuda.driver_state().gpus
+    if hardware_compatibility == "ampere_plus" or not gpus:
+        return None
+    return [sm_name(gpus[0].capability)]
 
 
 def progress_bars(trt: ModuleType):

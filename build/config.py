@@ -1,20 +1,19 @@
 """The [build] section of pipeline.toml, checked once so the builder code can trust it."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT
+from runtime.manifest import HARDWARE_COMPATIBILITY, KERNEL_SPECIALIZATIONS
+from runtime.runnable import BACKENDS
+from runtime.targets import RTX_TARGET_SETS, parse_sm
 
-BACKEND_CHOICES = ("auto", "tensorrt", "tensorrt_rtx")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 BUILDERS = ("python", "trtexec")
-HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 MAX_OPTIMIZATION_LEVEL = 5
-RTX_TARGET_SETS = ("portable", "all")      # see build.backend.chosen_rtx_targets
-KERNEL_SPECIALIZATIONS = ("lazy", "eager", "none")
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ def build_config(settings: dict[str, Any]) -> BuildConfig:
         raise fail("optimization_level", f"is {level!r}; use an integer from 0 to {MAX_OPTIMIZATION_LEVEL}")
     targets = section["rtx_compute_capabilities"]
     if targets not in RTX_TARGET_SETS and not (isinstance(targets, list) and targets
-                                               and all(isinstance(t, str) and re.fullmatch(r"SM\d{2,3}", t) for t in targets)):
+                                               and all(parse_sm(t) for t in targets)):
         raise fail("rtx_compute_capabilities", f"is {targets!r}; use \"portable\", \"all\" or a list like [\"SM86\", \"SM89\"]")
     specialization = section["rtx_kernel_specialization"]
     if specialization not in KERNEL_SPECIALIZATIONS:

@@ -1,85 +1,23 @@
 """`python -m build doctor`: what is installed here and whether its plans can run on this machine's GPUs.
 
-The GPU is asked through the CUDA driver library itself (runtime.cuda.driver_library), so the check
+The GPU is asked through the runtime's driver probe (runtime.cuda.driver_state), so the check
 needs neither torch, a CUDA binding nor the CUDA toolkit, and tells the truth on machines without
 a GPU. Whether plans can run is the runtime's decision (runtime/runnable.py): the doctor asks it
 about the plans this machine's builder would make.
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
 import shutil
 import sys
-from dataclasses import dataclass
 
-from build.backend import (
-    AUTO_ORDER,
-    TITLES,
-    Backend,
-    chosen_rtx_targets,
-    installed_backends,
-    load_backend,
-    pip_install_hint,
-    rtx_compute_capabilities,
-)
+from build.backend import AUTO_ORDER, TITLES, LoadedBackend, installed_backends, load_backend, pip_install_hint
 from build.config import BuildConfig, build_config
 from pipeline.errors import UserError
 from pipeline.settings import load_settings
 from runtime import cuda, runnable
-
-CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
-CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76
-
-
-@dataclass(frozen=True)
-class Gpu:
-    index: int
-    name: str
-    capability: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class CudaState:
-    driver: str | None   # CUDA driver API version, e.g. "12.4"; None without a driver
-    gpus: list[Gpu]
-    note: str            # why there is no driver or no GPU
-
-
-def cuda_state() -> CudaState:
-    """The CUDA driver version and the visible GPUs, read through the driver library."""
-    try:
-        lib = cuda.driver_library()
-    except OSError:
-        return CudaState(None, [], "no CUDA driver (its library is not found): no NVIDIA GPU usable on this machine")
-    version = ctypes.c_int()
-    lib.cuDriverGetVersion(ctypes.byref(version))
-    driver = f"{version.value // 1000}.{version.value % 1000 // 10}"
-    status = lib.cuInit(0)
-    if status != 0:
-        return CudaState(driver, [], f"the CUDA driver sees no usable GPU (cuInit error {status})")
-    count = ctypes.c_int()
-    lib.cuDeviceGetCount(ctypes.byref(count))
-    return CudaState(driver, [_gpu(lib, index) for index in range(count.value)], "")
-
-
-def full_tensorrt_targets(hardware_compatibility: str) -> list[str] | None:
-    """What a full-TensorRT plan built here runs on: the build GPU's compute capability, unless it
-    was built Ampere-plus (then any Ampere or newer GPU; None, and the runtime lets TensorRT judge)."""
-    gpus = cuda_state().gpus
-    if hardware_compatibility == "ampere_plus" or not gpus:
-        return None
-    return [runnable.sm_name(gpus[0].capability)]
-
-
-def _gpu(lib, index: int) -> Gpu:
-    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    lib.cuDeviceGet(ctypes.byref(device), index)
-    name = ctypes.create_string_buffer(256)
-    lib.cuDeviceGetName(name, len(name), device)
-    lib.cuDeviceGetAttribute(ctypes.byref(major), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)
-    lib.cuDeviceGetAttribute(ctypes.byref(minor), CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)
-    return Gpu(index, name.value.decode(errors="replace"), (major.value, minor.value))
+from runtime.cuda import DriverGpu, DriverState
+from runtime.targets import chosen_rtx_targets, described, rtx_supported, sm_name
 
 
 def _backend_versions() -> dict[str, str]:
@@ -106,13 +44,13 @@ def doctor_rows() -> list[tuple[str, str]]:
         backend = load_backend(config.backend)
     except UserError as error:
         rows.append(("make engines uses", f"nothing: {error}"))
-        return rows + _cuda_rows(cuda_state(), None, config)
+        return rows + _cuda_rows(cuda.driver_state(), None, config)
     if backend.is_rtx:
         used = f"{backend.name} {backend.version}, plans for {', '.join(rtx_targets(backend, config))} (builds without a GPU)"
     else:
         used = f"{backend.name} {backend.version}, plans for the GPU it builds on (needs a GPU to build)"
     rows.append(("make engines uses", f"{used} ([build] backend = {config.backend})"))
-    return rows + _cuda_rows(cuda_state(), backend, config)
+    return rows + _cuda_rows(cuda.driver_state(), backend, config)
 
 
 def cuda_binding_finding() -> str:
@@ -125,9 +63,9 @@ def cuda_binding_finding() -> str:
     return f"{cuda.chosen_binding()} (set {cuda.BINDING_VARIABLE} to choose){other}"
 
 
-def rtx_targets(backend: Backend, config: BuildConfig) -> list[str]:
-    supported = rtx_compute_capabilities(backend.trt)
-    return [t for t in chosen_rtx_targets(backend.trt, config.rtx_compute_capabilities) if t in supported]
+def rtx_targets(backend: LoadedBackend, config: BuildConfig) -> list[str]:
+    supported = rtx_supported(backend.trt)
+    return [t for t in chosen_rtx_targets(supported, config.rtx_compute_capabilities) if t in supported]
 
 
 def planned_manifest(backend_name: str, version: str, targets: list[str] | None, config: BuildConfig) -> dict:
@@ -137,23 +75,23 @@ def planned_manifest(backend_name: str, version: str, targets: list[str] | None,
             "version_compatible": config.version_compatible and backend_name == "tensorrt"}
 
 
-def plan_verdict(backend: Backend | None, config: BuildConfig, gpu: Gpu) -> str:
+def plan_verdict(backend: LoadedBackend | None, config: BuildConfig, gpu: DriverGpu) -> str:
     """The runtime's verdict on the plans this machine would build, run on `gpu`."""
     here = runnable.Gpu(gpu.name, gpu.capability)
     if backend is None:  # nothing installed yet: what full TensorRT, which runs on every supported GPU, would do
-        manifest = planned_manifest("tensorrt", "10", [runnable.sm_name(gpu.capability)], config)
-        reason = runnable.why_not_runnable(manifest, here, runnable.Backend("tensorrt", "10"))
+        manifest = planned_manifest("tensorrt", "10", [sm_name(gpu.capability)], config)
+        reason = runnable.why_not_runnable(manifest, here, runnable.BackendInfo("tensorrt", "10"))
         return f"NO backend installed; {reason or 'full TensorRT would run here: ' + pip_install_hint('tensorrt')}"
     if backend.is_rtx:
         targets = rtx_targets(backend, config)
     else:
-        targets = None if config.hardware_compatibility == "ampere_plus" else [runnable.sm_name(gpu.capability)]
+        targets = None if config.hardware_compatibility == "ampere_plus" else [sm_name(gpu.capability)]
     manifest = planned_manifest(backend.name, backend.version, targets, config)
     reason = runnable.why_not_runnable(manifest, here, runnable.backend_of(backend.trt))
     return f"NO: {reason}" if reason else f"yes: {backend.title} plans built here run on {here.described}"
 
 
-def _cuda_rows(state: CudaState, backend: Backend | None, config: BuildConfig) -> list[tuple[str, str]]:
+def _cuda_rows(state: DriverState, backend: LoadedBackend | None, config: BuildConfig) -> list[tuple[str, str]]:
     rows = [("CUDA driver", state.driver or "none")]
     if not state.gpus:
         rows.append(("GPU", f"none: {state.note}"))
@@ -165,7 +103,7 @@ def _cuda_rows(state: CudaState, backend: Backend | None, config: BuildConfig) -
                          f"TensorRT-RTX to build here ({pip_install_hint('tensorrt_rtx')}, --backend tensorrt_rtx)"))
         return rows
     for gpu in state.gpus:
-        rows.append((f"GPU {gpu.index}", f"{gpu.name}, compute capability {gpu.capability[0]}.{gpu.capability[1]}"))
+        rows.append((f"GPU {gpu.index}", f"{gpu.name}, compute capability {described(gpu.capability)}"))
         rows.append((f"run plans on GPU {gpu.index}", plan_verdict(backend, config, gpu)))
     return rows
 

@@ -1,20 +1,20 @@
-"""The manifest written beside each plan: everything the runtime may trust about it (docs/architecture.md)."""
+"""The manifest written beside each plan: everything the runtime may trust about it (docs/architecture.md).
+
+Its contract (format, path, schema, text) is runtime/manifest.py's; this module fills it in from
+what the build knows.
+"""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
 from build.config import BuildConfig
-from build.engine import ProfileShapes
+from build.network import ProfileShapes
 from build.onnx_model import OnnxFacts
-from pipeline.files import atomic_output, sha256_of
-
-FORMAT = 1
-# measured by the export stage (export/reach.py); absent from models exported before it measured them
-STREAM_KEYS = ("receptive_field_frames", "stream_context_frames", "stream_lookahead_frames")
+from pipeline.files import sha256_of
+from runtime.manifest import FORMAT, STREAM_KEYS
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,6 @@ class BuildRecord:
     version_compatible: bool
     seconds: float
     trtexec: str                               # the equivalent trtexec command line
-
-
-def manifest_path(plan: str | Path) -> Path:
-    return Path(plan).with_suffix(".json")
 
 
 def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequence[ProfileShapes],
@@ -63,11 +59,3 @@ def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequ
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
-
-def manifest_text(manifest: dict) -> str:
-    return json.dumps(manifest, indent=2) + "\n"
-
-
-def write_manifest(manifest: dict, path: Path) -> None:
-    with atomic_output(path) as tmp:
-        tmp.write_text(manifest_text(manifest), encoding="utf-8")

@@ -13,7 +13,7 @@ from pipeline.errors import UserError
 from pipeline.onnx_metadata import REQUIRED as REQUIRED_METADATA
 from pipeline.onnx_metadata import read_metadata
 
-REDUCED_TYPES = ("float16", "bfloat16")
+REDUCED_TYPES = ("float16",)
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from build.backend import Backend, load_backend
+from build.backend import LoadedBackend, full_tensorrt_targets, load_backend
 from build.config import BUILDERS, BuildConfig, build_config
-from build.doctor import full_tensorrt_targets
-from build.engine import ProfileShapes, build_serialized
-from build.manifest import BuildRecord, make_manifest, manifest_path, manifest_text
+from build.manifest import BuildRecord, make_manifest
+from build.network import ProfileShapes, build_serialized
 from build.onnx_model import OnnxFacts, inspect_onnx
 from build.trtexec import require_trtexec, run_trtexec, trtexec_command
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import check_precision, load_settings, profiles_for
+from runtime.manifest import manifest_path, manifest_text
 
 log = logging.getLogger("build")
 
@@ -75,7 +75,7 @@ def build_plan(onnx_path: str | Path, vocoder: str, precision: str, output: str 
     return output
 
 
-def _build_with_python(backend: Backend, onnx_path, tmp_plan: Path, profiles, facts: OnnxFacts,
+def _build_with_python(backend: LoadedBackend, onnx_path, tmp_plan: Path, profiles, facts: OnnxFacts,
                        config: BuildConfig) -> dict:
     built = build_serialized(backend, onnx_path, profiles, facts.input.name, config)
     with open(tmp_plan, "wb") as stream:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from build.config import BuildConfig
-from build.engine import ProfileShapes
+from build.network import ProfileShapes
 from pipeline.errors import UserError
 
 log = logging.getLogger("build")
@@ -63,9 +63,10 @@ def run_trtexec(command: list[str]) -> str:
 
 
 def trtexec_version(output: str) -> str:
-    """'[TensorRT v100500]' in trtexec's banner -> '10.5.0'."""
-    match = re.search(r"TensorRT v(\d+)", output)
+    """The full version in trtexec's banner, '[TensorRT v101600] [b72]' -> '10.16.0.72', as
+    `tensorrt.__version__` spells it: the runtime compares all four parts ("unknown" without one)."""
+    match = re.search(r"\[TensorRT v(\d+)\]\s*\[b(\d+)\]", output)
     if not match:
         return "unknown"
-    number = int(match.group(1))
-    return f"{number // 10000}.{number // 100 % 100}.{number % 100}"
+    number, build = int(match.group(1)), int(match.group(2))
+    return f"{number // 10000}.{number // 100 % 100}.{number % 100}.{build}"

@@ -375,9 +375,6 @@ def apply_precision(model: onnx.ModelProto, precision: str, io_dtype: str = "flo
               "precision": precision, "onnx_type": spec["onnx_type"], "io_dtype": io_dtype}
     if spec["onnx_type"] == "float32":
         return model, {**header, "float32_nodes": "all", "fp16_mac_share": 0.0}
-    if spec["onnx_type"] == "bfloat16":
-        raise UserError(f"precision {precision}: ONNX Runtime here cannot run bfloat16 convolutions, so no plan can be "
-                        "measured; use fp16 (or fp32)")
     bar = bar_for(load_settings(), precision)
     typed, plan = Planner(model, bar, io_dtype, verify_frames).plan()
     return typed, {**header, **plan}

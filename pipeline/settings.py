@@ -70,9 +70,9 @@ def load_settings(path: str | Path = CONFIG_PATH) -> dict[str, Any]:
     for vocoder in VOCODERS:
         profiles_for(settings, vocoder)
     for name, precision in settings["precisions"].items():
-        if precision.get("onnx_type") not in ("float32", "float16", "bfloat16"):
+        if precision.get("onnx_type") not in ("float32", "float16"):
             raise UserError(f"precision {name!r} in {path} has unknown onnx_type {precision.get('onnx_type')!r}; "
-                            "use float32, float16 or bfloat16")
+                            "use float32 or float16")
     return settings
 
 

@@ -14,7 +14,8 @@ import ctypes
 import os
 import sys
 import threading
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -28,6 +29,8 @@ NON_BLOCKING = 1            # CU_STREAM_NON_BLOCKING: no implicit sync with the 
 CAPTURE_THREAD_LOCAL = 1    # CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
 EVENT_NO_TIMING = 2         # CU_EVENT_DISABLE_TIMING
 ALIGNMENT = 256             # TensorRT's requirement for every tensor address
+COMPUTE_CAPABILITY_MAJOR = 75  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+COMPUTE_CAPABILITY_MINOR = 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
 _layers: Dict[str, object] = {}
 _lock = threading.Lock()
 
@@ -36,6 +39,50 @@ def driver_library() -> ctypes.CDLL:
     """The CUDA driver library itself (the only place that names it per platform)."""
     name = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
     return ctypes.WinDLL(name) if sys.platform == "win32" else ctypes.CDLL(name)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class DriverGpu:
+    """One GPU as the driver lists it."""
+
+    index: int
+    name: str
+    capability: Tuple[int, int]
+
+
+@dataclass(frozen=True)
+class DriverState:
+    driver: Optional[str]   # CUDA driver API version, e.g. "12.4"; None without a driver
+    gpus: List[DriverGpu]
+    note: str               # why there is no driver or no GPU
+
+
+def driver_state() -> DriverState:
+    """The driver probe: the CUDA driver version and the visible GPUs, asked through the driver
+    library itself, so it needs no binding and tells the truth on machines without a GPU."""
+    try:
+        lib = driver_library()
+    except OSError:
+        return DriverState(None, [], "no CUDA driver (its library is not found): no NVIDIA GPU usable on this machine")
+    version = ctypes.c_int()
+    lib.cuDriverGetVersion(ctypes.byref(version))
+    driver = f"{version.value // 1000}.{version.value % 1000 // 10}"
+    status = lib.cuInit(0)
+    if status != 0:
+        return DriverState(driver, [], f"the CUDA driver sees no usable GPU (cuInit error {status})")
+    count = ctypes.c_int()
+    lib.cuDeviceGetCount(ctypes.byref(count))
+    return DriverState(driver, [_driver_gpu(lib, index) for index in range(count.value)], "")
+
+
+def _driver_gpu(lib, index: int) -> DriverGpu:
+    device, major, minor = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    lib.cuDeviceGet(ctypes.byref(device), index)
+    name = ctypes.create_string_buffer(256)
+    lib.cuDeviceGetName(name, len(name), device)
+    lib.cuDeviceGetAttribute(ctypes.byref(major), COMPUTE_CAPABILITY_MAJOR, device)
+    lib.cuDeviceGetAttribute(ctypes.byref(minor), COMPUTE_CAPABILITY_MINOR, device)
+    return DriverGpu(index, name.value.decode(errors="replace"), (major.value, minor.value))
 
 
 def available_bindings() -> list:

@@ -25,16 +25,16 @@ import numpy as np
 
 from runtime import cuda
 from runtime.chunks import synthesize
-from runtime.errors import EngineError, RuntimeUserError, one_line
+from runtime.errors import EngineError, RuntimeUserError
 from runtime.files import atomic_output
-from runtime.manifest import batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
+from runtime.manifest import KERNEL_SPECIALIZATIONS, batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
 from runtime.runnable import DISPLAY, Gpu, backend_of, check_runnable, import_backend
 from runtime.streaming import StepFrames, Stream, chosen_window, fitting_steps, stream_window
+from runtime.tensorrt_log import tensorrt_logger
 
 log = logging.getLogger("runtime")
 RUNTIME_CACHE_SUFFIX = ".runtime-cache"
-KERNEL_SPECIALIZATIONS = ("lazy", "eager", "none")
 
 
 class IOBuffers:
@@ -323,23 +323,6 @@ class _Borrowed:
             self.pool.put(self.slot)
 
 
-def _logger(trt):
-    class Logger(trt.ILogger):
-        """TensorRT's messages into logging; the last error is kept for one-line reports."""
-
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.last_error = ""
-
-        def log(self, severity, message):
-            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
-                self.last_error = one_line(message)
-            level = {trt.ILogger.WARNING: logging.WARNING, trt.ILogger.INFO: logging.DEBUG, trt.ILogger.VERBOSE: logging.DEBUG}
-            log.log(level.get(severity, logging.ERROR), "%s: %s", trt.__name__, message)
-
-    return Logger()
-
-
 def _check_engine_matches(trt_engine, manifest: dict, plan_path: Path) -> None:
     """The deserialized engine has the manifest's tensors and profiles."""
     names = sorted(trt_engine.get_tensor_name(i) for i in range(trt_engine.num_io_tensors))
@@ -395,7 +378,7 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
     """
     plan_path = Path(plan_path)
     manifest = read_manifest(plan_path)
-    specialization = kernel_specialization or manifest.get("rtx_kernel_specialization", "lazy")
+    specialization = kernel_specialization or manifest["rtx_kernel_specialization"]
     if specialization not in KERNEL_SPECIALIZATIONS:
         raise RuntimeUserError(f"kernel specialization {specialization!r} is not one of {', '.join(KERNEL_SPECIALIZATIONS)}")
     plan = plan_path.read_bytes()
@@ -406,7 +389,7 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
     check_runnable(manifest, gpu, None if trt is None else backend_of(trt))
     is_rtx = trt.__name__ == "tensorrt_rtx"
     with layer.activate(device):
-        logger = _logger(trt)
+        logger = tensorrt_logger(trt, log)
         runtime = trt.Runtime(logger)
         if manifest.get("version_compatible"):
             runtime.engine_host_code_allowed = True  # a version-compatible plan carries its own lean runtime

@@ -1,9 +1,12 @@
 """The manifest beside each plan: the only thing the runtime trusts about it.
 
-The one reader of manifests in the project: every stage that needs one calls `read_manifest`.
-Pure functions: reading and checking the manifest against its schema and its plan file, and
-choosing an optimization profile for a request. No CUDA needed, so all of it is tested on
-machines without a GPU (whether a plan can run here is runtime/runnable.py's decision).
+The contract between the build stage (its writer) and every reader, kept on the reader's side
+because runtime/ stands alone: the format version, the path rule, the schema and the values its
+fields take, and the text it is written as (`manifest_text`, which checks the schema first, so
+the build cannot write a manifest the runtime would refuse). Every stage that needs one calls
+`read_manifest`. Pure functions: reading and checking the manifest against its schema and its
+plan file, and choosing an optimization profile for a request. No CUDA needed, so all of it is
+tested on machines without a GPU (whether a plan can run here is runtime/runnable.py's decision).
 """
 from __future__ import annotations
 
@@ -13,14 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import EngineError, RuntimeUserError
-from runtime.runnable import BACKENDS, REBUILD, parse_sm
+from runtime.runnable import BACKENDS, REBUILD
+from runtime.targets import parse_sm
 
 FORMAT = 1
+# measured by the export stage (export/reach.py); absent from models exported before it measured them
 STREAM_KEYS = ("receptive_field_frames", "stream_context_frames", "stream_lookahead_frames")
+DTYPES = ("float32", "float16")                                      # of the input and output tensors
+HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")  # full TensorRT's levels
+# how TensorRT-RTX compiles kernels for new shapes at run time (pipeline.toml [build] explains each)
+KERNEL_SPECIALIZATIONS = ("lazy", "eager", "none")
 
 
 @dataclass(frozen=True)
-class Profile:
+class PlanProfile:
     """One optimization profile of the plan as (batch, frames) limits."""
 
     index: int
@@ -36,7 +45,17 @@ class Profile:
 
 
 def manifest_path(plan_path: str | Path) -> Path:
+    """The manifest's place: beside the plan, the plan's name with .json."""
     return Path(plan_path).with_suffix(".json")
+
+
+def manifest_text(manifest: dict) -> str:
+    """The text of a manifest as the build writes it; a manifest that breaks the schema is a bug of
+    its writer (EngineError), never written."""
+    problem = _schema_problem(manifest)
+    if problem:
+        raise EngineError(f"refusing to write a manifest that breaks its schema ({problem}); this is a bug, please report it")
+    return json.dumps(manifest, indent=2) + "\n"
 
 
 def read_manifest(plan_path: str | Path) -> dict:
@@ -89,8 +108,8 @@ def _schema_problem(manifest: object) -> str | None:
     for key in ("input", "output"):
         tensor = manifest.get(key)
         named = isinstance(tensor, dict) and isinstance(tensor.get("name"), str)
-        if not (named and tensor.get("dtype") in ("float32", "float16")):
-            return f"{key} needs a name and a dtype (float32 or float16)"
+        if not (named and tensor.get("dtype") in DTYPES):
+            return f"{key} needs a name and a dtype ({' or '.join(DTYPES)})"
     profiles = manifest.get("profiles")
     if not isinstance(profiles, list) or not profiles:
         return "no profiles"
@@ -103,6 +122,12 @@ def _schema_problem(manifest: object) -> str | None:
     targets = manifest.get("compute_capabilities")
     if targets is not None and not (isinstance(targets, list) and all(parse_sm(t) for t in targets)):
         return "compute_capabilities must be null or a list like [\"SM86\", \"SM120\"]"
+    for key, values in (("hardware_compatibility", HARDWARE_COMPATIBILITY),
+                        ("rtx_kernel_specialization", KERNEL_SPECIALIZATIONS)):
+        if manifest.get(key) not in values:
+            return f"{key} {manifest.get(key)!r} is not one of {', '.join(values)}"
+    if not isinstance(manifest.get("version_compatible"), bool):
+        return "version_compatible must be true or false"
     problem = _stream_problem(manifest)
     if problem:
         return problem
@@ -139,26 +164,19 @@ def _positive_int(value: object) -> bool:
 
 
 def check_plan_bytes(manifest: dict, plan: bytes, plan_path: str | Path) -> None:
-    """The plan file is the one its manifest describes (name, size, sha256)."""
-    expected = manifest["plan"]
-    plan_path = Path(plan_path)
-    if plan_path.name != expected["file"]:
-        problem = f"the manifest describes {expected['file']}, not {plan_path.name}"
-    elif len(plan) != expected["size"]:
-        problem = f"size {len(plan)} bytes, manifest says {expected['size']}"
-    elif hashlib.sha256(plan).hexdigest() != expected["sha256"]:
-        problem = "sha256 differs from the manifest's"
-    else:
-        return
-    raise EngineError(f"plan {plan_path} does not match its manifest ({problem}); {REBUILD} so both are written together")
+    """The plan's bytes, read once to load them, are the ones its manifest describes (sha256);
+    `read_manifest` has checked the name and size already."""
+    if hashlib.sha256(plan).hexdigest() != manifest["plan"]["sha256"]:
+        raise EngineError(f"plan {plan_path} does not match its manifest (sha256 differs from the manifest's); "
+                          f"{REBUILD} so both are written together")
 
 
-def profiles_of(manifest: dict) -> list[Profile]:
-    return [Profile(i, p.get("name", str(i)), p["min"][0], p["max"][0], p["min"][2], p["opt"][2], p["max"][2])
+def profiles_of(manifest: dict) -> list[PlanProfile]:
+    return [PlanProfile(i, p.get("name", str(i)), p["min"][0], p["max"][0], p["min"][2], p["opt"][2], p["max"][2])
             for i, p in enumerate(manifest["profiles"])]
 
 
-def choose_profile(profiles: list[Profile], batch: int, frames: int) -> Profile | None:
+def choose_profile(profiles: list[PlanProfile], batch: int, frames: int) -> PlanProfile | None:
     """The profile to serve (batch, frames): among those whose frame range holds `frames`, the one
     needing the fewest batch splits, then the smallest maximum (kernels tuned nearest the request).
     None when `frames` exceeds every profile (the caller chunks the mel)."""

@@ -9,30 +9,36 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 from runtime.errors import PlanNotRunnable, reason_of
+from runtime.targets import AMPERE, Capability, described, parse_sm, rtx_supported, sm_name
 
 BACKENDS = ("tensorrt", "tensorrt_rtx")
 PIP_NAMES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt-rtx"}
 DISPLAY = {"tensorrt": "TensorRT", "tensorrt_rtx": "TensorRT-RTX"}
 REBUILD = "rebuild it with `make engines`"
-FULL_TENSORRT_MIN_CAPABILITY = (7, 5)  # full TensorRT 10 and 11 run on Turing and newer
-AMPERE = (8, 0)
+# full TensorRT's oldest GPU: Volta (7.0) up to 10.4, Turing (7.5) from 10.5 on (10.5 release notes)
+VOLTA, TURING = (7, 0), (7, 5)
+LAST_VOLTA_RELEASE = (10, 4)
+# version-compatible plans across majors (TensorRT 11.4 support matrix): 8.6 and later 8.x load in
+# 10, 10.x in 11; never two majors on (a TensorRT 8 plan does not load in 11)
+NEXT_MAJOR = {8: 10, 10: 11}
+FIRST_VERSION_COMPATIBLE = (8, 6)
 
 
 @dataclass(frozen=True)
 class Gpu:
     name: str
-    capability: Tuple[int, int]
+    capability: Capability
 
     @property
     def described(self) -> str:
-        return f"{self.name} (compute capability {self.capability[0]}.{self.capability[1]})"
+        return f"{self.name} (compute capability {described(self.capability)})"
 
 
 @dataclass(frozen=True)
-class Backend:
+class BackendInfo:
     """The TensorRT module of this process: its name, version and, for TensorRT-RTX, the compute
     capabilities it can build for (the GPUs it runs on at all)."""
 
@@ -41,23 +47,16 @@ class Backend:
     rtx_targets: Optional[Tuple[str, ...]] = None
 
 
-def sm_name(capability: Sequence[int]) -> str:
-    """(8, 6) -> 'SM86', (12, 0) -> 'SM120'."""
-    return f"SM{capability[0]}{capability[1]}"
-
-
-def parse_sm(target: object) -> Optional[Tuple[int, int]]:
-    """'SM86' -> (8, 6), 'SM120' -> (12, 0); None for anything else."""
-    if isinstance(target, str) and target.upper().startswith("SM") and target[2:].isdigit() and len(target) >= 4:
-        return int(target[2:-1]), int(target[-1])
-    return None
-
-
 def parse_version(text: str) -> Tuple[int, ...]:
     return tuple(int(part) for part in str(text).split(".") if part.isdigit())
 
 
-def why_not_runnable(manifest: dict, gpu: Optional[Gpu], backend: Optional[Backend]) -> Optional[str]:
+def full_tensorrt_min_capability(version: str) -> Capability:
+    """The oldest compute capability full TensorRT `version` runs on."""
+    return VOLTA if parse_version(version)[:2] <= LAST_VOLTA_RELEASE else TURING
+
+
+def why_not_runnable(manifest: dict, gpu: Optional[Gpu], backend: Optional[BackendInfo]) -> Optional[str]:
     """The reason (with its fix) that the plan of `manifest` cannot run on `gpu` with `backend`, or
     None when it can. `gpu` None: no usable GPU; `backend` None: the plan's module is not installed."""
     built_with, built_version = manifest["backend"], manifest["backend_version"]
@@ -74,14 +73,16 @@ def why_not_runnable(manifest: dict, gpu: Optional[Gpu], backend: Optional[Backe
     return reason or _version_problem(built_with, built_version, backend.version, bool(manifest.get("version_compatible")))
 
 
-def _rtx_gpu_problem(manifest: dict, gpu: Gpu, backend: Backend) -> Optional[str]:
+def _rtx_gpu_problem(manifest: dict, gpu: Gpu, backend: BackendInfo) -> Optional[str]:
     """TensorRT-RTX runs a plan only on the compute capabilities it was built for, and only on those
-    it can target at all (RTX-class Turing to Blackwell; not Hopper or data-centre Blackwell)."""
+    it can target at all (1.7: 7.5 to 12.1, A100 and GB10 included; not Hopper or SM100)."""
     here = sm_name(gpu.capability)
     supported = backend.rtx_targets
     if supported is not None and here not in supported:
+        capabilities = ", ".join(described(parse_sm(target)) for target in supported)
         return (f"TensorRT-RTX plans do not run on {gpu.described}; rebuild with full TensorRT (`make engines` with "
-                f"the tensorrt extra and build.backend = \"tensorrt\") or run on an RTX card ({', '.join(supported)})")
+                f"the tensorrt extra and build.backend = \"tensorrt\") or run on a GPU TensorRT-RTX "
+                f"{backend.version} supports (compute capability {capabilities})")
     targets = manifest.get("compute_capabilities") or []
     if here in targets:
         return None
@@ -89,11 +90,14 @@ def _rtx_gpu_problem(manifest: dict, gpu: Gpu, backend: Backend) -> Optional[str
             f"build.rtx_compute_capabilities in pipeline.toml and {REBUILD}")
 
 
-def _full_gpu_problem(manifest: dict, gpu: Gpu, backend: Backend) -> Optional[str]:
+def _full_gpu_problem(manifest: dict, gpu: Gpu, backend: BackendInfo) -> Optional[str]:
     """Full TensorRT plans run on the GPU model they were built on, or with `ampere_plus` on any
     Ampere or newer GPU."""
-    if tuple(gpu.capability) < FULL_TENSORRT_MIN_CAPABILITY:
-        return f"TensorRT {backend.version} does not run on {gpu.described}; use a GPU of compute capability 7.5 or newer"
+    oldest = full_tensorrt_min_capability(backend.version)
+    if tuple(gpu.capability) < oldest:
+        return (f"TensorRT {backend.version} does not run on {gpu.described}; use a GPU of compute capability "
+                f"{described(oldest)} or newer"
+                + (", or TensorRT 10.4 or older" if oldest > VOLTA and tuple(gpu.capability) >= VOLTA else ""))
     if manifest.get("hardware_compatibility") == "ampere_plus":
         if tuple(gpu.capability) < AMPERE:
             return f"the plan was built for Ampere and newer, not {gpu.described}; {REBUILD} on this machine"
@@ -107,13 +111,17 @@ def _full_gpu_problem(manifest: dict, gpu: Gpu, backend: Backend) -> Optional[st
 
 def _version_problem(backend: str, built: str, running: str, version_compatible: bool) -> Optional[str]:
     """Plans are tied to the exact version that built them (all four parts), except full-TensorRT
-    version-compatible plans, which load in the same or any later version, the next major included."""
+    version-compatible plans, which load in the same or a later version of their major, and in the
+    next major where NVIDIA supports it (NEXT_MAJOR)."""
     built_v, running_v = parse_version(built), parse_version(running)
     fix = f"pip install {PIP_NAMES[backend]}=={built}, or {REBUILD} with the installed version"
     if version_compatible and backend == "tensorrt":
         if running_v < built_v:
             return (f"the version-compatible plan needs {DISPLAY[backend]} {built} or newer, this process has "
                     f"{running}; {fix}")
+        if not _loads_across(built_v, running_v):
+            return (f"the version-compatible plan was built with {DISPLAY[backend]} {built}; {DISPLAY[backend]} "
+                    f"{running} does not load plans of that major (only 8.6+ plans in 10, 10.x plans in 11); {fix}")
         return None
     if built_v != running_v:
         return (f"the plan was built with {DISPLAY[backend]} {built}, this process has {running} "
@@ -121,7 +129,14 @@ def _version_problem(backend: str, built: str, running: str, version_compatible:
     return None
 
 
-def check_runnable(manifest: dict, gpu: Optional[Gpu], backend: Optional[Backend]) -> None:
+def _loads_across(built: Tuple[int, ...], running: Tuple[int, ...]) -> bool:
+    """A version-compatible plan of `built` in the same or a later `running` version."""
+    if running[:1] == built[:1]:
+        return True
+    return NEXT_MAJOR.get(built[0]) == running[0] and built[:2] >= FIRST_VERSION_COMPATIBLE
+
+
+def check_runnable(manifest: dict, gpu: Optional[Gpu], backend: Optional[BackendInfo]) -> None:
     """Raise PlanNotRunnable with the reason unless the plan can run."""
     reason = why_not_runnable(manifest, gpu, backend)
     if reason:
@@ -139,12 +154,16 @@ def import_backend(module: str):
         return None
 
 
-def backend_of(trt) -> Backend:
+def backend_of(trt) -> BackendInfo:
     """Describe an imported TensorRT module."""
-    targets = None
-    if trt.__name__ == "tensorrt_rtx":
-        targets = tuple(name for name in trt.ComputeCapability.__members__ if name.startswith("SM"))
-    return Backend(trt.__name__, trt.__version__, targets)
+    targets = tuple(rtx_supported(trt)) if trt.__name__ == "tensorrt_rtx" else None
+    return BackendInfo(trt.__name__, trt.__version__, targets)
+
+
+def installed_backend(module: str) -> Optional[BackendInfo]:
+    """The TensorRT module a plan needs, described, or None when it is not installed."""
+    trt = import_backend(module)
+    return None if trt is None else backend_of(trt)
 
 
 def gpu_here(device: int = 0) -> Gpu:

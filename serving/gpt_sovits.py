@@ -33,15 +33,17 @@ from export.mels import MEL_SPECS
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import REPO_ROOT, VOCODERS, check_precision, load_settings, output_paths
+from runtime import runnable
 from runtime.errors import RuntimeUserError, reason_of
 from runtime.manifest import read_manifest
-from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window, fitting_steps, stream_window
+from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window
+from runtime.targets import parse_sm, sm_name
 
 log = logging.getLogger("serving")
 
 YAML_SECTION = "tensorrt"
 YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size")
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,11 @@ def rebuild_reasons(manifest: dict[str, Any] | None, request: EngineRequest,
             reasons.append(f"profile max batch {batches} instead of {request.max_batch}")
     if checkpoint_sha256 and manifest.get("checkpoint", {}).get("sha256") != checkpoint_sha256:
         reasons.append("built from other vocoder weights than GPT-SoVITS loads")
-    targets = manifest.get("compute_capabilities")
-    if manifest.get("backend") == "tensorrt_rtx" and request.gpu_target and request.gpu_target not in (targets or []):
-        reasons.append(f"the plan targets {', '.join(targets or [])}, not this GPU ({request.gpu_target})")
+    if request.gpu_target:  # the runtime's decision, for the GPU GPT-SoVITS runs on
+        here = runnable.Gpu("this GPU", parse_sm(request.gpu_target))
+        blocker = runnable.why_not_runnable(manifest, here, runnable.installed_backend(manifest["backend"]))
+        if blocker:
+            reasons.append(blocker)
     return reasons
 
 
@@ -210,8 +214,7 @@ def gpu_target(device) -> str | None:
     device = torch.device(device)
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
-    major, minor = torch.cuda.get_device_capability(device_index(device))
-    return f"SM{major}{minor}"
+    return sm_name(torch.cuda.get_device_capability(device_index(device)))
 
 
 def device_index(device) -> int:
@@ -392,17 +395,18 @@ def upstream_module(tts):
 
 
 def vocoder_stream(tts) -> Stream:
-    """A Stream over `tts.vocoder`: the engine's measured context and lookahead and steps that fit
-    its profiles when the drop-in serves it; the architecture's exact reach for PyTorch's vocoder."""
+    """A Stream over `tts.vocoder`: the window and steps `Engine.stream()` chooses for the engine when
+    the drop-in serves it; the architecture's exact reach for PyTorch's vocoder. It calls the
+    vocoder module, so a failing engine still hands over to PyTorch and the stats count each call."""
     vocoder = tts.vocoder
-    if isinstance(vocoder, EngineVocoder):
-        window = stream_window(vocoder.manifest)
-        largest = max(profile["max"][2] for profile in vocoder.manifest["profiles"])
-        steps = fitting_steps(None, window.context, window.lookahead, largest)
+    if isinstance(vocoder, EngineVocoder) and vocoder.engine is not None:
+        with vocoder.engine.stream() as fitted:
+            context, lookahead, steps = fitted.context_frames, fitted.lookahead_frames, fitted.steps
     else:
-        window, steps = architecture_window(tts.configs.version), DEFAULT_STEPS
+        window = architecture_window(tts.configs.version)
+        context, lookahead, steps = window.context, window.lookahead, DEFAULT_STEPS
     return Stream(lambda mel: vocoder(mel.to(tts.precision)), hop=tts.vocoder_configs["upsample_rate"],
-                  context_frames=window.context, lookahead_frames=window.lookahead, step_frames=steps)
+                  context_frames=context, lookahead_frames=lookahead, step_frames=steps)
 
 
 def cfm_chunks(tts, upstream, semantic_tokens: torch.Tensor, phones: torch.Tensor, speed: float, sample_steps: int):

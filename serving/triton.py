@@ -23,7 +23,7 @@ from runtime.errors import run_main
 log = logging.getLogger("serving")
 
 PLATFORM = "tensorrt_plan"
-DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16"}
+DATA_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 
 
 def _model_config_pb2():
@@ -114,11 +114,10 @@ def _instance_kind(pb, serving: dict[str, Any]) -> int:
                         f"use one of {kinds}") from None
 
 
-def write_model(plan: Path, manifest: dict[str, Any], repository: Path, serving: dict[str, Any]) -> Path:
+def write_model(plan: Path, config, repository: Path) -> Path:
     """`<repository>/<name>/1/model.plan` then `config.pbtxt`, each written whole or not at all."""
     from google.protobuf import text_format
 
-    config = triton_config(manifest, serving)
     folder = Path(repository) / config.name
     with atomic_output(folder / "1" / "model.plan") as tmp:
         shutil.copyfile(plan, tmp)
@@ -128,13 +127,15 @@ def write_model(plan: Path, manifest: dict[str, Any], repository: Path, serving:
 
 
 def write_repository(engines: Path, repository: Path, serving: dict[str, Any], force_rtx: bool = False) -> list[Path]:
-    """One Triton model per manifest in `engines`; nothing is written when a plan is refused."""
+    """One Triton model per manifest in `engines`. Nothing is written when a plan or a [serving]
+    setting is refused: every model's config is made (and checked) before the first is written."""
     manifests = read_manifests(engines)
     if not force_rtx:
         refuse_rtx(manifests)
+    configs = [triton_config(manifest, serving) for _, manifest in manifests]
     folders = []
-    for plan, manifest in manifests:
-        folder = write_model(plan, manifest, repository, serving)
+    for (plan, manifest), config in zip(manifests, configs):
+        folder = write_model(plan, config, repository)
         folders.append(folder)
         if manifest["backend"] == "tensorrt_rtx":
             log.warning("%s: TensorRT-RTX plan written on request (--force-rtx); Triton's TensorRT backend "

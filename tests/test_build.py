@@ -21,13 +21,13 @@ import pytest
 
 import runtime
 from build.__main__ import main as build_main
-from build.backend import rtx_compute_capabilities
 from build.config import build_config
 from build.plan import build_plan
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS, load_settings
 from runtime.errors import run_main
+from runtime.targets import chosen_rtx_targets, rtx_supported
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,7 +84,7 @@ def check_plan_and_manifest(trt, plan: Path, onnx_path: Path, vocoder: str, prec
     n_mels = manifest["n_mels"]
     assert manifest["profiles"] == [{"name": p["name"], **{k: [p[k][0], n_mels, p[k][1]] for k in ("min", "opt", "max")}}
                                     for p in SMALL_PROFILES]
-    assert manifest["compute_capabilities"] == [t for t in rtx_compute_capabilities(trt) if t != "SM75"]  # "portable"
+    assert manifest["compute_capabilities"] == [t for t in rtx_supported(trt) if t != "SM75"]  # "portable"
     assert manifest["rtx_kernel_specialization"] == "lazy"
     assert manifest["synthetic"] is True and manifest["checkpoint"]["sha256"] == "synthetic"
     if vocoder_module is not None:
@@ -316,15 +316,16 @@ def test_bad_build_settings(key, value):
 
 
 def test_rtx_target_sets_leave_turing_out_unless_asked():
-    """"portable" is NVIDIA's portable default (no Turing: it gets a plan of its own); "all" adds it."""
+    """"portable" is this project's default (every supported target but Turing: it gets a plan of
+    its own); "all" adds it."""
     from types import SimpleNamespace
 
-    from build.backend import chosen_rtx_targets
     fake = SimpleNamespace(ComputeCapability=SimpleNamespace(__members__=dict.fromkeys(
         ["NONE", "CURRENT", "SM75", "SM80", "SM86", "SM89", "SM120", "SM121"])))
-    assert chosen_rtx_targets(fake, "portable") == ["SM80", "SM86", "SM89", "SM120", "SM121"]
-    assert chosen_rtx_targets(fake, "all") == ["SM75", "SM80", "SM86", "SM89", "SM120", "SM121"]
-    assert chosen_rtx_targets(fake, ("SM75",)) == ["SM75"]
+    supported = rtx_supported(fake)
+    assert chosen_rtx_targets(supported, "portable") == ["SM80", "SM86", "SM89", "SM120", "SM121"]
+    assert chosen_rtx_targets(supported, "all") == ["SM75", "SM80", "SM86", "SM89", "SM120", "SM121"]
+    assert chosen_rtx_targets(supported, ("SM75",)) == ["SM75"]
 
 
 def test_rtx_target_it_cannot_build(trt, onnx_v4, tmp_path):
@@ -358,7 +359,7 @@ def _stand_in_trtexec(folder: Path, fail: bool, payload: bytes = b"plan built by
 
 
 def test_builder_trtexec_writes_the_same_manifest(onnx_v4, tmp_path, monkeypatch):
-    from build.doctor import full_tensorrt_targets
+    from build.backend import full_tensorrt_targets
     bin_dir, out = tmp_path / "bin", tmp_path / "out"
     _stand_in_trtexec(bin_dir, fail=False)
     monkeypatch.setenv("PATH", str(bin_dir))
@@ -366,7 +367,7 @@ def test_builder_trtexec_writes_the_same_manifest(onnx_v4, tmp_path, monkeypatch
     manifest = json.loads(plan.with_suffix(".json").read_text(encoding="utf-8"))
     assert plan.read_bytes() == b"plan built by trtexec"
     assert manifest["plan"]["sha256"] == sha256_of(plan)
-    assert (manifest["builder"], manifest["backend"], manifest["backend_version"]) == ("trtexec", "tensorrt", "10.13.0")
+    assert (manifest["builder"], manifest["backend"], manifest["backend_version"]) == ("trtexec", "tensorrt", "10.13.0.12")
     assert manifest["compute_capabilities"] == full_tensorrt_targets("none")  # this machine's GPU, or None without one
     assert manifest["trtexec"].startswith(f"trtexec --onnx={onnx_v4} --saveEngine={plan} ")
 
@@ -453,12 +454,12 @@ def test_the_runtime_refuses_a_manifest_beside_another_plan_of_the_same_size(onn
 # --- doctor -----------------------------------------------------------------------------------------
 
 def test_doctor_reports_this_machine(trt):
-    from build.doctor import cuda_state
+    from runtime.cuda import driver_state
     result = subprocess.run([sys.executable, "-m", "build", "doctor"], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stderr
     rows = dict(line.split("  ", 1) for line in result.stdout.splitlines())
     assert rows["tensorrt_rtx (TensorRT-RTX)"].strip() == trt.__version__
-    state = cuda_state()
+    state = driver_state()
     if not state.gpus:
         assert rows["GPU"].strip().startswith("none")
         assert rows["run plans here"].strip().startswith("no")
@@ -468,11 +469,12 @@ def test_doctor_reports_this_machine(trt):
 
 def test_doctor_verdicts_come_from_the_runtime(trt):
     """The doctor asks the runtime's owner (runtime/runnable.py) about the plans this machine would build."""
-    from build.backend import Backend
-    from build.doctor import Gpu, plan_verdict
+    from build.backend import LoadedBackend
+    from build.doctor import plan_verdict
+    from runtime.cuda import DriverGpu as Gpu
 
     config = build_config(load_settings())
-    rtx = Backend("tensorrt_rtx", trt)
+    rtx = LoadedBackend("tensorrt_rtx", trt)
     hopper = plan_verdict(rtx, config, Gpu(0, "NVIDIA H100 80GB HBM3", (9, 0)))
     assert hopper.startswith("NO: TensorRT-RTX plans do not run") and "full TensorRT" in hopper
     assert plan_verdict(rtx, config, Gpu(0, "NVIDIA GeForce RTX 3090", (8, 6))).startswith("yes")
@@ -485,18 +487,19 @@ def test_doctor_verdicts_come_from_the_runtime(trt):
 def test_full_tensorrt_plans_run_only_on_the_gpu_model_they_were_built_on(monkeypatch):
     """The build records the build GPU's compute capability; the runtime then refuses any other GPU,
     unless the plan was built Ampere-plus."""
-    from build import doctor
-    from runtime.runnable import Backend, Gpu, why_not_runnable
+    from build.backend import full_tensorrt_targets
+    from runtime import cuda
+    from runtime.runnable import BackendInfo, Gpu, why_not_runnable
 
-    monkeypatch.setattr(doctor, "cuda_state", lambda: doctor.CudaState("13.0", [doctor.Gpu(0, "RTX A6000", (8, 6))], ""))
+    monkeypatch.setattr(cuda, "driver_state", lambda: cuda.DriverState("13.0", [cuda.DriverGpu(0, "RTX A6000", (8, 6))], ""))
     manifest = {"backend": "tensorrt", "backend_version": "10.16.1.11", "version_compatible": False,
-                "hardware_compatibility": "none", "compute_capabilities": doctor.full_tensorrt_targets("none")}
+                "hardware_compatibility": "none", "compute_capabilities": full_tensorrt_targets("none")}
     assert manifest["compute_capabilities"] == ["SM86"]
-    here = Backend("tensorrt", "10.16.1.11")
+    here = BackendInfo("tensorrt", "10.16.1.11")
     assert why_not_runnable(manifest, Gpu("RTX A6000", (8, 6)), here) is None
     assert "built on a GPU of SM86" in why_not_runnable(manifest, Gpu("NVIDIA L40S", (8, 9)), here)
     moving = dict(manifest, hardware_compatibility="ampere_plus",
-                  compute_capabilities=doctor.full_tensorrt_targets("ampere_plus"))
+                  compute_capabilities=full_tensorrt_targets("ampere_plus"))
     assert moving["compute_capabilities"] is None
     assert why_not_runnable(moving, Gpu("NVIDIA L40S", (8, 9)), here) is None
     assert "Ampere" in why_not_runnable(moving, Gpu("Tesla T4", (7, 5)), here)

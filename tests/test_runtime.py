@@ -23,13 +23,13 @@ from runtime.chunks import handovers, plan_chunks
 from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError, run_main
 from runtime.files import atomic_output
 from runtime.manifest import batch_pieces, choose_profile, profiles_of
-from runtime.runnable import Backend, Gpu, check_runnable
+from runtime.runnable import BackendInfo, Gpu, check_runnable
 from runtime.wav import to_pcm16, write_wav
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 500], "max": [4, 1000]},
             {"name": "long", "min": [1, 1], "opt": [1, 2000], "max": [2, 4000]}]
-RTX = Backend("tensorrt_rtx", "1.7.1.116", ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121"))
+RTX = BackendInfo("tensorrt_rtx", "1.7.1.116", ("SM75", "SM80", "SM86", "SM89", "SM120", "SM121"))
 
 
 def run_cli(argv) -> int:
@@ -81,8 +81,10 @@ def test_tensorrt_rtx_plan_on_compute_capability_9_is_refused_with_the_fix(tmp_p
     with pytest.raises(PlanNotRunnable) as excinfo:
         check_runnable(manifest, Gpu("NVIDIA H100 80GB HBM3", (9, 0)), RTX)
     message = one_line_error(excinfo)
-    for part in ("TensorRT-RTX", "compute capability 9.0", "full TensorRT", "make engines", "tensorrt extra", "RTX card"):
+    for part in ("TensorRT-RTX", "compute capability 9.0", "full TensorRT", "make engines", "tensorrt extra",
+                 "compute capability 7.5, 8.0, 8.6, 8.9, 12.0, 12.1"):
         assert part in message
+    assert "RTX card" not in message  # SM80 (A100) and SM121 (GB10) are no RTX cards
 
 
 def test_a_gpu_tensorrt_rtx_cannot_run_is_refused_whatever_the_manifest_lists(tmp_path):
@@ -107,7 +109,7 @@ def test_untargeted_rtx_card_names_the_missing_target(tmp_path):
 def test_other_backend_installed_names_the_package_to_install(tmp_path):
     manifest = runtime.read_manifest(make_plan(tmp_path))
     with pytest.raises(PlanNotRunnable) as excinfo:
-        check_runnable(manifest, Gpu("NVIDIA GeForce RTX 4090", (8, 9)), Backend("tensorrt", "10.13.0.35"))
+        check_runnable(manifest, Gpu("NVIDIA GeForce RTX 4090", (8, 9)), BackendInfo("tensorrt", "10.13.0.35"))
     assert "pip install tensorrt-rtx==1.7.1.116" in one_line_error(excinfo)
     assert "pip install tensorrt-rtx==1.7.1.116" in runtime.why_not_runnable(manifest, Gpu("RTX 4090", (8, 9)), None)
     assert "no usable CUDA GPU" in runtime.why_not_runnable(manifest, None, RTX)
@@ -122,17 +124,84 @@ def test_version_rules_follow_version_compatibility(tmp_path, version_compatible
     version, TensorRT 11 included (NVIDIA documents 10.x version-compatible plans running on 11)."""
     manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version="10.13.0.35", targets=["SM90"],
                                                version_compatible=version_compatible))
-    reason = runtime.why_not_runnable(manifest, Gpu("NVIDIA H100", (9, 0)), Backend("tensorrt", running))
+    reason = runtime.why_not_runnable(manifest, Gpu("NVIDIA H100", (9, 0)), BackendInfo("tensorrt", running))
     assert (reason is None) == ok, reason
     if not ok:
         assert "10.13.0.35" in reason and "make engines" in reason
+
+
+@pytest.mark.parametrize("built, running, ok", [
+    ("8.6.1.6", "8.6.1.6", True), ("8.6.1.6", "10.0.1.6", True), ("10.13.0.35", "11.0.0.1", True),
+    ("8.6.1.6", "11.0.0.1", False), ("10.13.0.35", "12.0.0.1", False), ("8.5.3.1", "10.0.1.6", False),
+])
+def test_version_compatible_plans_cross_one_major_only(tmp_path, built, running, ok):
+    """NVIDIA's support matrix: 8.6+ version-compatible plans load in 10, 10.x plans in 11; a
+    TensorRT 8 plan does not load in 11."""
+    manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version=built, targets=["SM90"],
+                                               version_compatible=True))
+    reason = runtime.why_not_runnable(manifest, Gpu("NVIDIA H100", (9, 0)), BackendInfo("tensorrt", running))
+    assert (reason is None) == ok, reason
+    if not ok:
+        assert built in reason and "make engines" in reason
+
+
+@pytest.mark.parametrize("version, ok", [("10.4.0.26", True), ("8.6.1.6", True), ("10.5.0.18", False),
+                                         ("11.0.0.1", False)])
+def test_volta_runs_full_tensorrt_up_to_10_4(tmp_path, version, ok):
+    """TensorRT 10.5 removed Volta (compute capability 7.0); 10.4 and older run there."""
+    manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version=version, targets=["SM70"]))
+    reason = runtime.why_not_runnable(manifest, Gpu("Tesla V100-SXM2-16GB", (7, 0)), BackendInfo("tensorrt", version))
+    assert (reason is None) == ok, reason
+    if not ok:
+        assert "7.5 or newer" in reason and "10.4 or older" in reason
+
+
+def test_compute_capability_names_round_trip_and_sort():
+    from types import SimpleNamespace
+
+    from runtime.targets import parse_sm, rtx_supported, sm_name
+    assert [sm_name(c) for c in ((7, 5), (8, 6), (12, 0), (12, 1))] == ["SM75", "SM86", "SM120", "SM121"]
+    assert [parse_sm(n) for n in ("SM75", "SM120", "sm86", "SM8", "SM1234", "CURRENT", 86)] == \
+        [(7, 5), (12, 0), None, None, None, None, None]
+    fake = SimpleNamespace(ComputeCapability=SimpleNamespace(__members__=dict.fromkeys(["NONE", "SM120", "SM75", "SM89"])))
+    assert rtx_supported(fake) == ["SM75", "SM89", "SM120"]
+
+
+def test_manifest_without_a_kernel_specialization_is_refused(tmp_path):
+    """The runtime applies the manifest's setting and keeps no default of its own."""
+    for bad in ("sometimes", None):
+        with pytest.raises(RuntimeUserError, match="rtx_kernel_specialization"):
+            runtime.read_manifest(make_plan(tmp_path, rtx_kernel_specialization=bad))
+
+
+def test_the_build_cannot_write_a_manifest_the_runtime_would_refuse(tmp_path):
+    from runtime.manifest import manifest_text
+    manifest = runtime.read_manifest(make_plan(tmp_path))
+    assert json.loads(manifest_text(manifest)) == manifest
+    with pytest.raises(EngineError, match="hardware_compatibility"):
+        manifest_text({**manifest, "hardware_compatibility": "everything"})
+
+
+def test_one_logger_keeps_the_first_and_last_tensorrt_error_on_one_line(caplog):
+    """The builder and the runtime log TensorRT through the same class (runtime/tensorrt_log.py)."""
+    import logging
+
+    trt = pytest.importorskip("tensorrt_rtx")
+    from runtime.tensorrt_log import tensorrt_logger
+    logger = tensorrt_logger(trt, logging.getLogger("runtime"))
+    with caplog.at_level(logging.DEBUG, logger="runtime"):
+        logger.log(trt.ILogger.Severity.WARNING, "slow path")
+        logger.log(trt.ILogger.Severity.ERROR, "first\n  failure")
+        logger.log(trt.ILogger.Severity.INTERNAL_ERROR, "second")
+    assert (logger.first_error, logger.last_error) == ("first failure", "second")
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.ERROR, logging.ERROR]
 
 
 def test_ampere_plus_plan_is_refused_on_turing(tmp_path):
     manifest = runtime.read_manifest(make_plan(tmp_path, backend="tensorrt", version="10.13.0.35", targets=None,
                                                hardware_compatibility="ampere_plus"))
     with pytest.raises(PlanNotRunnable, match="Ampere"):
-        check_runnable(manifest, Gpu("Tesla T4", (7, 5)), Backend("tensorrt", "10.13.0.35"))
+        check_runnable(manifest, Gpu("Tesla T4", (7, 5)), BackendInfo("tensorrt", "10.13.0.35"))
 
 
 def test_plan_that_does_not_match_its_manifest_is_refused(tmp_path):

@@ -21,7 +21,6 @@ import onnx
 import pytest
 
 import runtime
-from build import doctor
 from build.plan import build_plan
 from pipeline.onnx_metadata import update_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
@@ -372,7 +371,8 @@ def gpu_world(request, monkeypatch, tmp_path):
     world.trt = install(monkeypatch, surface, world)
     monkeypatch.setattr(cuda_module, "cuda_layer", lambda binding=None: layer)
     name, cc = layer.device_properties(0)
-    monkeypatch.setattr(doctor, "cuda_state", lambda: doctor.CudaState("-", [doctor.Gpu(0, name, cc)], ""))
+    gpus = [cuda_module.DriverGpu(0, name, cc)]
+    monkeypatch.setattr(cuda_module, "driver_state", lambda: cuda_module.DriverState("-", gpus, ""))
     settings = small_settings(tmp_path)
     world.plan = build_plan(identity_onnx(tmp_path / "copy.onnx"), "v4", "fp32", tmp_path / "v4.fp32.plan",
                             backend=world.trt.__name__, settings=settings)

@@ -597,8 +597,7 @@ RTX_4090 = ("NVIDIA GeForce RTX 4090 (host double)", (8, 9))
 
 def install_on_cpu(monkeypatch, surface_name: str, devices=(RTX_4090,) * 2) -> World:
     """A whole machine of doubles for one test: the surface's TensorRT, the host CUDA layer with
-    `devices`, and the build doctor seeing those GPUs (full TensorRT records the build GPU)."""
-    from build import doctor
+    `devices`, and the driver probe seeing those GPUs (full TensorRT records the build GPU)."""
     from cuda_double import HostCudaLayer
     from runtime import cuda as cuda_module
 
@@ -607,6 +606,6 @@ def install_on_cpu(monkeypatch, surface_name: str, devices=(RTX_4090,) * 2) -> W
     world.surface = surface_name
     world.trt = install(monkeypatch, surface_name, world)
     monkeypatch.setattr(cuda_module, "cuda_layer", lambda binding=None: layer)
-    gpus = [doctor.Gpu(i, name, cc) for i, (name, cc) in enumerate(devices)]
-    monkeypatch.setattr(doctor, "cuda_state", lambda: doctor.CudaState("13.0", gpus, ""))
+    gpus = [cuda_module.DriverGpu(i, name, cc) for i, (name, cc) in enumerate(devices)]
+    monkeypatch.setattr(cuda_module, "driver_state", lambda: cuda_module.DriverState("13.0", gpus, ""))
     return world

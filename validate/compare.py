@@ -76,19 +76,19 @@ class Outcome:
 
 
 def candidate_precision(candidate: Path, manifest: dict | None) -> str:
-    """fp32/fp16/bf16 from the manifest, the model's metadata, its name (v4.fp16.onnx) or its weights."""
+    """fp32/fp16 from the manifest, the model's metadata, its name (v4.fp16.onnx) or its weights."""
     if manifest:
         return manifest["precision"]
     metadata = read_metadata(candidate)
     if isinstance(metadata.get("precision"), str):
         return metadata["precision"]
-    match = re.search(r"\.(fp32|fp16|bf16)\.onnx$", candidate.name)
+    match = re.search(r"\.(fp32|fp16)\.onnx$", candidate.name)
     if match:
         return match.group(1)
     import onnx
     model = onnx.load(str(candidate))
     types = {init.data_type for init in model.graph.initializer}
-    return "fp16" if onnx.TensorProto.FLOAT16 in types else "bf16" if onnx.TensorProto.BFLOAT16 in types else "fp32"
+    return "fp16" if onnx.TensorProto.FLOAT16 in types else "fp32"
 
 
 def reference_layers(reference: Path) -> list[tuple[str, str, str]]:

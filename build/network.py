@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from build.backend import Backend, chosen_rtx_targets, progress_bars, rtx_compute_capabilities, trt_logger
+from build.backend import LoadedBackend, full_tensorrt_targets, progress_bars
 from build.config import BuildConfig
-from build.doctor import full_tensorrt_targets
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
+from runtime.targets import chosen_rtx_targets, rtx_supported
+from runtime.tensorrt_log import tensorrt_logger
 
 log = logging.getLogger("build")
 
@@ -42,14 +43,14 @@ class BuiltPlan:
     version_compatible: bool
 
 
-def parse_network(backend: Backend, onnx_path: str | Path):
+def parse_network(backend: LoadedBackend, onnx_path: str | Path):
     """Parse the ONNX into a strongly typed network; a parser error names the failing node.
 
     Returns (builder, network, parser, logger); the parser owns weights the network refers to,
     so keep it alive while the network is used.
     """
     trt = backend.trt
-    logger = trt_logger(trt)
+    logger = tensorrt_logger(trt, log, error_level=logging.DEBUG)  # the first error becomes the UserError
     try:
         builder = trt.Builder(logger)
     except TypeError:  # pybind reports a builder the library could not create as a TypeError
@@ -79,7 +80,7 @@ def parser_error_message(parser, onnx_path: str | Path) -> str:
             "re-export or clean the model so every node is supported by the installed TensorRT")
 
 
-def build_serialized(backend: Backend, onnx_path: str | Path, profiles: Sequence[ProfileShapes],
+def build_serialized(backend: LoadedBackend, onnx_path: str | Path, profiles: Sequence[ProfileShapes],
                      input_name: str, config: BuildConfig) -> BuiltPlan:
     """Parse, configure and build; raise UserError on any failure (nothing is written here except
     full TensorRT's timing cache)."""
@@ -122,11 +123,11 @@ def _add_profiles(builder, builder_config, profiles: Sequence[ProfileShapes], in
                             f"max {shapes.max}); fix it in pipeline.toml")
 
 
-def _set_rtx_targets(backend: Backend, builder_config, config: BuildConfig) -> list[str]:
+def _set_rtx_targets(backend: LoadedBackend, builder_config, config: BuildConfig) -> list[str]:
     """Point TensorRT-RTX's ahead-of-time build at the configured compute capabilities."""
     trt = backend.trt
-    supported = rtx_compute_capabilities(trt)
-    targets = chosen_rtx_targets(trt, config.rtx_compute_capabilities)
+    supported = rtx_supported(trt)
+    targets = chosen_rtx_targets(supported, config.rtx_compute_capabilities)
     unknown = [t for t in targets if t not in supported]
     if unknown:
         raise UserError(f"[build] rtx_compute_capabilities: TensorRT-RTX {backend.version} cannot target "
