@@ -370,6 +370,18 @@ def test_builder_trtexec_writes_the_same_manifest(onnx_v4, tmp_path, monkeypatch
     assert (manifest["builder"], manifest["backend"], manifest["backend_version"]) == ("trtexec", "tensorrt", "10.13.0.12")
     assert manifest["compute_capabilities"] == full_tensorrt_targets("none")  # this machine's GPU, or None without one
     assert manifest["trtexec"].startswith(f"trtexec --onnx={onnx_v4} --saveEngine={plan} ")
+    # the full version, build number included, so the runtime's four-part comparison accepts the plan
+    from runtime.runnable import BackendInfo, Gpu, why_not_runnable
+    manifest["compute_capabilities"] = ["SM86"]  # as if built on this GPU
+    assert why_not_runnable(manifest, Gpu("RTX A6000", (8, 6)), BackendInfo("tensorrt", "10.13.0.12")) is None
+
+
+def test_trtexec_banner_gives_the_full_version():
+    from build.trtexec import trtexec_version
+    banner = "&&&& RUNNING TensorRT.trtexec [TensorRT v101600] [b72] # trtexec --onnx=a.onnx"
+    assert trtexec_version(banner) == "10.16.0.72"
+    assert trtexec_version("[TensorRT v100500] [b18]") == "10.5.0.18"
+    assert trtexec_version("no banner") == "unknown"
 
 
 def test_failing_trtexec_leaves_nothing(onnx_v4, tmp_path, monkeypatch):

@@ -206,7 +206,8 @@ def test_rebuild_reasons_name_each_setting_that_differs(tmp_path, onnx_v4):
     assert "max batch" in " ".join(rebuild_reasons(manifest, EngineRequest("v4", "fp16", request.workspace_gib, 1)))
     assert "weights" in " ".join(rebuild_reasons(manifest, request, checkpoint_sha256="0" * 64))
     spark = dataclasses.replace(request, gpu_target="SM121")
-    assert "not this GPU (SM121)" in " ".join(rebuild_reasons(manifest, spark))
+    reasons = " ".join(rebuild_reasons(manifest, spark))  # the runtime's runnability verdict, for this GPU
+    assert "not this GPU (compute capability 12.1)" in reasons and "add SM121" in reasons
     assert engine_settings(SETTINGS, spark)["build"]["rtx_compute_capabilities"] == ["SM121"]
 
 
@@ -306,3 +307,15 @@ def test_triton_rejects_bad_inputs_in_one_line(tmp_path):
     with pytest.raises(UserError, match="does not match its manifest"):
         write_repository(engines, tmp_path / "triton", SETTINGS["serving"])
     assert not (tmp_path / "triton" / "v4_fp32" / "config.pbtxt").exists()
+
+
+def test_triton_writes_nothing_when_a_later_model_refuses_the_preferred_batch_sizes(tmp_path):
+    """preferred_batch_sizes is checked against every model before the first one is written."""
+    engines = tmp_path / "engines"
+    wide = [{"name": "short", "min": [1, 1], "opt": [1, 64], "max": [8, 128]}]
+    narrow = [{"name": "short", "min": [1, 1], "opt": [1, 64], "max": [2, 128]}]
+    write_plan(engines, vocoder="v3", precision="fp32", backend="tensorrt", profiles=wide)  # sorted first
+    write_plan(engines, vocoder="v4", precision="fp32", backend="tensorrt", profiles=narrow, plan_bytes=b"v4 plan")
+    with pytest.raises(UserError, match="preferred_batch_sizes .* v4_fp32"):
+        write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "preferred_batch_sizes": [4]})
+    assert not (tmp_path / "triton").exists()
