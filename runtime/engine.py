@@ -30,7 +30,7 @@ from runtime.files import atomic_output
 from runtime.manifest import KERNEL_SPECIALIZATIONS, batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
 from runtime.runnable import DISPLAY, Gpu, backend_of, check_runnable, import_backend
-from runtime.streaming import StepFrames, Stream, chosen_window, fitting_steps, stream_window
+from runtime.streaming import StepFrames, Stream, fitted_stream, stream_window
 from runtime.tensorrt_log import tensorrt_logger
 
 log = logging.getLogger("runtime")
@@ -246,10 +246,8 @@ class Engine:
                step_frames: Optional[StepFrames] = None) -> Stream:
         """A Stream over this engine (runtime/streaming.py): the manifest's measured context and
         lookahead unless given (less warns), and the default step schedule cut to fit the profiles."""
-        context, lookahead = chosen_window(self.window, context_frames, lookahead_frames)
-        steps = fitting_steps(step_frames, context, lookahead, self.max_frames)
-        return Stream(self, hop=self.hop, n_mels=self.n_mels, context_frames=context, lookahead_frames=lookahead,
-                      step_frames=steps)
+        return fitted_stream(self, self.manifest, self.window, context_frames=context_frames,
+                             lookahead_frames=lookahead_frames, step_frames=step_frames)
 
     def _infer(self, mel):
         """One pass over a mel that fits a profile's frames; batches above its maximum are split."""

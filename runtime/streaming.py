@@ -279,6 +279,18 @@ class Stream:
             raise
 
 
+def fitted_stream(infer: Callable, manifest: dict, window: StreamWindow, *, context_frames: Optional[int] = None,
+                  lookahead_frames: Optional[int] = None, step_frames: Optional[StepFrames] = None) -> Stream:
+    """A Stream over `infer` fitted to the plan of `manifest`: `window`'s context and lookahead
+    unless given (less warns), and the default step schedule cut to fit the plan's largest profile.
+    The one choice of a plan's stream: `Engine.stream()` and the GPT-SoVITS drop-in both make theirs here."""
+    context, lookahead = chosen_window(window, context_frames, lookahead_frames)
+    largest = max(profile["max"][2] for profile in manifest["profiles"])
+    steps = fitting_steps(step_frames, context, lookahead, largest)
+    return Stream(infer, hop=manifest["hop"], n_mels=manifest["n_mels"], context_frames=context,
+                  lookahead_frames=lookahead, step_frames=steps)
+
+
 def _count(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise RuntimeUserError(f"{name} must be an integer of at least {minimum}, got {value!r}")

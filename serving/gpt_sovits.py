@@ -36,7 +36,7 @@ from pipeline.settings import REPO_ROOT, VOCODERS, check_precision, load_setting
 from runtime import runnable
 from runtime.errors import RuntimeUserError, reason_of
 from runtime.manifest import read_manifest
-from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window
+from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window, fitted_stream, stream_window
 from runtime.targets import parse_sm, sm_name
 
 log = logging.getLogger("serving")
@@ -395,18 +395,19 @@ def upstream_module(tts):
 
 
 def vocoder_stream(tts) -> Stream:
-    """A Stream over `tts.vocoder`: the window and steps `Engine.stream()` chooses for the engine when
-    the drop-in serves it; the architecture's exact reach for PyTorch's vocoder. It calls the
-    vocoder module, so a failing engine still hands over to PyTorch and the stats count each call."""
+    """A Stream over `tts.vocoder`, fitted to the engine's plan as `Engine.stream()` fits it when the
+    drop-in serves it (runtime.streaming.fitted_stream); the architecture's exact reach for PyTorch's
+    vocoder. It calls the vocoder module, so a failing engine still hands over to PyTorch."""
     vocoder = tts.vocoder
-    if isinstance(vocoder, EngineVocoder) and vocoder.engine is not None:
-        with vocoder.engine.stream() as fitted:
-            context, lookahead, steps = fitted.context_frames, fitted.lookahead_frames, fitted.steps
-    else:
-        window = architecture_window(tts.configs.version)
-        context, lookahead, steps = window.context, window.lookahead, DEFAULT_STEPS
-    return Stream(lambda mel: vocoder(mel.to(tts.precision)), hop=tts.vocoder_configs["upsample_rate"],
-                  context_frames=context, lookahead_frames=lookahead, step_frames=steps)
+
+    def infer(mel):
+        return vocoder(mel.to(tts.precision))
+
+    if isinstance(vocoder, EngineVocoder):
+        return fitted_stream(infer, vocoder.manifest, stream_window(vocoder.manifest))
+    window = architecture_window(tts.configs.version)
+    return Stream(infer, hop=tts.vocoder_configs["upsample_rate"], context_frames=window.context,
+                  lookahead_frames=window.lookahead, step_frames=DEFAULT_STEPS)
 
 
 def cfm_chunks(tts, upstream, semantic_tokens: torch.Tensor, phones: torch.Tensor, speed: float, sample_steps: int):
