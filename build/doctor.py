@@ -25,7 +25,6 @@ from build.backend import (
 )
 from build.config import BuildConfig, build_config
 from pipeline.errors import UserError
-from pipeline.settings import load_settings
 from runtime import cuda, runnable
 
 CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
@@ -95,9 +94,9 @@ def _backend_versions() -> dict[str, str]:
     return versions
 
 
-def doctor_rows() -> list[tuple[str, str]]:
+def doctor_rows(settings: dict) -> list[tuple[str, str]]:
     """(label, finding) rows: backends, the one `make engines` uses, CUDA driver, GPUs, and verdicts."""
-    config = build_config(load_settings())
+    config = build_config(settings)
     rows = [("python", f"{sys.version.split()[0]} ({sys.executable})")]
     rows += [(f"{name} ({TITLES[name]})", version) for name, version in _backend_versions().items()]
     rows.append(("trtexec", shutil.which(config.trtexec) or f"{config.trtexec} not on PATH (only for BUILDER=trtexec)"))
@@ -170,8 +169,8 @@ def _cuda_rows(state: CudaState, backend: Backend | None, config: BuildConfig) -
     return rows
 
 
-def print_report() -> int:
-    rows = doctor_rows()
+def print_report(settings: dict) -> int:
+    rows = doctor_rows(settings)
     width = max(len(label) for label, _ in rows)
     for label, finding in rows:
         print(f"{label:<{width}}  {finding}")

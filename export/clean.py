@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -35,8 +36,9 @@ log = logging.getLogger("clean")
 METADATA_NEEDED = ("vocoder", "sampling_rate", "hop", "n_mels")
 
 
-def load_model(path: str | Path) -> onnx.ModelProto:
-    """The exported model, checked; a missing, truncated or foreign file is a one-line UserError."""
+def load_model(path: str | Path, names: dict[str, str]) -> onnx.ModelProto:
+    """The exported model, checked against the pipeline's tensor `names` ([tensors]); a missing,
+    truncated or foreign file is a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX file {path} not found; run `python -m export` first")
@@ -46,7 +48,6 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError, OSError) as error:
         reason = reason_of(error)
         raise UserError(f"{path} is not a valid ONNX model ({reason[:200]}); re-export it with python -m export") from None
-    names = load_settings()["tensors"]
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
     if inputs != [names["input"]] or outputs != [names["output"]]:
@@ -93,7 +94,8 @@ def _casts_to_own_type(node: gs.Node) -> bool:
     return dtype is not None and onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]) == np.dtype(dtype)
 
 
-def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: int) -> dict[str, float]:
+def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: int,
+                 settings: dict[str, Any]) -> dict[str, float]:
     """The parity oracle of clean: the cleaned graph must compute the exported graph's function.
 
     Within `[clean] parity_rel_tol` of each other in ONNX Runtime, the two float32 graphs agree and
@@ -107,7 +109,6 @@ def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: in
     far as the cleaned graph. (A truth taken from the cleaned graph and judged the other way round
     would pass a cleaning mistake, since the mistake would be in the truth too.)
     """
-    settings = load_settings()
     vocoder = metadata_of(original)["vocoder"]
     mel = sample_mel(vocoder, frames, seed=settings["clean"]["mel_seed"])
     exported_audio, cleaned_audio = (run_audio(cpu_session(model), mel) for model in (original, cleaned))
@@ -136,24 +137,23 @@ def parity_summary(errors: dict[str, float]) -> str:
     return summary
 
 
-def clean(source: str | Path, precision: str, output: str | Path, io_dtype: str = "float32",
+def clean(source: str | Path, precision: str, output: str | Path, *, settings: dict[str, Any], io_dtype: str = "float32",
           verify_frames: list[int] | None = None) -> Path:
     """Clean `source`, convert it to `precision` by its measured plan, write `output` (and the plan);
     `verify_frames` replaces `[clean] verify_frames` (the tests verify one short length)."""
     from export import precision as precisions
 
-    settings = load_settings()
     check_precision(settings, precision)
     started = time.perf_counter()
-    original = load_model(source)
+    original = load_model(source, settings["tensors"])
     cleaned = clean_graph(original)
-    parity = check_parity(original, cleaned, settings["clean"]["parity_frames"])
+    parity = check_parity(original, cleaned, settings["clean"]["parity_frames"], settings)
     counts = {"exported": op_counts(original), "cleaned": op_counts(cleaned)}
     log.info("cleaned %s: %d -> %d nodes, %s", source, len(original.graph.node), len(cleaned.graph.node),
              parity_summary(parity))
     del original
     output = Path(output)
-    typed, plan = precisions.apply_precision(cleaned, precision, io_dtype, verify_frames)
+    typed, plan = precisions.apply_precision(cleaned, precision, settings, io_dtype, verify_frames)
     plan.update(source=str(source), op_counts=counts)
     plan_path = precisions.plan_path_for(output)
     update_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
                         help="type of the mel input and audio output (default float32; half keeps them in "
                              "the precision's half type)")
     args = parser.parse_args(argv)
-    clean(args.input, args.precision, args.output, args.io_dtype)
+    clean(args.input, args.precision, args.output, settings=load_settings(), io_dtype=args.io_dtype)
     return 0
 
 

@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.mels import sample_mel
-from pipeline.settings import load_settings
 from runtime.streaming import ARCHITECTURE_REACH
 
 log = logging.getLogger("export")
@@ -34,9 +33,9 @@ POKE = 1.0          # added to every band of one frame: a change of e (2.7x) in 
 GUESS_MARGIN = 2    # frames beyond the architecture's known reach in the first, shortest mel
 
 
-def stream_metadata(module: nn.Module, vocoder: str) -> dict:
-    """The metadata entries above, measured on `module` (left in its own dtype afterwards)."""
-    bar = load_settings()["stream"]["snr_min_db"]
+def stream_metadata(module: nn.Module, vocoder: str, bar: float) -> dict:
+    """The metadata entries above, measured on `module` (left in its own dtype afterwards); `bar`
+    is `[stream] snr_min_db`."""
     with float64_evaluation(module):
         mel, audio, (left, right) = _measure_reach(module, vocoder, max(ARCHITECTURE_REACH[vocoder]) + GUESS_MARGIN)
         context_errors = _errors_after_cut(module, mel, audio, keep=right, side="context")

@@ -27,7 +27,7 @@ import runtime
 from export.mels import sample_mel
 from pipeline.files import atomic_output
 from pipeline.quality import cosine_similarity, snr_db
-from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
+from pipeline.settings import REPO_ROOT, VOCODERS, output_paths
 from runtime.errors import reason_of
 
 log = logging.getLogger("validate")
@@ -169,7 +169,7 @@ class Models:
     def torch_module(self, vocoder: str, device: str, half: bool):
         def make():
             from export.checkpoints import load_vocoder
-            module = load_vocoder(vocoder).to(device)
+            module = load_vocoder(vocoder, settings=self.settings).to(device)
             return module.half() if half else module
         return self._cached(("torch", vocoder, device, half), make)
 
@@ -200,7 +200,8 @@ class Models:
             from export.to_onnx import onnx_from_module
             target = self.workdir / f"{vocoder}.onnx"
             log.info("%s: no %s; exporting into a temporary folder", vocoder, paths["onnx"])
-            return onnx_from_module(self.torch_module(vocoder, "cpu", False), vocoder, target), "exported for this run"
+            module = self.torch_module(vocoder, "cpu", False)
+            return onnx_from_module(module, vocoder, target, settings=self.settings), "exported for this run"
         if paths["cleaned"].is_file():
             return paths["cleaned"], ""
         import onnx
@@ -438,10 +439,9 @@ def plan_rows(vocoders: list[str], frames: list[int], batches: list[int], settin
 
 def run_benchmark(vocoders: list[str], frames: list[int], batches: list[int], backends: list[str] | None = None,
                   budget_s: float | None = None, on_row: Callable[[dict], None] | None = None,
-                  settings: dict | None = None) -> dict[str, Any]:
+                  *, settings: dict) -> dict[str, Any]:
     """Measure every planned row; rows that cannot run carry the reason instead of numbers."""
     from tqdm import tqdm
-    settings = settings or load_settings()
     planned = plan_rows(vocoders, frames, batches, settings, backends)
     results: dict[str, Any] = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                "machine": machine_info(), "memory_method": MEMORY_METHOD,
@@ -564,23 +564,24 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def add_arguments(parser) -> None:
-    settings = load_settings()["validate"]
+def add_arguments(parser, settings: dict) -> None:
+    defaults = settings["validate"]
     parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
-    parser.add_argument("--frames", nargs="+", type=int, default=settings["bench_frames"])
-    parser.add_argument("--batches", nargs="+", type=int, default=settings["bench_batches"])
+    parser.add_argument("--frames", nargs="+", type=int, default=defaults["bench_frames"])
+    parser.add_argument("--batches", nargs="+", type=int, default=defaults["bench_batches"])
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all")
     parser.add_argument("--budget-s", type=float, help="skip the rows left after this many seconds (the reason is recorded)")
     parser.add_argument("--json", help="write the raw results here (rewritten after every row)")
     parser.add_argument("--markdown", help="write the table as markdown here")
 
 
-def main(args) -> int:
+def main(args, settings: dict) -> int:
     if min(args.frames) < 1 or min(args.batches) < 1:
         from pipeline.errors import UserError
         raise UserError("--frames and --batches take positive integers")
     on_row = (lambda results: write_json(copy.deepcopy(results), args.json)) if args.json else None
-    results = run_benchmark(args.vocoders, args.frames, args.batches, args.backends, args.budget_s, on_row)
+    results = run_benchmark(args.vocoders, args.frames, args.batches, args.backends, args.budget_s, on_row,
+                            settings=settings)
     print(terminal_table(results))
     if args.markdown:
         with atomic_output(args.markdown) as tmp:
