@@ -29,7 +29,7 @@ from pipeline.files import atomic_output
 from pipeline.onnx_metadata import metadata_of, update_metadata
 from pipeline.onnx_tools import cpu_session, reroute, run_audio
 from pipeline.quality import max_error_over_peak, within_float32_noise
-from pipeline.settings import check_precision, load_settings
+from pipeline.settings import check_precision, load_settings, precision_file_for
 from runtime.errors import reason_of, run_main
 
 log = logging.getLogger("clean")
@@ -155,14 +155,15 @@ def clean(source: str | Path, precision: str, output: str | Path, *, settings: d
     output = Path(output)
     typed, plan = precisions.apply_precision(cleaned, precision, settings, io_dtype, verify_frames)
     plan.update(source=str(source), op_counts=counts)
-    plan_path = precisions.plan_path_for(output)
+    plan_path = precision_file_for(output)
     update_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
-                         "fp16_mac_share": plan["fp16_mac_share"], "precision_plan": plan_path.name,
+                         "fp16_mac_share": plan["fp16_mac_share"], "precision_file": plan_path.name,
                          "clean_parity_rel_error": parity["cleaned_vs_exported"]})
     plan["seconds"] = round(time.perf_counter() - started, 1)
     with atomic_output(output) as tmp_model, atomic_output(plan_path) as tmp_plan:
         onnx.save(typed, str(tmp_model))
         tmp_plan.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+    precisions.legacy_precision_file_for(output).unlink(missing_ok=True)  # its old name (*.plan.json)
     log.info("wrote %s (%d nodes, %.0f%% of MACs in half precision) and %s in %.0f s", output,
              len(typed.graph.node), 100 * plan["fp16_mac_share"], plan_path.name, plan["seconds"])
     return output

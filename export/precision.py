@@ -21,6 +21,7 @@ file); the tests also compare against PyTorch.
 """
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -36,17 +37,29 @@ from pipeline.errors import UserError
 from pipeline.onnx_metadata import metadata_of
 from pipeline.onnx_tools import cpu_session, reroute, run_audio
 from pipeline.quality import audio_errors, bar_for, meets_bar, rounded, worst
-from pipeline.settings import check_precision
+from pipeline.settings import check_precision, precision_file_for
 
 log = logging.getLogger("clean")
 DENSE_OPS = ("Conv", "ConvTranspose")
 HALF_ROUNDOFF = 2.0 ** -11  # float16's unit roundoff: the least relative error a half tensor has
 
 
-def plan_path_for(model_path: str | Path) -> Path:
-    """engines/onnx/v3.fp16.onnx -> engines/onnx/v3.fp16.plan.json"""
+def legacy_precision_file_for(model_path: str | Path) -> Path:
+    """The name the precision file had before it was renamed (engines/onnx/v3.fp16.plan.json)."""
     model_path = Path(model_path)
     return model_path.with_name(model_path.name.removesuffix(".onnx") + ".plan.json")
+
+
+def read_precision_file(model_path: str | Path) -> dict | None:
+    """The precision record of a cleaned model, None when there is none. One written under the old
+    name is read with a warning; the next `make engines` re-cleans (the clean stage's code changed)
+    and writes it under the new name."""
+    path = precision_file_for(model_path)
+    if not path.is_file() and legacy_precision_file_for(model_path).is_file():
+        path = legacy_precision_file_for(model_path)
+        log.warning("%s has the precision file's old name; run make engines to rewrite it as %s", path,
+                    precision_file_for(model_path).name)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 # --- mechanics ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import export.clean
 from export.clean import check_parity, clean, clean_graph, load_model, op_counts
 from export.float64 import evaluate_float64
 from export.mels import sample_mel
+from export.precision import read_precision_file
 from export.to_onnx import pytorch_audio
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import read_metadata
@@ -66,14 +68,28 @@ def test_cleaned_pads_are_constant_edge_pads(cleaned_graph):
 
 
 def test_fp32_output_keeps_metadata_and_types(onnx_v4, tmp_path):
+    legacy = tmp_path / "v4.fp32.plan.json"  # the precision file's name before the rename
+    legacy.write_text('{"fp16_mac_share": 0.0}', encoding="utf-8")
     output = clean(onnx_v4, "fp32", tmp_path / "v4.fp32.onnx", settings=load_settings())
+    assert not legacy.exists()
     metadata = read_metadata(output)
     original = read_metadata(onnx_v4)
     assert {k: metadata[k] for k in original} == original
-    assert metadata["precision"] == "fp32" and metadata["precision_plan"] == "v4.fp32.plan.json"
-    assert (tmp_path / "v4.fp32.plan.json").is_file()
+    assert metadata["precision"] == "fp32" and metadata["precision_file"] == "v4.fp32.precision.json"
+    assert (tmp_path / "v4.fp32.precision.json").is_file()
     model = onnx.load(str(output))
     assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT}
+
+
+def test_a_precision_file_under_its_old_name_is_read_with_a_warning(tmp_path, caplog):
+    model = tmp_path / "v4.fp16.onnx"
+    assert read_precision_file(model) is None
+    (tmp_path / "v4.fp16.plan.json").write_text('{"fp16_mac_share": 0.9}', encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="clean"):
+        assert read_precision_file(model) == {"fp16_mac_share": 0.9}
+    assert "old name" in caplog.text and "v4.fp16.precision.json" in caplog.text
+    (tmp_path / "v4.fp16.precision.json").write_text('{"fp16_mac_share": 0.5}', encoding="utf-8")
+    assert read_precision_file(model) == {"fp16_mac_share": 0.5}
 
 
 def _run_clean_cli(*args):

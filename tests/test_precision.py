@@ -24,7 +24,7 @@ def fp16_v4(onnx_v4, tmp_path_factory):
     """The fp16 model and plan of the default v4 checkpoint, made by the CLI's function."""
     folder = tmp_path_factory.mktemp("fp16")
     output = clean(onnx_v4, "fp16", folder / "v4.fp16.onnx", settings=load_settings())
-    return output, json.loads((folder / "v4.fp16.plan.json").read_text(encoding="utf-8"))
+    return output, json.loads((folder / "v4.fp16.precision.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_stress_fp16_plan_meets_the_bar(stress, vocoder, caplog):
     output = entry["folder"] / f"{vocoder}.fp16.onnx"
     with caplog.at_level(logging.WARNING, logger="clean"):
         clean(entry["onnx"], "fp16", output, settings=load_settings(), verify_frames=SHORT_LENGTHS)
-    plan = json.loads(output.with_name(f"{vocoder}.fp16.plan.json").read_text(encoding="utf-8"))
+    plan = json.loads(output.with_name(f"{vocoder}.fp16.precision.json").read_text(encoding="utf-8"))
     errors = assert_meets_bar_against_pytorch(entry["module"], output, vocoder, SHORT_LENGTHS)
     print(f"\n{vocoder} stress fp16: {100 * plan['fp16_mac_share']:.1f}% of MACs in half, "
           f"{len(plan['float32_nodes'])} nodes float32, against PyTorch float32: "

@@ -95,7 +95,7 @@ def test_log_mel_matches_torch_stft_and_librosa(vocoder):
 def test_mel_command_reads_wav_and_resamples(tmp_path):
     from scipy.io import wavfile
 
-    from validate.wav import mel_from_wav
+    from validate.wav_to_mel import mel_from_wav
     spec = MEL_SPECS["v4"]
     audio = speech_like_audio(0.5, spec.sampling_rate, seed=5)
     native, other = tmp_path / "native.wav", tmp_path / "at48k.wav"

@@ -13,7 +13,7 @@ from runtime.errors import run_main
 COMMANDS = {
     "compare": ("validate.compare", "compare a candidate (.onnx or .plan) with the reference ONNX, optionally layer by layer"),
     "compare-all": ("validate.compare_all", "compare every engine in engines/ with its exported ONNX"),
-    "mel": ("validate.wav", "a WAV file to the mel GPT-SoVITS feeds the vocoder (.npy)"),
+    "mel": ("validate.wav_to_mel", "a WAV file to the mel GPT-SoVITS feeds the vocoder (.npy)"),
     "bench": ("validate.bench", "time PyTorch, ONNX Runtime and TensorRT on the same GPU and input"),
     "report": ("validate.report", "the optimization report: environment, conversion, performance, quality"),
 }

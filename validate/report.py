@@ -9,13 +9,13 @@ shows what was measured instead: ONNX Runtime on the same cleaned graph.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from export.precision import read_precision_file
 from pipeline.files import atomic_output
 from pipeline.settings import REPO_ROOT, VOCODERS, output_paths
 from runtime import RuntimeUserError, read_manifest
@@ -41,8 +41,9 @@ def conversion(vocoder: str, precision: str, settings: dict) -> list[dict[str, A
     for kind, path in paths.items():
         row = {"file": _relative(path), "kind": kind, "exists": path.is_file(),
                "mib": path.stat().st_size / 2 ** 20 if path.is_file() else None, "detail": ""}
-        if kind == "precision_plan" and path.is_file():
-            row["detail"] = _fp16_share(json.loads(path.read_text(encoding="utf-8")))
+        if kind == "precision_file":
+            record = read_precision_file(paths["cleaned"])
+            row["detail"] = _fp16_share(record) if record is not None else ""
         if kind == "manifest" and path.is_file():
             row["detail"] = _build_detail(paths["plan"])
         rows.append(row)
