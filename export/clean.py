@@ -26,14 +26,13 @@ from export.float64 import evaluate_float64
 from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
-from pipeline.onnx_metadata import metadata_of, update_metadata
+from pipeline.onnx_metadata import metadata_of, missing_metadata, update_metadata
 from pipeline.onnx_tools import cpu_session, reroute, run_audio
 from pipeline.quality import max_error_over_peak, within_float32_noise
 from pipeline.settings import check_precision, load_settings, precision_file_for
 from runtime.errors import reason_of, run_main
 
 log = logging.getLogger("clean")
-METADATA_NEEDED = ("vocoder", "sampling_rate", "hop", "n_mels")
 
 
 def load_model(path: str | Path, names: dict[str, str]) -> onnx.ModelProto:
@@ -53,7 +52,7 @@ def load_model(path: str | Path, names: dict[str, str]) -> onnx.ModelProto:
     if inputs != [names["input"]] or outputs != [names["output"]]:
         raise UserError(f"{path} has inputs {inputs} and outputs {outputs}, expected [{names['input']!r}] and "
                         f"[{names['output']!r}]; pass a vocoder exported by python -m export")
-    missing = [key for key in METADATA_NEEDED if key not in metadata_of(model)]
+    missing = missing_metadata(metadata_of(model))
     if missing:
         raise UserError(f"{path} lacks metadata {', '.join(missing)}; re-export it with python -m export")
     return model

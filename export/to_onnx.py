@@ -18,8 +18,9 @@ import onnx
 import torch
 from torch import nn
 
+from export.float64 import float64_evaluation
 from export.mels import sample_mel
-from export.reach import float64_evaluation, stream_metadata
+from export.reach import stream_metadata
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import update_metadata

@@ -13,7 +13,13 @@ from google.protobuf.message import DecodeError
 from pipeline.errors import UserError
 from runtime.errors import reason_of
 
+# what every model of the pipeline carries from export on; clean, build and validate refuse a model without
 REQUIRED = ("vocoder", "sampling_rate", "hop", "n_mels", "checkpoint", "checkpoint_sha256")
+
+
+def missing_metadata(metadata: dict[str, Any]) -> list[str]:
+    """The REQUIRED keys `metadata` lacks, in order (empty: the model came from python -m export)."""
+    return [key for key in REQUIRED if key not in metadata]
 
 
 def metadata_of(model: onnx.ModelProto) -> dict[str, Any]:

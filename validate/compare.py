@@ -34,7 +34,7 @@ import runtime
 from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
-from pipeline.onnx_metadata import read_metadata
+from pipeline.onnx_metadata import missing_metadata, read_metadata
 from pipeline.quality import bar_for, failures
 from pipeline.settings import REPO_ROOT, VOCODERS
 from validate.metrics import audio_metrics
@@ -125,7 +125,7 @@ def plan_comparison(reference: Path, candidate: Path, layerwise: bool, settings:
     """Check both files and read what the comparison needs from them (one-line errors)."""
     _check_inputs(reference, candidate)
     metadata = read_metadata(reference)
-    if metadata.get("vocoder") not in VOCODERS or not isinstance(metadata.get("sampling_rate"), int):
+    if missing_metadata(metadata) or metadata["vocoder"] not in VOCODERS:
         raise UserError(f"{reference} carries no vocoder metadata; pass the ONNX written by python -m export")
     manifest = runtime.read_manifest(candidate) if candidate.suffix == ".plan" else None
     cfg = settings["validate"]
