@@ -13,7 +13,6 @@ import copy
 import datetime
 import json
 import logging
-import math
 import platform
 import tempfile
 import time
@@ -26,6 +25,8 @@ import numpy as np
 import runtime
 from export.mels import sample_mel
 from pipeline.files import atomic_output
+from pipeline.onnx_metadata import read_metadata
+from pipeline.onnx_tools import cpu_session, onnx_session, run_audio
 from pipeline.quality import cosine_similarity, snr_db
 from pipeline.settings import REPO_ROOT, VOCODERS, output_paths
 from runtime.errors import reason_of
@@ -181,39 +182,36 @@ class Models:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    @staticmethod
-    def hop_and_rate(vocoder: str) -> tuple[int, int]:
-        """Output samples per mel frame and output sample rate, from the vocoder's configuration."""
-        from export.vocoders import BigVGANConfig, HiFiGANConfig
-        config = BigVGANConfig() if vocoder == "v3" else HiFiGANConfig()
-        return math.prod(config.upsample_rates), config.sampling_rate
+    def hop_and_rate(self, vocoder: str) -> tuple[int, int]:
+        """Output samples per mel frame and output sample rate, as the exported model's metadata says."""
+        metadata = self._cached(("metadata", vocoder), lambda: read_metadata(self.exported(vocoder)))
+        return metadata["hop"], metadata["sampling_rate"]
+
+    def exported(self, vocoder: str) -> Path:
+        """The pipeline's exported ONNX, or the default checkpoint exported into workdir when it is missing."""
+        def make() -> Path:
+            path = output_paths(self.settings, vocoder, "fp32")["onnx"]
+            if path.is_file():
+                return path
+            from export.to_onnx import onnx_from_module
+            log.info("%s: no %s; exporting into a temporary folder", vocoder, path)
+            module = self.torch_module(vocoder, "cpu", False)
+            return onnx_from_module(module, vocoder, self.workdir / path.name, settings=self.settings)
+        return self._cached(("exported", vocoder), make)
 
     def onnx_path(self, vocoder: str, precision: str) -> tuple[Path, str]:
-        """The pipeline's ONNX for this precision (exported or converted into workdir if missing)."""
+        """The cleaned ONNX of this precision, the model its engine is built from (fp16: the precision
+        planner's mixed model), and a note when it had to be made for this run."""
         return self._cached(("onnx", vocoder, precision), lambda: self._make_onnx(vocoder, precision))
 
     def _make_onnx(self, vocoder: str, precision: str) -> tuple[Path, str]:
-        paths = output_paths(self.settings, vocoder, precision)
-        if precision == "fp32":
-            if paths["onnx"].is_file():
-                return paths["onnx"], ""
-            from export.to_onnx import onnx_from_module
-            target = self.workdir / f"{vocoder}.onnx"
-            log.info("%s: no %s; exporting into a temporary folder", vocoder, paths["onnx"])
-            module = self.torch_module(vocoder, "cpu", False)
-            return onnx_from_module(module, vocoder, target, settings=self.settings), "exported for this run"
-        if paths["cleaned"].is_file():
-            return paths["cleaned"], ""
-        import onnx
-        from onnxconverter_common import float16
-        source, _ = self.onnx_path(vocoder, "fp32")
-        target = self.workdir / f"{vocoder}.fp16.onnx"
-        log.info("%s: no %s; converting with onnxconverter-common (all nodes fp16)", vocoder, paths["cleaned"])
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            onnx.save(float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
-        return target, "fp16 by onnxconverter-common (not the cleaned graph)"
+        cleaned = output_paths(self.settings, vocoder, precision)["cleaned"]
+        if cleaned.is_file():
+            return cleaned, ""
+        from export.clean import clean
+        log.info("%s: no %s; cleaning (and planning the precision) into a temporary folder", vocoder, cleaned)
+        made = clean(self.exported(vocoder), precision, self.workdir / cleaned.name, settings=self.settings)
+        return made, "cleaned for this run (python -m export.clean)"
 
 
 # --- backends: each returns (run_once, notes) for one input -------------------------------------
@@ -273,18 +271,17 @@ def _torch_compile(models: Models, vocoder: str, mel: np.ndarray, batch: int, fr
 
 
 def _onnxruntime(models: Models, vocoder: str, mel: np.ndarray, precision: str, device: str):
-    import onnxruntime as ort
+    """The cleaned model of this precision (what its engine is built from) in ONNX Runtime."""
     path, note = models.onnx_path(vocoder, precision)
     names = models.settings["tensors"]
     hop, _ = models.hop_and_rate(vocoder)
     if device == "cpu":
-        session = models.session(vocoder, "onnxruntime-cpu-fp32",
-                                 lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
-        return (lambda: session.run([names["output"]], {names["input"]: mel})[0]), [note] if note else []
+        session = models.session(vocoder, "onnxruntime-cpu-fp32", lambda: cpu_session(path))
+        return (lambda: run_audio(session, mel)), [note] if note else []
     import torch
     options = {"device_id": 0, "cudnn_conv_algo_search": models.settings["validate"]["ort_cudnn_conv_algo_search"]}
-    session = models.session(vocoder, f"onnxruntime-cuda-{precision}", lambda: ort.InferenceSession(
-        str(path), providers=[("CUDAExecutionProvider", options)]))
+    session = models.session(vocoder, f"onnxruntime-cuda-{precision}",
+                             lambda: onnx_session(path, [("CUDAExecutionProvider", options)]))
     if session.get_providers()[0] != "CUDAExecutionProvider":
         raise Skip(f"onnxruntime fell back to {session.get_providers()[0]}")
     x = torch.from_numpy(mel).cuda()
