@@ -5,7 +5,8 @@ filter expansions, pad amounts) and carries thousands of Constant/Reshape/Consta
 TensorRT turns each into layers. onnx-graphsurgeon folds them (with ONNX Runtime), drops dead and
 no-op nodes, sorts and infers shapes; the result must match the input in ONNX Runtime. Then the
 precision stage (export/precision.py) writes the typed model TensorRT's strongly typed networks
-take their precision from, with its measured plan beside it.
+take their precision from, with its precision file (`*.precision.json`: what stays float32 and the
+measured errors) beside it.
 """
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def parity_summary(errors: dict[str, float]) -> str:
 
 def clean(source: str | Path, precision: str, output: str | Path, *, settings: dict[str, Any], io_dtype: str = "float32",
           verify_frames: list[int] | None = None) -> Path:
-    """Clean `source`, convert it to `precision` by its measured plan, write `output` (and the plan);
+    """Clean `source`, convert it to `precision` by its measured plan, write `output` and its precision file;
     `verify_frames` replaces `[clean] verify_frames` (the tests verify one short length)."""
     from export import precision as precisions
 
@@ -172,7 +173,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.clean", description=__doc__.splitlines()[0])
     parser.add_argument("input", help="ONNX file written by python -m export")
     parser.add_argument("--precision", required=True, help="a precision of pipeline.toml's [precisions]: fp32, fp16")
-    parser.add_argument("--output", required=True, help="cleaned ONNX file to write; the plan goes beside it")
+    parser.add_argument("--output", required=True, help="cleaned ONNX file to write; its precision file goes beside it")
     parser.add_argument("--io-dtype", choices=["float32", "half"], default="float32",
                         help="type of the mel input and audio output (default float32; half keeps them in "
                              "the precision's half type)")

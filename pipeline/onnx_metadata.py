@@ -1,6 +1,6 @@
 """The pipeline facts an ONNX model carries in its metadata_props: written by export (vocoder,
 sample rate, hop, mel bands, where the weights came from), extended by clean (precision, fp16
-share, plan file), read by build, validate and serving. Values are stored as JSON text."""
+share, precision file), read by build, validate and serving. Values are stored as JSON text."""
 from __future__ import annotations
 
 import json
