@@ -20,9 +20,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("runtime", "pipeline", "export", "build", "serving", "validate")
-# The in-process part: the runtime a service copies, and the GPT-SoVITS drop-in with every stage it
-# loads into GPT-SoVITS' interpreter (its closure follows whatever the drop-in imports or runs).
-IN_PROCESS_ROOTS = ("runtime", "serving.gpt_sovits")
+# The in-process part: every module of the runtime a service copies, and the GPT-SoVITS drop-in with
+# every stage it loads into GPT-SoVITS' interpreter (its closure follows whatever the drop-in imports
+# or names to run).
+DROP_IN = "serving.gpt_sovits"
 DOTTED = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+")
 
 
@@ -70,8 +71,8 @@ def _with_packages(path: Path, root: Path) -> list[Path]:
 
 
 def closure(modules: list[str], root: Path = REPO_ROOT) -> list[Path]:
-    """Every project file the `modules` load, followed to the end; a package means its __main__.py
-    (what `python -m PACKAGE` runs) and, for the in-process roots, every module in it."""
+    """Every project file the `modules` load, followed to the end; a package means its __init__.py
+    and its __main__.py (what `python -m PACKAGE` runs)."""
     todo = []
     for name in modules:
         start = module_file(name, root)
@@ -97,7 +98,7 @@ def closure(modules: list[str], root: Path = REPO_ROOT) -> list[Path]:
 def in_process_files(root: Path = REPO_ROOT) -> list[Path]:
     """What runs inside GPT-SoVITS: every runtime/ module, the drop-in, and all they load."""
     runtime = sorted(f"runtime.{p.stem}" for p in (root / "runtime").glob("*.py") if p.stem != "__init__")
-    return closure(["runtime", *runtime, *IN_PROCESS_ROOTS[1:]], root)
+    return closure(["runtime", *runtime, DROP_IN], root)
 
 
 def main(argv=None) -> int:
