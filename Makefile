@@ -1,6 +1,6 @@
 # Every target is one `python -m` command; users without make run the same commands by hand.
 # `make engines` goes checkpoint -> ONNX -> cleaned ONNX per precision -> plan + manifest, and
-# redoes only what changed (each step depends on the file before it and on its own code).
+# redoes only what changed (each step depends on the file before it and on the code it loads).
 
 VENV        ?= .venv
 PYTHON      ?= $(VENV)/bin/python
@@ -14,9 +14,27 @@ CHECKPOINT_V4 ?=
 BUILDER     ?= python
 ONNX_DIR    := engines/onnx
 
-EXPORT_SOURCES := $(filter-out export/clean.py export/precision.py,$(wildcard export/*.py)) pipeline/settings.py
-CLEAN_SOURCES  := $(wildcard export/clean.py export/precision.py)
-BUILD_SOURCES  := $(wildcard build/*.py)
+STAMPS      := engines/.stamps
+
+# A stage's code is every project file its entry module loads: its import closure, which
+# pipeline/closure.py reads from the source with ast (plain python3, so it works before `make install`).
+# Each stage's rule depends on those files and on a stamp holding their list, rewritten as the
+# Makefile is read only when the list changes: editing, adding or dropping a file the stage loads
+# remakes what the stage made, and `make -q`/`make -n` tell the truth.
+CLOSURES := $(shell python3 -m pipeline.closure --tagged export=export clean=export.clean build=build synthetic=export.synthetic)
+closure = $(patsubst $(1):%,%,$(filter $(1):%,$(CLOSURES)))
+record_closure = $(shell mkdir -p $(STAMPS) && echo '$(2)' | cmp -s - $(STAMPS)/$(1) || echo '$(2)' > $(STAMPS)/$(1))
+EXPORT_SOURCES    := $(call closure,export)
+CLEAN_SOURCES     := $(call closure,clean)
+BUILD_SOURCES     := $(call closure,build)
+SYNTHETIC_SOURCES := $(call closure,synthetic)
+ifeq ($(and $(EXPORT_SOURCES),$(CLEAN_SOURCES),$(BUILD_SOURCES),$(SYNTHETIC_SOURCES)),)
+$(error python3 -m pipeline.closure listed no sources; run make from the repository root with python3 on the PATH)
+endif
+$(call record_closure,export,$(EXPORT_SOURCES))
+$(call record_closure,clean,$(CLEAN_SOURCES))
+$(call record_closure,build,$(BUILD_SOURCES))
+$(call record_closure,synthetic,$(SYNTHETIC_SOURCES))
 
 checkpoint = $(CHECKPOINT_$(subst v,V,$(1)))
 
@@ -39,16 +57,16 @@ record_source = $(shell mkdir -p $(ONNX_DIR) && echo '$(call checkpoint,$(1))' |
 $(foreach v,$(VOCODERS),$(call record_source,$(v)))
 
 define vocoder_rules
-$(ONNX_DIR)/$(1).onnx: $(EXPORT_SOURCES) $(ONNX_DIR)/$(1).source $(if $(call checkpoint,$(1)),$(wildcard $(call checkpoint,$(1)) $(call checkpoint,$(1))/*)) | $(VENV)/.installed
+$(ONNX_DIR)/$(1).onnx: $(EXPORT_SOURCES) $(STAMPS)/export $(ONNX_DIR)/$(1).source $(if $(call checkpoint,$(1)),$(wildcard $(call checkpoint,$(1)) $(call checkpoint,$(1))/*)) | $(VENV)/.installed
 	$(PYTHON) -m export --vocoder $(1) $(if $(call checkpoint,$(1)),--checkpoint $(call checkpoint,$(1))) --output $$@
 endef
 
 # Cleaned ONNX and engine per vocoder and precision. An engine's target is its manifest, which the
 # build writes last (build/plan.py): a build cut short leaves no manifest, so make builds it again.
 define precision_rules
-$(ONNX_DIR)/$(1).$(2).onnx: $(ONNX_DIR)/$(1).onnx $(CLEAN_SOURCES) pipeline.toml
+$(ONNX_DIR)/$(1).$(2).onnx: $(ONNX_DIR)/$(1).onnx $(CLEAN_SOURCES) $(STAMPS)/clean pipeline.toml
 	$(PYTHON) -m export.clean $$< --precision $(2) --output $$@
-engines/$(1).$(2).json: $(ONNX_DIR)/$(1).$(2).onnx $(BUILD_SOURCES) pipeline.toml
+engines/$(1).$(2).json: $(ONNX_DIR)/$(1).$(2).onnx $(BUILD_SOURCES) $(STAMPS)/build pipeline.toml
 	$(PYTHON) -m build $$< --vocoder $(1) --precision $(2) --builder $(BUILDER) --output $$(@:.json=.plan)
 endef
 
@@ -64,10 +82,10 @@ engines: $(foreach v,$(VOCODERS),$(foreach p,$(PRECISIONS),engines/$(v).$(p).jso
 #   make stress-checkpoints && make engines CHECKPOINT_V3=engines/stress/bigvgan CHECKPOINT_V4=engines/stress/vocoder.pth
 stress-checkpoints: engines/stress/bigvgan/bigvgan_generator.pt engines/stress/vocoder.pth
 
-engines/stress/bigvgan/bigvgan_generator.pt: export/synthetic.py export/vocoders.py pipeline.toml | $(VENV)/.installed
+engines/stress/bigvgan/bigvgan_generator.pt: $(SYNTHETIC_SOURCES) $(STAMPS)/synthetic pipeline.toml | $(VENV)/.installed
 	$(PYTHON) -m export.synthetic --kind stress --vocoder v3 --output $(@D)
 
-engines/stress/vocoder.pth: export/synthetic.py export/vocoders.py pipeline.toml | $(VENV)/.installed
+engines/stress/vocoder.pth: $(SYNTHETIC_SOURCES) $(STAMPS)/synthetic pipeline.toml | $(VENV)/.installed
 	$(PYTHON) -m export.synthetic --kind stress --vocoder v4 --output $@
 
 doctor: $(VENV)/.installed
@@ -92,4 +110,4 @@ lint: $(VENV)/.installed
 	$(PYTHON) -m ruff check .
 
 clean:
-	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.runtime-cache engines/*.png engines/report.md engines/triton engines/validate engines/stress
+	rm -rf $(ONNX_DIR) engines/*.plan engines/*.json engines/*.cache engines/*.runtime-cache engines/*.png engines/report.md engines/triton engines/validate engines/stress $(STAMPS)

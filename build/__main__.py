@@ -7,15 +7,17 @@ import argparse
 import sys
 
 from build.config import BACKEND_CHOICES, BUILDERS
-from pipeline.settings import VOCODERS
+from pipeline.settings import VOCODERS, load_settings
 from runtime.errors import run_main
 
 
-def main(argv=None) -> int:
+def main(argv=None, settings: dict | None = None) -> int:
+    """The command; `settings` replaces pipeline.toml's (tests pass small profiles), else it is read once here."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    settings = settings if settings is not None else load_settings()
     if argv[:1] == ["doctor"]:
         from build.doctor import print_report
-        return print_report()
+        return print_report(settings)
     parser = argparse.ArgumentParser(
         prog="python -m build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Writes PLAN atomically and its manifest beside it (PLAN with .json instead of .plan). "
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
                         help="Python builder backend (default: [build] backend; auto = full TensorRT first)")
     args = parser.parse_args(argv)
     from build.plan import build_plan  # here, so --help and doctor skip the TensorRT and onnx imports
-    build_plan(args.onnx, args.vocoder, args.precision, args.output, builder=args.builder, backend=args.backend)
+    build_plan(args.onnx, args.vocoder, args.precision, args.output, builder=args.builder, backend=args.backend,
+               settings=settings)
     return 0
 
 

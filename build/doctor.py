@@ -14,7 +14,6 @@ import sys
 from build.backend import AUTO_ORDER, TITLES, LoadedBackend, installed_backends, load_backend, pip_install_hint
 from build.config import BuildConfig, build_config
 from pipeline.errors import UserError
-from pipeline.settings import load_settings
 from runtime import cuda, runnable
 from runtime.cuda import DriverGpu, DriverState
 from runtime.targets import chosen_rtx_targets, described, rtx_supported, sm_name
@@ -33,9 +32,9 @@ def _backend_versions() -> dict[str, str]:
     return versions
 
 
-def doctor_rows() -> list[tuple[str, str]]:
+def doctor_rows(settings: dict) -> list[tuple[str, str]]:
     """(label, finding) rows: backends, the one `make engines` uses, CUDA driver, GPUs, and verdicts."""
-    config = build_config(load_settings())
+    config = build_config(settings)
     rows = [("python", f"{sys.version.split()[0]} ({sys.executable})")]
     rows += [(f"{name} ({TITLES[name]})", version) for name, version in _backend_versions().items()]
     rows.append(("trtexec", shutil.which(config.trtexec) or f"{config.trtexec} not on PATH (only for BUILDER=trtexec)"))
@@ -108,8 +107,8 @@ def _cuda_rows(state: DriverState, backend: LoadedBackend | None, config: BuildC
     return rows
 
 
-def print_report() -> int:
-    rows = doctor_rows()
+def print_report(settings: dict) -> int:
+    rows = doctor_rows(settings)
     width = max(len(label) for label, _ in rows)
     for label, finding in rows:
         print(f"{label:<{width}}  {finding}")

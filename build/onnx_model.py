@@ -10,8 +10,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from pipeline.errors import UserError
-from pipeline.onnx_metadata import REQUIRED as REQUIRED_METADATA
-from pipeline.onnx_metadata import read_metadata
+from pipeline.onnx_metadata import missing_metadata, read_metadata
 
 REDUCED_TYPES = ("float16",)
 
@@ -51,7 +50,7 @@ def inspect_onnx(path: str | Path, vocoder: str, onnx_type: str, tensors: dict[s
     except (DecodeError, ValueError) as error:
         raise UserError(f"{path} is not a readable ONNX model ({error}; truncated or corrupt?); "
                         "delete it and re-run `make engines`") from None
-    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    missing = missing_metadata(metadata)
     if missing:
         raise UserError(f"{path} lacks the pipeline metadata {', '.join(missing)}; "
                         "export it with `python -m export` (and clean it with `python -m export.clean`)")

@@ -17,7 +17,7 @@ from build.onnx_model import OnnxFacts, inspect_onnx
 from build.trtexec import require_trtexec, run_trtexec, trtexec_command
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
-from pipeline.settings import check_precision, load_settings, profiles_for
+from pipeline.settings import check_precision, profiles_for
 from runtime.manifest import manifest_path, manifest_text
 
 log = logging.getLogger("build")
@@ -25,7 +25,7 @@ log = logging.getLogger("build")
 
 def build_plan(onnx_path: str | Path, vocoder: str, precision: str, output: str | Path, *,
                builder: str = "python", backend: str | None = None,
-               settings: dict[str, Any] | None = None) -> Path:
+               settings: dict[str, Any]) -> Path:
     """Build `output` (a .plan) and its manifest (.json beside it) from `onnx_path`.
 
     Both are written to temporary files first. Then the old manifest is deleted, the new plan
@@ -35,9 +35,9 @@ def build_plan(onnx_path: str | Path, vocoder: str, precision: str, output: str 
     `make engines`, whose target is the manifest, rebuilds. An error before the deletion (a build
     that fails, bad input) leaves the old pair as it was and no partial file.
 
-    `backend` overrides [build] backend; `settings` replaces pipeline.toml (tests use small profiles).
+    `backend` overrides [build] backend; `settings` is pipeline.toml's, as the command loaded it (tests
+    pass small profiles).
     """
-    settings = settings if settings is not None else load_settings()
     onnx_type = check_precision(settings, precision)["onnx_type"]
     config = build_config(settings)
     output = Path(output)

@@ -5,7 +5,7 @@ import argparse
 
 from export.checkpoints import load_vocoder
 from export.to_onnx import onnx_from_module
-from pipeline.settings import VOCODERS
+from pipeline.settings import VOCODERS, load_settings
 from runtime.errors import run_main
 
 
@@ -16,8 +16,9 @@ def main(argv=None) -> int:
                         "(default: seeded synthetic weights)")
     parser.add_argument("--output", required=True, help="ONNX file to write")
     args = parser.parse_args(argv)
-    module = load_vocoder(args.vocoder, args.checkpoint)
-    onnx_from_module(module, args.vocoder, args.output)
+    settings = load_settings()
+    module = load_vocoder(args.vocoder, args.checkpoint, settings=settings)
+    onnx_from_module(module, args.vocoder, args.output, settings=settings)
     return 0
 
 

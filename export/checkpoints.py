@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,17 +28,18 @@ V3_WEIGHTS = "bigvgan_generator.pt"
 V3_CONFIG = "config.json"
 
 
-def load_vocoder(vocoder: str, checkpoint: str | Path | None = None, synthetic: str = "default") -> nn.Module:
+def load_vocoder(vocoder: str, checkpoint: str | Path | None = None, synthetic: str = "default", *,
+                 settings: dict[str, Any]) -> nn.Module:
     """The vocoder as an eval-mode float32 module; `module.source` tells where its weights came from.
 
     Without a checkpoint the weights are the seeded synthetic ones (`synthetic` = "default" or
-    "stress"), and every log line and manifest says so.
+    "stress", seeded by `settings`' [export]), and every log line and manifest says so.
     """
     if vocoder not in VOCODERS:
         raise UserError(f"unknown vocoder {vocoder!r}; choose v3 (BigVGAN v2) or v4 (HiFi-GAN)")
     if checkpoint is None:
         module = BigVGAN() if vocoder == "v3" else HiFiGAN()
-        state, seed = synthetic_state_dict(module, vocoder, synthetic)
+        state, seed = synthetic_state_dict(module, vocoder, synthetic, settings["export"])
         module.load_state_dict(state, strict=True)
         module.source = {"checkpoint": f"synthetic-{synthetic}", "sha256": "synthetic", "seed": seed}
         log.info("%s: SYNTHETIC %s weights (seed %d), not a trained vocoder", vocoder, synthetic, seed)

@@ -5,7 +5,8 @@ filter expansions, pad amounts) and carries thousands of Constant/Reshape/Consta
 TensorRT turns each into layers. onnx-graphsurgeon folds them (with ONNX Runtime), drops dead and
 no-op nodes, sorts and infers shapes; the result must match the input in ONNX Runtime. Then the
 precision stage (export/precision.py) writes the typed model TensorRT's strongly typed networks
-take their precision from, with its measured plan beside it.
+take their precision from, with its precision file (`*.precision.json`: what stays float32 and the
+measured errors) beside it.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -25,18 +27,18 @@ from export.float64 import evaluate_float64
 from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
-from pipeline.onnx_metadata import metadata_of, update_metadata
+from pipeline.onnx_metadata import metadata_of, missing_metadata, update_metadata
 from pipeline.onnx_tools import cpu_session, reroute, run_audio
 from pipeline.quality import max_error_over_peak, within_float32_noise
-from pipeline.settings import check_precision, load_settings
+from pipeline.settings import check_precision, load_settings, precision_file_for
 from runtime.errors import reason_of, run_main
 
 log = logging.getLogger("clean")
-METADATA_NEEDED = ("vocoder", "sampling_rate", "hop", "n_mels")
 
 
-def load_model(path: str | Path) -> onnx.ModelProto:
-    """The exported model, checked; a missing, truncated or foreign file is a one-line UserError."""
+def load_model(path: str | Path, names: dict[str, str]) -> onnx.ModelProto:
+    """The exported model, checked against the pipeline's tensor `names` ([tensors]); a missing,
+    truncated or foreign file is a one-line UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX file {path} not found; run `python -m export` first")
@@ -46,13 +48,12 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError, OSError) as error:
         reason = reason_of(error)
         raise UserError(f"{path} is not a valid ONNX model ({reason[:200]}); re-export it with python -m export") from None
-    names = load_settings()["tensors"]
     inputs = [i.name for i in model.graph.input]
     outputs = [o.name for o in model.graph.output]
     if inputs != [names["input"]] or outputs != [names["output"]]:
         raise UserError(f"{path} has inputs {inputs} and outputs {outputs}, expected [{names['input']!r}] and "
                         f"[{names['output']!r}]; pass a vocoder exported by python -m export")
-    missing = [key for key in METADATA_NEEDED if key not in metadata_of(model)]
+    missing = missing_metadata(metadata_of(model))
     if missing:
         raise UserError(f"{path} lacks metadata {', '.join(missing)}; re-export it with python -m export")
     return model
@@ -93,7 +94,8 @@ def _casts_to_own_type(node: gs.Node) -> bool:
     return dtype is not None and onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]) == np.dtype(dtype)
 
 
-def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: int) -> dict[str, float]:
+def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: int,
+                 settings: dict[str, Any]) -> dict[str, float]:
     """The parity oracle of clean: the cleaned graph must compute the exported graph's function.
 
     Within `[clean] parity_rel_tol` of each other in ONNX Runtime, the two float32 graphs agree and
@@ -107,7 +109,6 @@ def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: in
     far as the cleaned graph. (A truth taken from the cleaned graph and judged the other way round
     would pass a cleaning mistake, since the mistake would be in the truth too.)
     """
-    settings = load_settings()
     vocoder = metadata_of(original)["vocoder"]
     mel = sample_mel(vocoder, frames, seed=settings["clean"]["mel_seed"])
     exported_audio, cleaned_audio = (run_audio(cpu_session(model), mel) for model in (original, cleaned))
@@ -136,33 +137,33 @@ def parity_summary(errors: dict[str, float]) -> str:
     return summary
 
 
-def clean(source: str | Path, precision: str, output: str | Path, io_dtype: str = "float32",
+def clean(source: str | Path, precision: str, output: str | Path, *, settings: dict[str, Any], io_dtype: str = "float32",
           verify_frames: list[int] | None = None) -> Path:
-    """Clean `source`, convert it to `precision` by its measured plan, write `output` (and the plan);
+    """Clean `source`, convert it to `precision` by its measured plan, write `output` and its precision file;
     `verify_frames` replaces `[clean] verify_frames` (the tests verify one short length)."""
     from export import precision as precisions
 
-    settings = load_settings()
     check_precision(settings, precision)
     started = time.perf_counter()
-    original = load_model(source)
+    original = load_model(source, settings["tensors"])
     cleaned = clean_graph(original)
-    parity = check_parity(original, cleaned, settings["clean"]["parity_frames"])
+    parity = check_parity(original, cleaned, settings["clean"]["parity_frames"], settings)
     counts = {"exported": op_counts(original), "cleaned": op_counts(cleaned)}
     log.info("cleaned %s: %d -> %d nodes, %s", source, len(original.graph.node), len(cleaned.graph.node),
              parity_summary(parity))
     del original
     output = Path(output)
-    typed, plan = precisions.apply_precision(cleaned, precision, io_dtype, verify_frames)
+    typed, plan = precisions.apply_precision(cleaned, precision, settings, io_dtype, verify_frames)
     plan.update(source=str(source), op_counts=counts)
-    plan_path = precisions.plan_path_for(output)
+    plan_path = precision_file_for(output)
     update_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
-                         "fp16_mac_share": plan["fp16_mac_share"], "precision_plan": plan_path.name,
+                         "fp16_mac_share": plan["fp16_mac_share"], "precision_file": plan_path.name,
                          "clean_parity_rel_error": parity["cleaned_vs_exported"]})
     plan["seconds"] = round(time.perf_counter() - started, 1)
     with atomic_output(output) as tmp_model, atomic_output(plan_path) as tmp_plan:
         onnx.save(typed, str(tmp_model))
         tmp_plan.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+    precisions.legacy_precision_file_for(output).unlink(missing_ok=True)  # its old name (*.plan.json)
     log.info("wrote %s (%d nodes, %.0f%% of MACs in half precision) and %s in %.0f s", output,
              len(typed.graph.node), 100 * plan["fp16_mac_share"], plan_path.name, plan["seconds"])
     return output
@@ -172,12 +173,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.clean", description=__doc__.splitlines()[0])
     parser.add_argument("input", help="ONNX file written by python -m export")
     parser.add_argument("--precision", required=True, help="a precision of pipeline.toml's [precisions]: fp32, fp16")
-    parser.add_argument("--output", required=True, help="cleaned ONNX file to write; the plan goes beside it")
+    parser.add_argument("--output", required=True, help="cleaned ONNX file to write; its precision file goes beside it")
     parser.add_argument("--io-dtype", choices=["float32", "half"], default="float32",
                         help="type of the mel input and audio output (default float32; half keeps them in "
                              "the precision's half type)")
     args = parser.parse_args(argv)
-    clean(args.input, args.precision, args.output, args.io_dtype)
+    clean(args.input, args.precision, args.output, settings=load_settings(), io_dtype=args.io_dtype)
     return 0
 
 

@@ -1,125 +1,168 @@
-"""A cleaned vocoder graph evaluated in float64: the truth the clean stage's parity oracle measures
-float32's own error against.
+"""The float64 truths the parity oracles measure float32's own error against, and the reach is
+measured on: a PyTorch module computing in float64 (`float64_evaluation`, for export) and an
+ONNX graph evaluated in float64 (`evaluate_float64`, for clean, where no module travels with the file).
 
-ONNX Runtime's CPU provider has no float64 Conv or ConvTranspose, so the few op types a cleaned
-vocoder graph holds are evaluated here with torch, node by node, on float64 copies of the weights.
-The weights stay the float32 values the graph stores (folded constants included), so the result is
-the exact value of the function the float32 graph approximates.
+The graph is evaluated by ONNX's own reference evaluator (`onnx.reference`) on a float64 copy of
+it. Its numpy Conv and ConvTranspose would take minutes on a vocoder, so those two run as torch's
+float64 kernels (`new_ops`); every other op is ONNX's reference. The weights stay the float32 values
+the graph stores (folded constants included), widened exactly, so the result is the exact value of
+the function the float32 graph approximates.
 """
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator
 
 import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
+from torch import nn
 
 from pipeline.errors import UserError
 
-PAD_MODES = {"constant": "constant", "edge": "replicate", "reflect": "reflect"}
-
 
 def evaluate_float64(model: onnx.ModelProto, mel: np.ndarray) -> np.ndarray:
-    """The graph's single output for `mel`, every operation computed in float64."""
-    graph = model.graph
-    values = {t.name: _as_tensor(numpy_helper.to_array(t)) for t in graph.initializer}
-    values[graph.input[0].name] = torch.from_numpy(np.asarray(mel, dtype=np.float64))
-    last_use = _last_uses(graph)
-    with torch.no_grad():
-        for index, node in enumerate(graph.node):
-            operation = OPERATIONS.get(node.op_type)
-            if operation is None:
-                raise UserError(f"node {node.name} ({node.op_type}) has no float64 evaluation, so its graph's parity "
-                                f"cannot be judged; report this model")
-            inputs = [values[name] if name else None for name in node.input]
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            values[node.output[0]] = operation(inputs, attrs)
-            for name in node.input:
-                if last_use.get(name) == index:
-                    values.pop(name, None)
-    return values[graph.output[0].name].numpy()
+    """The graph's single output for `mel`, every operation computed in float64.
 
-
-def _as_tensor(array: np.ndarray) -> torch.Tensor:
-    tensor = torch.from_numpy(array.copy())
-    return tensor.double() if tensor.is_floating_point() else tensor
+    The reference evaluator's own `run` keeps every intermediate tensor (about 7 GB for v3 at 64
+    frames), so its nodes are run here in the same order, each tensor freed after its last reader."""
+    widened = in_float64(model)
+    graph = widened.graph
+    try:
+        evaluator = ReferenceEvaluator(widened, new_ops=[Conv, ConvTranspose])
+        values = {**evaluator.rt_inits_, graph.input[0].name: np.asarray(mel, dtype=np.float64)}
+        last_use = _last_uses(graph)
+        with torch.inference_mode():
+            for index, node in enumerate(evaluator.rt_nodes_):
+                values.update(zip(node.output, node.run(*(values[name] if name else None for name in node.input))))
+                for name in node.input:
+                    if last_use.get(name) == index:
+                        values.pop(name, None)
+    except UserError:
+        raise
+    except Exception as error:  # an op or attribute the reference cannot evaluate: one line, not a traceback
+        raise UserError(f"the cleaned graph has no float64 evaluation ({type(error).__name__}: {str(error)[:200]}), "
+                        "so its parity cannot be judged; report this model") from None
+    return values[graph.output[0].name]
 
 
 def _last_uses(graph: onnx.GraphProto) -> dict[str, int]:
-    """Index of the last node reading each computed tensor, so it can be freed after it (v3 is large)."""
+    """Index of the last node reading each computed tensor, so it can be freed after it."""
     keep = {graph.output[0].name} | {t.name for t in graph.initializer}
     return {name: index for index, node in enumerate(graph.node) for name in node.input if name and name not in keep}
 
 
-def _one_dimensional(x: torch.Tensor, attrs: dict, node: str) -> None:
-    if x.dim() != 3 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise UserError(f"{node}: only 1-D convolutions with explicit pads have a float64 evaluation; report this model")
+def in_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose float32 weights, input and output are float64 (exact: float32 widens
+    without rounding); shape annotations of the float32 tensors are dropped with their type."""
+    widened = onnx.ModelProto()
+    widened.CopyFrom(model)
+    graph = widened.graph
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            graph.initializer[index].CopyFrom(numpy_helper.from_array(
+                numpy_helper.to_array(tensor).astype(np.float64), tensor.name))
+    for value in (*graph.input, *graph.output):
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
+    del graph.value_info[:]
+    return widened
 
 
-def _conv(inputs: list, attrs: dict) -> torch.Tensor:
-    x, weight, bias = (inputs + [None])[:3]
-    _one_dimensional(x, attrs, "Conv")
-    begin, end = attrs.get("pads", [0, 0])
-    return F.conv1d(F.pad(x, (begin, end)), weight, bias, stride=attrs.get("strides", [1])[0],
-                    dilation=attrs.get("dilations", [1])[0], groups=attrs.get("group", 1))
+def _one_dimensional(x: np.ndarray, auto_pad, op: str) -> None:
+    if x.ndim != 3 or auto_pad not in (None, b"NOTSET", "NOTSET"):
+        raise UserError(f"{op}: only 1-D convolutions with explicit pads have a float64 evaluation; report this model")
 
 
-def _conv_transpose(inputs: list, attrs: dict) -> torch.Tensor:
-    """ONNX's pads crop the full transposed output on each side; torch's `padding` is symmetric only."""
-    x, weight, bias = (inputs + [None])[:3]
-    _one_dimensional(x, attrs, "ConvTranspose")
-    if "output_shape" in attrs:
-        raise UserError("ConvTranspose with output_shape has no float64 evaluation; report this model")
-    full = F.conv_transpose1d(x, weight, bias, stride=attrs.get("strides", [1])[0],
-                              output_padding=attrs.get("output_padding", [0])[0], groups=attrs.get("group", 1),
-                              dilation=attrs.get("dilations", [1])[0])
-    begin, end = attrs.get("pads", [0, 0])
-    return full[..., begin:full.shape[-1] - end]
+def _tensors(*arrays) -> list:
+    return [None if a is None else torch.from_numpy(np.require(a, np.float64, ["C", "W"])) for a in arrays]
 
 
-def _pad(inputs: list, attrs: dict) -> torch.Tensor:
-    x, pads, value, axes = (inputs + [None, None])[:4]
-    mode = attrs.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    axes = list(range(x.dim())) if axes is None else [int(a) % x.dim() for a in axes]
-    amounts = dict(zip(axes, zip(pads.tolist()[:len(axes)], pads.tolist()[len(axes):])))
-    pairs = [amounts.get(axis, (0, 0)) for axis in reversed(range(x.dim()))]
-    while pairs and pairs[-1] == (0, 0):
-        pairs.pop()  # torch pads only the trailing dimensions in edge and reflect mode
-    flat = [amount for pair in pairs for amount in pair]
-    fill = float(value) if value is not None and mode == "constant" else None
-    return F.pad(x, flat, mode=PAD_MODES[mode], **({"value": fill} if fill is not None else {}))
+class Conv(OpRun):
+    """ONNX Conv on 1-D signals through torch's float64 kernel (ONNX's pads may differ per side)."""
+
+    def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None,
+             strides=None):
+        _one_dimensional(X, auto_pad, "Conv")
+        x, weight, bias = _tensors(X, W, B)
+        begin, end = pads or (0, 0)
+        out = F.conv1d(F.pad(x, (begin, end)), weight, bias, stride=(strides or [1])[0],
+                       dilation=(dilations or [1])[0], groups=group or 1)
+        return (out.numpy(),)
 
 
-def _slice(inputs: list, attrs: dict) -> torch.Tensor:
-    x, starts, ends, axes, steps = (inputs + [None, None])[:5]
-    axes = range(len(starts)) if axes is None else axes.tolist()
-    steps = [1] * len(starts) if steps is None else steps.tolist()
-    index = [slice(None)] * x.dim()
-    for axis, start, end, step in zip(axes, starts.tolist(), ends.tolist(), steps):
-        if step < 1:
-            raise UserError("Slice with a negative step has no float64 evaluation; report this model")
-        index[axis % x.dim()] = slice(start, end, step)
-    return x[tuple(index)]
+class ConvTranspose(OpRun):
+    """ONNX ConvTranspose on 1-D signals through torch's float64 kernel: ONNX's pads crop the full
+    transposed output on each side, where torch's `padding` is symmetric only."""
+
+    def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, output_padding=None,
+             output_shape=None, pads=None, strides=None):
+        _one_dimensional(X, auto_pad, "ConvTranspose")
+        if output_shape:
+            raise UserError("ConvTranspose with output_shape has no float64 evaluation; report this model")
+        x, weight, bias = _tensors(X, W, B)
+        full = F.conv_transpose1d(x, weight, bias, stride=(strides or [1])[0], output_padding=(output_padding or [0])[0],
+                                  groups=group or 1, dilation=(dilations or [1])[0])
+        begin, end = pads or (0, 0)
+        return (full[..., begin:full.shape[-1] - end].numpy(),)
 
 
-def _clip(inputs: list, attrs: dict) -> torch.Tensor:
-    x, low, high = (inputs + [None, None])[:3]
-    return torch.clamp(x, None if low is None else float(low), None if high is None else float(high))
+@contextlib.contextmanager
+def float64_evaluation(module: nn.Module) -> Iterator[None]:
+    """Within the block, `module` computes in float64, fast on the CPU, without autograd: the truth
+    export's parity oracle (export/to_onnx.py) and the reach measurement (export/reach.py) compare against."""
+    with _in_float64(module), _one_filter_convolutions_batched(), torch.inference_mode():
+        yield
 
 
-OPERATIONS = {
-    "Conv": _conv,
-    "ConvTranspose": _conv_transpose,
-    "Pad": _pad,
-    "Slice": _slice,
-    "Clip": _clip,
-    "Add": lambda i, a: i[0] + i[1],
-    "Sub": lambda i, a: i[0] - i[1],
-    "Mul": lambda i, a: i[0] * i[1],
-    "Div": lambda i, a: i[0] / i[1],
-    "Sin": lambda i, a: torch.sin(i[0]),
-    "Tanh": lambda i, a: torch.tanh(i[0]),
-    "LeakyRelu": lambda i, a: F.leaky_relu(i[0], a.get("alpha", 0.01)),
-    "Identity": lambda i, a: i[0],
-}
+@contextlib.contextmanager
+def _in_float64(module: nn.Module) -> Iterator[None]:
+    """The module in float64 for the block, back in its own dtype afterwards (float32 round-trips
+    exactly through float64, so the export that follows sees the same weights)."""
+    dtype = next(module.parameters()).dtype
+    module.double()
+    try:
+        yield
+    finally:
+        module.to(dtype)
+
+
+@contextlib.contextmanager
+def _one_filter_convolutions_batched() -> Iterator[None]:
+    """Within the block, a depthwise convolution whose weight is one filter expanded over every
+    channel (BigVGAN's anti-aliasing) runs as a one-channel convolution over batch x channels: the
+    same products and sums, but PyTorch's float64 CPU path otherwise loops over the channels one
+    call at a time (measured 10x slower for v3). Every other convolution is passed through."""
+    conv, transposed = F.conv1d, F.conv_transpose1d
+
+    def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        if not _one_filter(x, weight, bias, groups):
+            return conv(x, weight, bias, stride, padding, dilation, groups)
+        return _per_channel(lambda flat: conv(flat, weight[:1], None, stride, padding, dilation), x)
+
+    def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+        if not _one_filter(x, weight, bias, groups):
+            return transposed(x, weight, bias, stride, padding, output_padding, groups, dilation)
+        return _per_channel(lambda flat: transposed(flat, weight[:1], None, stride, padding, output_padding, 1, dilation), x)
+
+    F.conv1d, F.conv_transpose1d = conv1d, conv_transpose1d
+    try:
+        yield
+    finally:
+        F.conv1d, F.conv_transpose1d = conv, transposed
+
+
+def _one_filter(x: torch.Tensor, weight: torch.Tensor, bias, groups: int) -> bool:
+    """A depthwise convolution whose channels all use the same filter."""
+    return (bias is None and groups > 1 and groups == x.shape[1] == weight.shape[0]
+            and torch.equal(weight, weight[:1].expand_as(weight)))
+
+
+def _per_channel(convolve, x: torch.Tensor) -> torch.Tensor:
+    batch, channels, length = x.shape
+    out = convolve(x.reshape(batch * channels, 1, length))
+    return out.reshape(batch, channels, out.shape[-1])

@@ -21,9 +21,11 @@ file); the tests also compare against PyTorch.
 """
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -35,17 +37,29 @@ from pipeline.errors import UserError
 from pipeline.onnx_metadata import metadata_of
 from pipeline.onnx_tools import cpu_session, reroute, run_audio
 from pipeline.quality import audio_errors, bar_for, meets_bar, rounded, worst
-from pipeline.settings import check_precision, load_settings
+from pipeline.settings import check_precision, precision_file_for
 
 log = logging.getLogger("clean")
 DENSE_OPS = ("Conv", "ConvTranspose")
 HALF_ROUNDOFF = 2.0 ** -11  # float16's unit roundoff: the least relative error a half tensor has
 
 
-def plan_path_for(model_path: str | Path) -> Path:
-    """engines/onnx/v3.fp16.onnx -> engines/onnx/v3.fp16.plan.json"""
+def legacy_precision_file_for(model_path: str | Path) -> Path:
+    """The name the precision file had before it was renamed (engines/onnx/v3.fp16.plan.json)."""
     model_path = Path(model_path)
     return model_path.with_name(model_path.name.removesuffix(".onnx") + ".plan.json")
+
+
+def read_precision_file(model_path: str | Path) -> dict | None:
+    """The precision record of a cleaned model, None when there is none. One written under the old
+    name is read with a warning; the next `make engines` re-cleans (the clean stage's code changed)
+    and writes it under the new name."""
+    path = precision_file_for(model_path)
+    if not path.is_file() and legacy_precision_file_for(model_path).is_file():
+        path = legacy_precision_file_for(model_path)
+        log.warning("%s has the precision file's old name; run make engines to rewrite it as %s", path,
+                    precision_file_for(model_path).name)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 # --- mechanics ---------------------------------------------------------------------------------
@@ -121,10 +135,11 @@ def errors_by_frames(session, references: dict[int, tuple[np.ndarray, np.ndarray
             for frames, (mel, expected) in references.items()}
 
 
-def references_for(model32: onnx.ModelProto, vocoder: str, frames: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Sample mels and the float32 model's audio for them: what every candidate is measured against."""
+def references_for(model32: onnx.ModelProto, vocoder: str, frames: list[int],
+                   seed: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Sample mels (`seed`: [clean] mel_seed) and the float32 model's audio for them: what every
+    candidate is measured against."""
     session = cpu_session(model32)
-    seed = load_settings()["clean"]["mel_seed"]
     mels = {f: sample_mel(vocoder, f, seed=seed) for f in frames}
     return {f: (mel, run_audio(session, mel)) for f, mel in mels.items()}
 
@@ -267,11 +282,12 @@ def float32_set(units: list[dict], count: int) -> set[str]:
 
 
 class Planner:
-    """Finds, for one model and checkpoint, the shortest prefix of the candidate order that keeps the bar."""
+    """Finds, for one model and checkpoint, the shortest prefix of the candidate order that keeps the bar;
+    `config` is pipeline.toml's [clean] table."""
 
-    def __init__(self, model32: onnx.ModelProto, bar: dict, io_dtype: str, verify_frames: list[int] | None = None):
-        self.model32, self.bar, self.io_dtype = model32, bar, io_dtype
-        self.config = load_settings()["clean"]
+    def __init__(self, model32: onnx.ModelProto, bar: dict, io_dtype: str, config: dict[str, Any],
+                 verify_frames: list[int] | None = None):
+        self.model32, self.bar, self.io_dtype, self.config = model32, bar, io_dtype, config
         self.vocoder = metadata_of(model32)["vocoder"]
         self.verify_frames = verify_frames or self.config["verify_frames"][self.vocoder]
         self.trials: list[dict] = []
@@ -281,7 +297,7 @@ class Planner:
         return typed, errors_by_frames(cpu_session(typed), references)
 
     def plan(self) -> tuple[onnx.ModelProto, dict]:
-        plan_refs = references_for(self.model32, self.vocoder, self.config["plan_frames"])
+        plan_refs = references_for(self.model32, self.vocoder, self.config["plan_frames"], self.config["mel_seed"])
         plain, plain_errors = self.measure(set(), plan_refs)
         margin = self.config["plan_margin_db"]
         order: list[dict] = []
@@ -324,7 +340,7 @@ class Planner:
         """The plan (`typed`, the first `count` of `order` in float32) measured at every verification
         length and widened along the candidate order until it holds there; at worst that is the whole
         order, the float32 model, so it always ends."""
-        references = references_for(self.model32, self.vocoder, self.verify_frames)
+        references = references_for(self.model32, self.vocoder, self.verify_frames, self.config["mel_seed"])
         verified = errors_by_frames(cpu_session(typed), references)
         while not meets_bar(worst(list(verified.values())), self.bar) and (not order or count < len(order)):
             if not order:  # all-half passed the short mels only: the order is needed after all
@@ -365,16 +381,16 @@ class Planner:
         }
 
 
-def apply_precision(model: onnx.ModelProto, precision: str, io_dtype: str = "float32",
+def apply_precision(model: onnx.ModelProto, precision: str, settings: dict[str, Any], io_dtype: str = "float32",
                     verify_frames: list[int] | None = None) -> tuple[onnx.ModelProto, dict]:
     """The typed model for `precision` and its plan (what stays float32, measured errors, half MAC share);
     `verify_frames` replaces `[clean] verify_frames` (the tests verify one short length)."""
-    spec = check_precision(load_settings(), precision)
+    spec = check_precision(settings, precision)
     metadata = metadata_of(model)
     header = {"format": 1, "vocoder": metadata["vocoder"], "checkpoint": metadata.get("checkpoint"),
               "precision": precision, "onnx_type": spec["onnx_type"], "io_dtype": io_dtype}
     if spec["onnx_type"] == "float32":
         return model, {**header, "float32_nodes": "all", "fp16_mac_share": 0.0}
-    bar = bar_for(load_settings(), precision)
-    typed, plan = Planner(model, bar, io_dtype, verify_frames).plan()
+    bar = bar_for(settings, precision)
+    typed, plan = Planner(model, bar, io_dtype, settings["clean"], verify_frames).plan()
     return typed, {**header, **plan}

@@ -15,17 +15,14 @@ for the reach, the mel cut on either side for the error a missing context or loo
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-from typing import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from export.float64 import float64_evaluation
 from export.mels import sample_mel
-from pipeline.settings import load_settings
 from runtime.streaming import ARCHITECTURE_REACH
 
 log = logging.getLogger("export")
@@ -34,9 +31,9 @@ POKE = 1.0          # added to every band of one frame: a change of e (2.7x) in 
 GUESS_MARGIN = 2    # frames beyond the architecture's known reach in the first, shortest mel
 
 
-def stream_metadata(module: nn.Module, vocoder: str) -> dict:
-    """The metadata entries above, measured on `module` (left in its own dtype afterwards)."""
-    bar = load_settings()["stream"]["snr_min_db"]
+def stream_metadata(module: nn.Module, vocoder: str, bar: float) -> dict:
+    """The metadata entries above, measured on `module` (left in its own dtype afterwards); `bar`
+    is `[stream] snr_min_db`."""
     with float64_evaluation(module):
         mel, audio, (left, right) = _measure_reach(module, vocoder, max(ARCHITECTURE_REACH[vocoder]) + GUESS_MARGIN)
         context_errors = _errors_after_cut(module, mel, audio, keep=right, side="context")
@@ -103,60 +100,3 @@ def _worst_from_each_distance(errors: np.ndarray) -> np.ndarray:
 def _frames_of(audio: torch.Tensor, hop: int) -> list[np.ndarray]:
     """(batch, 1, frames * hop) audio as one (frames, hop) float64 array per batch item."""
     return [item.reshape(-1, hop).numpy() for item in audio.double()]
-
-
-@contextlib.contextmanager
-def float64_evaluation(module: nn.Module) -> Iterator[None]:
-    """Within the block, `module` computes in float64, fast on the CPU, without autograd; the
-    truth export's parity oracle (export/to_onnx.py) and the reach measurement compare against."""
-    with _in_float64(module), _one_filter_convolutions_batched(), torch.inference_mode():
-        yield
-
-
-@contextlib.contextmanager
-def _in_float64(module: nn.Module) -> Iterator[None]:
-    """The module in float64 for the block, back in its own dtype afterwards (float32 round-trips
-    exactly through float64, so the export that follows sees the same weights)."""
-    dtype = next(module.parameters()).dtype
-    module.double()
-    try:
-        yield
-    finally:
-        module.to(dtype)
-
-
-@contextlib.contextmanager
-def _one_filter_convolutions_batched() -> Iterator[None]:
-    """Within the block, a depthwise convolution whose weight is one filter expanded over every
-    channel (BigVGAN's anti-aliasing) runs as a one-channel convolution over batch x channels: the
-    same products and sums, but PyTorch's float64 CPU path otherwise loops over the channels one
-    call at a time (measured 10x slower for v3). Every other convolution is passed through."""
-    conv, transposed = F.conv1d, F.conv_transpose1d
-
-    def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        if not _one_filter(x, weight, bias, groups):
-            return conv(x, weight, bias, stride, padding, dilation, groups)
-        return _per_channel(lambda flat: conv(flat, weight[:1], None, stride, padding, dilation), x)
-
-    def conv_transpose1d(x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-        if not _one_filter(x, weight, bias, groups):
-            return transposed(x, weight, bias, stride, padding, output_padding, groups, dilation)
-        return _per_channel(lambda flat: transposed(flat, weight[:1], None, stride, padding, output_padding, 1, dilation), x)
-
-    F.conv1d, F.conv_transpose1d = conv1d, conv_transpose1d
-    try:
-        yield
-    finally:
-        F.conv1d, F.conv_transpose1d = conv, transposed
-
-
-def _one_filter(x: torch.Tensor, weight: torch.Tensor, bias, groups: int) -> bool:
-    """A depthwise convolution whose channels all use the same filter."""
-    return (bias is None and groups > 1 and groups == x.shape[1] == weight.shape[0]
-            and torch.equal(weight, weight[:1].expand_as(weight)))
-
-
-def _per_channel(convolve, x: torch.Tensor) -> torch.Tensor:
-    batch, channels, length = x.shape
-    out = convolve(x.reshape(batch * channels, 1, length))
-    return out.reshape(batch, channels, out.shape[-1])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,11 +37,13 @@ CALIBRATION_PEAK = 0.5
 CALIBRATION_MEL = {"frames": 48, "seed": 7}  # part of the weights' definition: changing it changes them
 
 
-def synthetic_state_dict(module: nn.Module, vocoder: str, kind: str) -> tuple[dict[str, torch.Tensor], int]:
-    """A state dict for `module` drawn from the configured seed, with the output peak calibrated."""
+def synthetic_state_dict(module: nn.Module, vocoder: str, kind: str,
+                         config: dict[str, Any]) -> tuple[dict[str, torch.Tensor], int]:
+    """A state dict for `module` drawn from the seed `config` ([export]) sets for `kind`, with the
+    output peak calibrated."""
     spec = SYNTHETIC_KINDS[kind]
     first_gain, gain, snake_spread = spec[vocoder] if isinstance(spec, dict) else spec
-    seed = load_settings()["export"]["synthetic_seed" if kind == "default" else "stress_seed"]
+    seed = config["synthetic_seed" if kind == "default" else "stress_seed"]
     generator = torch.Generator().manual_seed(seed + (0 if vocoder == "v3" else 1))
     with torch.no_grad():
         for name, param in module.named_parameters():
@@ -97,12 +100,12 @@ def activation_peak(module: nn.Module, vocoder: str) -> tuple[float, str]:
     return peaks[layer], layer
 
 
-def write_checkpoint(kind: str, vocoder: str, output: str | Path) -> dict:
+def write_checkpoint(kind: str, vocoder: str, output: str | Path, settings: dict[str, Any]) -> dict:
     """Synthetic weights of `kind` saved as upstream publishes them: the checkpoint's path, and the
     activation peak (with its layer) the weights reach on the calibration mel."""
     from export.checkpoints import load_vocoder, save_v3_checkpoint, save_v4_checkpoint  # they import this module
 
-    module = load_vocoder(vocoder, synthetic=kind)
+    module = load_vocoder(vocoder, synthetic=kind, settings=settings)
     peak, layer = activation_peak(module, vocoder)
     path = Path(save_v3_checkpoint(output, module).parent if vocoder == "v3" else save_v4_checkpoint(output, module))
     log.info("%s: wrote the %s checkpoint to %s (upstream layout); activation peak %.0f (%s) on the calibration mel",
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     parser.add_argument("--vocoder", required=True, choices=VOCODERS)
     parser.add_argument("--output", required=True, help="v3: the BigVGAN v2 folder to write; v4: the vocoder.pth file")
     args = parser.parse_args(argv)
-    write_checkpoint(args.kind, args.vocoder, args.output)
+    write_checkpoint(args.kind, args.vocoder, args.output, load_settings())
     return 0
 
 

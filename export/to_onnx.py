@@ -11,29 +11,30 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 from torch import nn
 
+from export.float64 import float64_evaluation
 from export.mels import sample_mel
-from export.reach import float64_evaluation, stream_metadata
+from export.reach import stream_metadata
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import update_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak, within_float32_noise
-from pipeline.settings import load_settings
 
 log = logging.getLogger("export")
 
 
-def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path, measure_stream: bool = True) -> Path:
+def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path, *, settings: dict[str, Any],
+                     measure_stream: bool = True) -> Path:
     """Export `module` to `output`, carrying the pipeline's metadata; the file appears only once
     ONNX Runtime has passed the parity oracle at each of `[export] verify_cases`. `measure_stream`
     adds the reach and stream setting (export/reach.py); only models that never stream skip it."""
-    settings = load_settings()
     names = settings["tensors"]
     example = torch.from_numpy(sample_mel(vocoder, frames=32))
     output = Path(output)
@@ -57,10 +58,10 @@ def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path, measur
             "checkpoint": module.source["checkpoint"],
             "checkpoint_sha256": module.source["sha256"],
             "torch_version": torch.__version__,
-            **(stream_metadata(module, vocoder) if measure_stream else {}),
+            **(stream_metadata(module, vocoder, settings["stream"]["snr_min_db"]) if measure_stream else {}),
         })
         onnx.save(model, str(tmp))
-        verify_export(module, vocoder, tmp)
+        verify_export(module, vocoder, tmp, settings)
     log.info("%s: wrote %s (%d nodes)%s", vocoder, output, len(model.graph.node),
              " from SYNTHETIC weights" if module.source["sha256"] == "synthetic" else "")
     return output
@@ -73,7 +74,8 @@ def pytorch_audio(module: nn.Module, mel: np.ndarray) -> np.ndarray:
         return module(torch.from_numpy(mel).to(dtype)).numpy()
 
 
-def verify_export(module: nn.Module, vocoder: str, onnx_path: str | Path) -> dict[str, dict[str, float]]:
+def verify_export(module: nn.Module, vocoder: str, onnx_path: str | Path,
+                  settings: dict[str, Any]) -> dict[str, dict[str, float]]:
     """The parity oracle of export: ONNX Runtime and PyTorch float32 both against float64 PyTorch.
 
     A float32 vocoder is only as exact as float32 lets it be: on checkpoints with large gains
@@ -84,7 +86,7 @@ def verify_export(module: nn.Module, vocoder: str, onnx_path: str | Path) -> dic
     when ONNX Runtime is beyond `parity_rel_tol` AND more than `parity_noise_margin` times as far
     from the truth as PyTorch float32 is: then the graph, not float32, is what differs.
     """
-    config = load_settings()["export"]
+    config = settings["export"]
     session = cpu_session(Path(onnx_path))
     mels = {(batch, frames): sample_mel(vocoder, frames, batch=batch, seed=config["mel_seed"])
             for batch, frames in config["verify_cases"]}

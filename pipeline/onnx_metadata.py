@@ -1,6 +1,6 @@
 """The pipeline facts an ONNX model carries in its metadata_props: written by export (vocoder,
 sample rate, hop, mel bands, where the weights came from), extended by clean (precision, fp16
-share, plan file), read by build, validate and serving. Values are stored as JSON text."""
+share, precision file), read by build, validate and serving. Values are stored as JSON text."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,13 @@ from google.protobuf.message import DecodeError
 from pipeline.errors import UserError
 from runtime.errors import reason_of
 
+# what every model of the pipeline carries from export on; clean, build and validate refuse a model without
 REQUIRED = ("vocoder", "sampling_rate", "hop", "n_mels", "checkpoint", "checkpoint_sha256")
+
+
+def missing_metadata(metadata: dict[str, Any]) -> list[str]:
+    """The REQUIRED keys `metadata` lacks, in order (empty: the model came from python -m export)."""
+    return [key for key in REQUIRED if key not in metadata]
 
 
 def metadata_of(model: onnx.ModelProto) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The two ONNX mechanics several stages share: a CPU ONNX Runtime session that turns a mel into
+"""The two ONNX mechanics several stages share: an ONNX Runtime session that turns a mel into
 audio, and rewiring a graphsurgeon graph so one tensor's consumers read another."""
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ import numpy as np
 
 def cpu_session(model):
     """An ONNX Runtime CPU session for a ModelProto, serialized bytes or a path."""
+    return onnx_session(model, ["CPUExecutionProvider"])
+
+
+def onnx_session(model, providers: list):
+    """An ONNX Runtime session on `providers` (names or (name, options) pairs) for a ModelProto,
+    serialized bytes or a path."""
     import onnx
     import onnxruntime as ort
 
@@ -16,7 +22,7 @@ def cpu_session(model):
         model = model.SerializeToString()
     elif isinstance(model, Path):
         model = str(model)
-    return ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, providers=providers)
 
 
 def run_audio(session, mel: np.ndarray) -> np.ndarray:

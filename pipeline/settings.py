@@ -109,6 +109,13 @@ def check_precision(settings: dict[str, Any], precision: str) -> dict[str, Any]:
     return known[precision]
 
 
+def precision_file_for(model_path: str | Path) -> Path:
+    """engines/onnx/v3.fp16.onnx -> engines/onnx/v3.fp16.precision.json: the precision planner's
+    record (float32 regions, measured errors, fp16 MAC share), beside the model it describes."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name.removesuffix(".onnx") + ".precision.json")
+
+
 def output_paths(settings: dict[str, Any], vocoder: str, precision: str) -> dict[str, Path]:
     """Where each stage writes for one vocoder and precision, relative to the repository root."""
     onnx_dir = REPO_ROOT / settings["paths"]["onnx"]
@@ -116,7 +123,7 @@ def output_paths(settings: dict[str, Any], vocoder: str, precision: str) -> dict
     return {
         "onnx": onnx_dir / f"{vocoder}.onnx",
         "cleaned": onnx_dir / f"{vocoder}.{precision}.onnx",
-        "precision_plan": onnx_dir / f"{vocoder}.{precision}.plan.json",
+        "precision_file": precision_file_for(onnx_dir / f"{vocoder}.{precision}.onnx"),
         "plan": engines / f"{vocoder}.{precision}.plan",
         "manifest": engines / f"{vocoder}.{precision}.json",
     }

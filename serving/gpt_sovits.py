@@ -179,7 +179,8 @@ def build_engine_chain(request: EngineRequest, checkpoint: Path, settings: dict[
 
     paths = output_paths(settings, request.vocoder, request.precision)
     stages = (
-        ("export", lambda: onnx_from_module(load_vocoder(request.vocoder, checkpoint), request.vocoder, paths["onnx"])),
+        ("export", lambda: onnx_from_module(load_vocoder(request.vocoder, checkpoint, settings=settings), request.vocoder,
+                                            paths["onnx"], settings=settings)),
         ("clean", lambda: _run_stage("export.clean", paths["onnx"], "--precision", request.precision,
                                      "--output", paths["cleaned"])),
         ("build", lambda: build_plan(paths["cleaned"], request.vocoder, request.precision, paths["plan"],

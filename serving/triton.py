@@ -134,7 +134,7 @@ def write_repository(engines: Path, repository: Path, serving: dict[str, Any], f
         refuse_rtx(manifests)
     configs = [triton_config(manifest, serving) for _, manifest in manifests]
     folders = []
-    for (plan, manifest), config in zip(manifests, configs):
+    for (plan, manifest), config in zip(manifests, configs, strict=True):
         folder = write_model(plan, config, repository)
         folders.append(folder)
         if manifest["backend"] == "tensorrt_rtx":

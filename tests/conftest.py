@@ -10,27 +10,29 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from pipeline.settings import load_settings  # noqa: E402  (importable once the repository is on the path)
+
 
 @pytest.fixture(scope="session")
 def vocoder_v4():
     from export.checkpoints import load_vocoder
-    return load_vocoder("v4")
+    return load_vocoder("v4", settings=load_settings())
 
 
 @pytest.fixture(scope="session")
 def vocoder_v3():
     from export.checkpoints import load_vocoder
-    return load_vocoder("v3")
+    return load_vocoder("v3", settings=load_settings())
 
 
 @pytest.fixture(scope="session")
 def onnx_v4(tmp_path_factory, vocoder_v4) -> Path:
     """The synthetic-default v4 vocoder exported to ONNX (verified against PyTorch on export)."""
     from export.to_onnx import onnx_from_module
-    return onnx_from_module(vocoder_v4, "v4", tmp_path_factory.mktemp("onnx") / "v4.onnx")
+    return onnx_from_module(vocoder_v4, "v4", tmp_path_factory.mktemp("onnx") / "v4.onnx", settings=load_settings())
 
 
 @pytest.fixture(scope="session")
 def onnx_v3(tmp_path_factory, vocoder_v3) -> Path:
     from export.to_onnx import onnx_from_module
-    return onnx_from_module(vocoder_v3, "v3", tmp_path_factory.mktemp("onnx") / "v3.onnx")
+    return onnx_from_module(vocoder_v3, "v3", tmp_path_factory.mktemp("onnx") / "v3.onnx", settings=load_settings())

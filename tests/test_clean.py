@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ import export.clean
 from export.clean import check_parity, clean, clean_graph, load_model, op_counts
 from export.float64 import evaluate_float64
 from export.mels import sample_mel
+from export.precision import read_precision_file
 from export.to_onnx import pytorch_audio
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import read_metadata
@@ -23,6 +25,7 @@ from pipeline.settings import VOCODERS, load_settings
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 NODE_LIMITS = {"v3": 1500, "v4": 260}
+NAMES = load_settings()["tensors"]
 FOLDABLE_OPS = {"Constant", "ConstantOfShape", "Identity", "Reshape", "Expand", "Exp", "Reciprocal", "Where", "Equal"}
 
 
@@ -33,14 +36,14 @@ def cleaned_graph(request):
 
     def of(vocoder: str) -> onnx.ModelProto:
         if vocoder not in made:
-            made[vocoder] = clean_graph(load_model(request.getfixturevalue(f"onnx_{vocoder}")))
+            made[vocoder] = clean_graph(load_model(request.getfixturevalue(f"onnx_{vocoder}"), NAMES))
         return made[vocoder]
     return of
 
 
 @pytest.mark.parametrize("vocoder", VOCODERS)
 def test_cleanup_keeps_outputs_and_shrinks_the_graph(vocoder, request, cleaned_graph):
-    exported = load_model(request.getfixturevalue(f"onnx_{vocoder}"))
+    exported = load_model(request.getfixturevalue(f"onnx_{vocoder}"), NAMES)
     cleaned = cleaned_graph(vocoder)
     counts = op_counts(cleaned)
     assert len(cleaned.graph.node) <= NODE_LIMITS[vocoder], counts
@@ -65,14 +68,28 @@ def test_cleaned_pads_are_constant_edge_pads(cleaned_graph):
 
 
 def test_fp32_output_keeps_metadata_and_types(onnx_v4, tmp_path):
-    output = clean(onnx_v4, "fp32", tmp_path / "v4.fp32.onnx")
+    legacy = tmp_path / "v4.fp32.plan.json"  # the precision file's name before the rename
+    legacy.write_text('{"fp16_mac_share": 0.0}', encoding="utf-8")
+    output = clean(onnx_v4, "fp32", tmp_path / "v4.fp32.onnx", settings=load_settings())
+    assert not legacy.exists()
     metadata = read_metadata(output)
     original = read_metadata(onnx_v4)
     assert {k: metadata[k] for k in original} == original
-    assert metadata["precision"] == "fp32" and metadata["precision_plan"] == "v4.fp32.plan.json"
-    assert (tmp_path / "v4.fp32.plan.json").is_file()
+    assert metadata["precision"] == "fp32" and metadata["precision_file"] == "v4.fp32.precision.json"
+    assert (tmp_path / "v4.fp32.precision.json").is_file()
     model = onnx.load(str(output))
     assert {t.data_type for t in model.graph.initializer} == {onnx.TensorProto.FLOAT}
+
+
+def test_a_precision_file_under_its_old_name_is_read_with_a_warning(tmp_path, caplog):
+    model = tmp_path / "v4.fp16.onnx"
+    assert read_precision_file(model) is None
+    (tmp_path / "v4.fp16.plan.json").write_text('{"fp16_mac_share": 0.9}', encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="clean"):
+        assert read_precision_file(model) == {"fp16_mac_share": 0.9}
+    assert "old name" in caplog.text and "v4.fp16.precision.json" in caplog.text
+    (tmp_path / "v4.fp16.precision.json").write_text('{"fp16_mac_share": 0.5}', encoding="utf-8")
+    assert read_precision_file(model) == {"fp16_mac_share": 0.5}
 
 
 def _run_clean_cli(*args):
@@ -147,22 +164,21 @@ def with_divisions_as_products(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def test_planted_wrong_weight_in_the_cleaned_graph_is_refused(onnx_v4, cleaned_graph):
-    exported = load_model(onnx_v4)
+    exported = load_model(onnx_v4, NAMES)
     planted = with_weight_scaled(cleaned_graph("v4"), "ConvTranspose", 1.01)
     with pytest.raises(UserError) as refused:
-        check_parity(exported, planted, 64)
+        check_parity(exported, planted, 64, load_settings())
     message = str(refused.value)
     assert "\n" not in message and "from the float64 evaluation" in message and "report this model" in message
 
 
-def test_a_reordered_graph_passes_on_float32_noise_alone(onnx_v4, cleaned_graph, monkeypatch):
+def test_a_reordered_graph_passes_on_float32_noise_alone(onnx_v4, cleaned_graph):
     """With the absolute tolerance at zero only the oracle can pass it: rounding in another order
     leaves the exported graph as close to the float64 truth as the cleaned one (no more than the
     margin apart), while the planted weight above does not."""
     settings = copy.deepcopy(load_settings())
     settings["clean"]["parity_rel_tol"] = 0.0
-    monkeypatch.setattr(export.clean, "load_settings", lambda: settings)
-    exported = load_model(onnx_v4)
-    errors = check_parity(exported, with_divisions_as_products(cleaned_graph("v4")), 64)
+    exported = load_model(onnx_v4, NAMES)
+    errors = check_parity(exported, with_divisions_as_products(cleaned_graph("v4")), 64, settings)
     print(f"\nreordered v4 graph: {export.clean.parity_summary(errors)}")
     assert errors["cleaned_vs_exported"] > 0.0 and "cleaned_vs_float64" in errors, errors

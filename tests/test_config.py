@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ast
 import copy
+import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import tomllib
 
 from build.config import build_config
 from pipeline.errors import UserError

@@ -12,53 +12,14 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from pipeline.closure import PACKAGES, in_process_files
 from pipeline.settings import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
-IN_PROCESS_ROOTS = [REPO / "serving" / "gpt_sovits.py", *sorted((REPO / "runtime").glob("*.py"))]
-PROJECT_PACKAGES = ("runtime", "pipeline", "export", "build", "serving", "validate")
-SOURCES = sorted(p for folder in (*PROJECT_PACKAGES, "tests") for p in (REPO / folder).rglob("*.py"))
+SOURCES = sorted(p for folder in (*PACKAGES, "tests") for p in (REPO / folder).rglob("*.py"))
 
 
 # --- Python 3.9 -------------------------------------------------------------------------------------
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Project modules a file imports anywhere (module level or inside functions)."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-    return {name for name in names if name.split(".")[0] in PROJECT_PACKAGES}
-
-
-def module_file(name: str) -> Path | None:
-    path = REPO.joinpath(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def in_process_files() -> list[Path]:
-    """runtime/, serving/gpt_sovits.py and everything they import, followed to the end."""
-    seen, todo = set(), list(IN_PROCESS_ROOTS)
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for name in imported_modules(path):
-            found = module_file(name)
-            if found is not None:
-                todo.append(found)
-                package_init = found.parent / "__init__.py"
-                if package_init.is_file():
-                    todo.append(package_init)
-    return sorted(seen)
 
 
 def test_in_process_part_needs_nothing_newer_than_python_3_9():
@@ -69,6 +30,17 @@ def test_in_process_part_needs_nothing_newer_than_python_3_9():
                              *map(str, files)], capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stdout + result.stderr
     print(f"vermin: {len(files)} in-process files need Python 3.9 at most")
+
+
+def test_ruff_lints_exactly_the_in_process_part_as_python_3_9():
+    """pyproject.toml's per-file py39 target is the computed closure (tests' doubles aside), and the
+    rest is linted as the offline part's 3.11, so the list is what makes the difference."""
+    ruff = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["ruff"]
+    targets = ruff["per-file-target-version"]
+    assert set(targets.values()) == {"py39"} and ruff["target-version"] == "py311"
+    listed = sorted(name for name in targets if not name.startswith("tests/"))
+    assert listed == [path.relative_to(REPO).as_posix() for path in in_process_files()], \
+        "run `python3 -m pipeline.closure --ruff` and put its lines in pyproject.toml"
 
 
 def test_drop_in_runs_its_tests_without_tomllib(tmp_path):

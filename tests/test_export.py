@@ -118,7 +118,7 @@ def test_v3_folder_checkpoint_loads_strictly_and_gives_the_same_audio(tmp_path, 
     assert set(payload) == {"generator"}
     assert any(k.endswith("weight_g") for k in payload["generator"]) == weight_norm
     for path in (tmp_path / "bigvgan", tmp_path / "bigvgan" / "bigvgan_generator.pt"):
-        loaded = load_vocoder("v3", path)
+        loaded = load_vocoder("v3", path, settings=load_settings())
         mel = torch.from_numpy(sample_mel("v3", 16, seed=3))
         with torch.no_grad():
             assert torch.allclose(loaded(mel), original(mel), atol=1e-5)
@@ -128,14 +128,14 @@ def test_v3_folder_checkpoint_loads_strictly_and_gives_the_same_audio(tmp_path, 
 def test_v3_hyper_parameters_come_from_config_json(tmp_path):
     """Other BigVGAN v2 variants (here 22 kHz, 80 bands) export from their own config.json."""
     save_v3_checkpoint(tmp_path / "v22", small_bigvgan(num_mels=80, sampling_rate=22050))
-    loaded = load_vocoder("v3", tmp_path / "v22")
+    loaded = load_vocoder("v3", tmp_path / "v22", settings=load_settings())
     assert (loaded.num_mels, loaded.sampling_rate, loaded.hop) == (80, 22050, 256)
     assert loaded.conv_pre.out_channels == 128
 
 
 def test_v4_state_dict_checkpoint_loads_strictly(tmp_path, vocoder_v4):
     path = save_v4_checkpoint(tmp_path / "vocoder.pth", vocoder_v4)
-    loaded = load_vocoder("v4", path)
+    loaded = load_vocoder("v4", path, settings=load_settings())
     mel = torch.from_numpy(sample_mel("v4", 16))
     with torch.no_grad():
         assert torch.equal(loaded(mel), vocoder_v4(mel))
@@ -179,7 +179,7 @@ def test_v3_onnx_matches_pytorch_at_every_length(vocoder_v3, onnx_v3):
 def test_oracle_measures_both_sides_against_float64(vocoder_v4, onnx_v4):
     """On the default weights both float32 evaluations sit inside the bar, each measured from float64."""
     config = load_settings()["export"]
-    errors = verify_export(vocoder_v4, "v4", onnx_v4)
+    errors = verify_export(vocoder_v4, "v4", onnx_v4, load_settings())
     assert {f"{b}x{f}" for b, f in config["verify_cases"]} == set(errors)
     for error in errors.values():
         assert 0.0 < error["onnx_runtime"] <= config["parity_rel_tol"], error
@@ -194,7 +194,7 @@ def test_planted_wrong_weight_is_refused_in_one_line(vocoder_v4, onnx_v4):
     with torch.no_grad():
         planted.resblocks[4].convs1[1].weight *= 1.01
     with pytest.raises(UserError) as refused:
-        verify_export(planted, "v4", onnx_v4)
+        verify_export(planted, "v4", onnx_v4, load_settings())
     message = str(refused.value)
     print(f"\nplanted weight: error: {message}")
     assert "\n" not in message and "from float64 PyTorch" in message and "report this export" in message
@@ -204,7 +204,7 @@ def test_a_graph_of_another_shape_is_a_user_error_not_an_assertion(onnx_v4):
     """The module's output length differs from the graph's (another hop): one line, no AssertionError."""
     other = HiFiGAN(HiFiGANConfig(upsample_rates=(10, 6, 2, 2, 4), upsample_kernel_sizes=(20, 12, 4, 4, 8))).eval()
     with pytest.raises(UserError, match="ONNX output shape .* differs from PyTorch's"):
-        verify_export(other, "v4", onnx_v4)
+        verify_export(other, "v4", onnx_v4, load_settings())
 
 
 def test_onnx_has_fixed_names_dynamic_axes_and_pipeline_metadata(onnx_v3, onnx_v4):
@@ -286,7 +286,7 @@ def test_strict_loading_reports_wrong_shapes(tmp_path):
     bad["conv_pre.weight"] = torch.zeros(512, 80, 7)
     torch.save(bad, tmp_path / "vocoder.pth")
     with pytest.raises(UserError, match=r"conv_pre.weight \(512, 80, 7\) != \(512, 100, 7\)"):
-        load_vocoder("v4", tmp_path / "vocoder.pth")
+        load_vocoder("v4", tmp_path / "vocoder.pth", settings=load_settings())
 
 
 def test_stage_folders_run_from_the_repository_not_site_packages():

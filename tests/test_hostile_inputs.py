@@ -32,7 +32,7 @@ import pytest
 import torch
 
 import runtime
-from build.__main__ import main as build_main
+from build.__main__ import main as build_command
 from build.plan import build_plan
 from export.__main__ import main as export_main
 from export.checkpoints import save_v4_checkpoint
@@ -114,6 +114,11 @@ def settings_with_small_profiles() -> dict:
     for vocoder in VOCODERS:
         settings["profiles"][vocoder] = copy.deepcopy(PROFILES)
     return settings
+
+
+def build_main(argv) -> int:
+    """`python -m build` given the small profiles the double builds quickly, as the command would load them."""
+    return build_command(argv, settings=settings_with_small_profiles())
 
 
 # ---- rows -----------------------------------------------------------------------------------------
@@ -302,7 +307,6 @@ def inputs(tmp_path, onnx_v4, v4_checkpoint, monkeypatch) -> Inputs:
     onnx_copy.write_bytes(onnx_v4.read_bytes())
     plan = build_plan(onnx_copy, "v4", "fp32", folder / "v4.fp32.plan", backend="tensorrt_rtx",
                       settings=settings_with_small_profiles())
-    monkeypatch.setattr("build.plan.load_settings", settings_with_small_profiles)
     checkpoint = folder / "vocoder.pth"
     checkpoint.write_bytes(v4_checkpoint.read_bytes())
     return Inputs(folder, onnx_copy, checkpoint, plan)

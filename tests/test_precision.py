@@ -23,13 +23,13 @@ from pipeline.settings import load_settings
 def fp16_v4(onnx_v4, tmp_path_factory):
     """The fp16 model and plan of the default v4 checkpoint, made by the CLI's function."""
     folder = tmp_path_factory.mktemp("fp16")
-    output = clean(onnx_v4, "fp16", folder / "v4.fp16.onnx")
-    return output, json.loads((folder / "v4.fp16.plan.json").read_text(encoding="utf-8"))
+    output = clean(onnx_v4, "fp16", folder / "v4.fp16.onnx", settings=load_settings())
+    return output, json.loads((folder / "v4.fp16.precision.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture(scope="module")
 def cleaned_v4(onnx_v4) -> onnx.ModelProto:
-    return clean_graph(load_model(onnx_v4))
+    return clean_graph(load_model(onnx_v4, load_settings()["tensors"]))
 
 
 def test_fp16_v4_meets_the_bar_against_pytorch(fp16_v4, vocoder_v4):
@@ -103,7 +103,7 @@ def test_search_ends_at_float32_when_nothing_less_meets_the_bar(cleaned_v4, capl
     float32, and the command warns that fp16 buys nothing here."""
     bar = {"cosine_min": 0.9995, "snr_min_db": 1000.0}
     with caplog.at_level(logging.WARNING, logger="clean"):
-        typed, plan = Planner(cleaned_v4, bar, "float32", verify_frames=[7]).plan()
+        typed, plan = Planner(cleaned_v4, bar, "float32", load_settings()["clean"], verify_frames=[7]).plan()
     assert set(plan["float32_nodes"]) == {node.name for node in cleaned_v4.graph.node}
     assert plan["fp16_mac_share"] == 0.0 and plan["errors_planned"]["7"]["snr_db"] == float("inf")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -111,5 +111,5 @@ def test_search_ends_at_float32_when_nothing_less_meets_the_bar(cleaned_v4, capl
 
 
 def test_fp16_v3_default_meets_the_bar_against_pytorch(onnx_v3, vocoder_v3, tmp_path):
-    path = clean(onnx_v3, "fp16", tmp_path / "v3.fp16.onnx")
+    path = clean(onnx_v3, "fp16", tmp_path / "v3.fp16.onnx", settings=load_settings())
     assert_meets_bar_against_pytorch(vocoder_v3, path, "v3", (1, 2, 7, 64))

@@ -235,7 +235,7 @@ def test_chunks_cover_the_mel_and_hand_over_with_context_and_lookahead(frames, c
     assert starts[0] == 0 and starts[-1] + chunk == frames
     cuts = handovers(starts, chunk, frames, context, lookahead)
     assert cuts[0] == 0 and cuts[-1] == frames and cuts == sorted(cuts)
-    for i, (start, begin, end) in enumerate(zip(starts, cuts, cuts[1:])):
+    for i, (start, begin, end) in enumerate(zip(starts, cuts, cuts[1:], strict=False)):
         assert start <= begin < end <= start + chunk
         assert i == 0 or begin - start >= context                        # every frame has its context ...
         assert i == len(starts) - 1 or start + chunk - end >= lookahead  # ... and its lookahead in its chunk

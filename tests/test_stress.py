@@ -36,10 +36,11 @@ def stress(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("stress")
     made = {}
     for vocoder, target in (("v4", folder / "gsv-v4-pretrained" / "vocoder.pth"), ("v3", folder / "bigvgan")):
-        written = synthetic.write_checkpoint("stress", vocoder, target)
-        module = load_vocoder(vocoder, written["path"])
+        written = synthetic.write_checkpoint("stress", vocoder, target, load_settings())
+        module = load_vocoder(vocoder, written["path"], settings=load_settings())
         made[vocoder] = {**written, "module": module, "folder": folder,
-                         "onnx": onnx_from_module(module, vocoder, folder / f"{vocoder}.onnx", measure_stream=False)}
+                         "onnx": onnx_from_module(module, vocoder, folder / f"{vocoder}.onnx", settings=load_settings(),
+                                                          measure_stream=False)}
     return made
 
 
@@ -73,7 +74,7 @@ def test_v3_stress_export_still_refuses_a_planted_wrong_weight(stress):
     with torch.no_grad():
         planted.resblocks[9].convs1[1].weight *= 1.01
     with pytest.raises(UserError) as refused:
-        verify_export(planted, "v3", stress["v3"]["onnx"])
+        verify_export(planted, "v3", stress["v3"]["onnx"], load_settings())
     message = str(refused.value)
     print(f"\nv3 stress, planted weight: error: {message}")
     assert "\n" not in message and "from float64 PyTorch" in message and "report this export" in message
@@ -86,8 +87,8 @@ def test_stress_fp16_plan_meets_the_bar(stress, vocoder, caplog):
     entry = stress[vocoder]
     output = entry["folder"] / f"{vocoder}.fp16.onnx"
     with caplog.at_level(logging.WARNING, logger="clean"):
-        clean(entry["onnx"], "fp16", output, verify_frames=SHORT_LENGTHS)
-    plan = json.loads(output.with_name(f"{vocoder}.fp16.plan.json").read_text(encoding="utf-8"))
+        clean(entry["onnx"], "fp16", output, settings=load_settings(), verify_frames=SHORT_LENGTHS)
+    plan = json.loads(output.with_name(f"{vocoder}.fp16.precision.json").read_text(encoding="utf-8"))
     errors = assert_meets_bar_against_pytorch(entry["module"], output, vocoder, SHORT_LENGTHS)
     print(f"\n{vocoder} stress fp16: {100 * plan['fp16_mac_share']:.1f}% of MACs in half, "
           f"{len(plan['float32_nodes'])} nodes float32, against PyTorch float32: "

@@ -95,7 +95,7 @@ def test_log_mel_matches_torch_stft_and_librosa(vocoder):
 def test_mel_command_reads_wav_and_resamples(tmp_path):
     from scipy.io import wavfile
 
-    from validate.wav import mel_from_wav
+    from validate.wav_to_mel import mel_from_wav
     spec = MEL_SPECS["v4"]
     audio = speech_like_audio(0.5, spec.sampling_rate, seed=5)
     native, other = tmp_path / "native.wav", tmp_path / "at48k.wav"
@@ -123,7 +123,7 @@ def test_mel_command_reads_wav_and_resamples(tmp_path):
 
 def test_healthy_fp16_candidate_passes(onnx_v4, fp16_v4, tmp_path):
     from validate.compare import compare
-    outcome = compare(onnx_v4, fp16_v4, save_dir=tmp_path)
+    outcome = compare(onnx_v4, fp16_v4, save_dir=tmp_path, settings=load_settings())
     assert outcome.passed, outcome.metric_failures
     assert outcome.precision == "fp16"
     assert all(m["cosine"] >= 0.9995 and m["snr_db"] >= 40 for m in outcome.metrics)
@@ -197,7 +197,7 @@ def test_a_plan_is_compared_through_the_runtime(onnx_v4, fp16_v4, tmp_path, monk
     engines = []
     monkeypatch.setattr(runtime, "plan_blocker", lambda manifest: None)
     monkeypatch.setattr(runtime, "load_engine", lambda path: engines.append(OnnxRuntimeEngine(path)) or engines[-1])
-    outcome = compare_module.compare(onnx_v4, plan, save_dir=tmp_path / "artifacts")
+    outcome = compare_module.compare(onnx_v4, plan, save_dir=tmp_path / "artifacts", settings=load_settings())
     assert outcome.passed and outcome.precision == "fp16", outcome.metric_failures
     assert len(engines) == 1 and engines[0].closed
     assert len(outcome.metrics) == load_settings()["validate"]["compare_inputs"]
@@ -232,7 +232,7 @@ def test_runners_are_left_through_one_exit_stack_when_one_fails():
 def test_compare_rejects_missing_files(onnx_v4, tmp_path):
     from validate.compare import compare
     with pytest.raises(UserError, match="not found"):
-        compare(onnx_v4, tmp_path / "absent.onnx")
+        compare(onnx_v4, tmp_path / "absent.onnx", settings=load_settings())
 
 
 # --- benchmark and report -------------------------------------------------------------------------

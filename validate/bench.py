@@ -13,7 +13,6 @@ import copy
 import datetime
 import json
 import logging
-import math
 import platform
 import tempfile
 import time
@@ -26,8 +25,10 @@ import numpy as np
 import runtime
 from export.mels import sample_mel
 from pipeline.files import atomic_output
+from pipeline.onnx_metadata import read_metadata
+from pipeline.onnx_tools import cpu_session, onnx_session, run_audio
 from pipeline.quality import cosine_similarity, snr_db
-from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
+from pipeline.settings import REPO_ROOT, VOCODERS, output_paths
 from runtime.errors import reason_of
 
 log = logging.getLogger("validate")
@@ -169,7 +170,7 @@ class Models:
     def torch_module(self, vocoder: str, device: str, half: bool):
         def make():
             from export.checkpoints import load_vocoder
-            module = load_vocoder(vocoder).to(device)
+            module = load_vocoder(vocoder, settings=self.settings).to(device)
             return module.half() if half else module
         return self._cached(("torch", vocoder, device, half), make)
 
@@ -181,38 +182,36 @@ class Models:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    @staticmethod
-    def hop_and_rate(vocoder: str) -> tuple[int, int]:
-        """Output samples per mel frame and output sample rate, from the vocoder's configuration."""
-        from export.vocoders import BigVGANConfig, HiFiGANConfig
-        config = BigVGANConfig() if vocoder == "v3" else HiFiGANConfig()
-        return math.prod(config.upsample_rates), config.sampling_rate
+    def hop_and_rate(self, vocoder: str) -> tuple[int, int]:
+        """Output samples per mel frame and output sample rate, as the exported model's metadata says."""
+        metadata = self._cached(("metadata", vocoder), lambda: read_metadata(self.exported(vocoder)))
+        return metadata["hop"], metadata["sampling_rate"]
+
+    def exported(self, vocoder: str) -> Path:
+        """The pipeline's exported ONNX, or the default checkpoint exported into workdir when it is missing."""
+        def make() -> Path:
+            path = output_paths(self.settings, vocoder, "fp32")["onnx"]
+            if path.is_file():
+                return path
+            from export.to_onnx import onnx_from_module
+            log.info("%s: no %s; exporting into a temporary folder", vocoder, path)
+            module = self.torch_module(vocoder, "cpu", False)
+            return onnx_from_module(module, vocoder, self.workdir / path.name, settings=self.settings)
+        return self._cached(("exported", vocoder), make)
 
     def onnx_path(self, vocoder: str, precision: str) -> tuple[Path, str]:
-        """The pipeline's ONNX for this precision (exported or converted into workdir if missing)."""
+        """The cleaned ONNX of this precision, the model its engine is built from (fp16: the precision
+        planner's mixed model), and a note when it had to be made for this run."""
         return self._cached(("onnx", vocoder, precision), lambda: self._make_onnx(vocoder, precision))
 
     def _make_onnx(self, vocoder: str, precision: str) -> tuple[Path, str]:
-        paths = output_paths(self.settings, vocoder, precision)
-        if precision == "fp32":
-            if paths["onnx"].is_file():
-                return paths["onnx"], ""
-            from export.to_onnx import onnx_from_module
-            target = self.workdir / f"{vocoder}.onnx"
-            log.info("%s: no %s; exporting into a temporary folder", vocoder, paths["onnx"])
-            return onnx_from_module(self.torch_module(vocoder, "cpu", False), vocoder, target), "exported for this run"
-        if paths["cleaned"].is_file():
-            return paths["cleaned"], ""
-        import onnx
-        from onnxconverter_common import float16
-        source, _ = self.onnx_path(vocoder, "fp32")
-        target = self.workdir / f"{vocoder}.fp16.onnx"
-        log.info("%s: no %s; converting with onnxconverter-common (all nodes fp16)", vocoder, paths["cleaned"])
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            onnx.save(float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True), str(target))
-        return target, "fp16 by onnxconverter-common (not the cleaned graph)"
+        cleaned = output_paths(self.settings, vocoder, precision)["cleaned"]
+        if cleaned.is_file():
+            return cleaned, ""
+        from export.clean import clean
+        log.info("%s: no %s; cleaning (and planning the precision) into a temporary folder", vocoder, cleaned)
+        made = clean(self.exported(vocoder), precision, self.workdir / cleaned.name, settings=self.settings)
+        return made, "cleaned for this run (python -m export.clean)"
 
 
 # --- backends: each returns (run_once, notes) for one input -------------------------------------
@@ -272,18 +271,17 @@ def _torch_compile(models: Models, vocoder: str, mel: np.ndarray, batch: int, fr
 
 
 def _onnxruntime(models: Models, vocoder: str, mel: np.ndarray, precision: str, device: str):
-    import onnxruntime as ort
+    """The cleaned model of this precision (what its engine is built from) in ONNX Runtime."""
     path, note = models.onnx_path(vocoder, precision)
     names = models.settings["tensors"]
     hop, _ = models.hop_and_rate(vocoder)
     if device == "cpu":
-        session = models.session(vocoder, "onnxruntime-cpu-fp32",
-                                 lambda: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
-        return (lambda: session.run([names["output"]], {names["input"]: mel})[0]), [note] if note else []
+        session = models.session(vocoder, "onnxruntime-cpu-fp32", lambda: cpu_session(path))
+        return (lambda: run_audio(session, mel)), [note] if note else []
     import torch
     options = {"device_id": 0, "cudnn_conv_algo_search": models.settings["validate"]["ort_cudnn_conv_algo_search"]}
-    session = models.session(vocoder, f"onnxruntime-cuda-{precision}", lambda: ort.InferenceSession(
-        str(path), providers=[("CUDAExecutionProvider", options)]))
+    session = models.session(vocoder, f"onnxruntime-cuda-{precision}",
+                             lambda: onnx_session(path, [("CUDAExecutionProvider", options)]))
     if session.get_providers()[0] != "CUDAExecutionProvider":
         raise Skip(f"onnxruntime fell back to {session.get_providers()[0]}")
     x = torch.from_numpy(mel).cuda()
@@ -438,10 +436,9 @@ def plan_rows(vocoders: list[str], frames: list[int], batches: list[int], settin
 
 def run_benchmark(vocoders: list[str], frames: list[int], batches: list[int], backends: list[str] | None = None,
                   budget_s: float | None = None, on_row: Callable[[dict], None] | None = None,
-                  settings: dict | None = None) -> dict[str, Any]:
+                  *, settings: dict) -> dict[str, Any]:
     """Measure every planned row; rows that cannot run carry the reason instead of numbers."""
     from tqdm import tqdm
-    settings = settings or load_settings()
     planned = plan_rows(vocoders, frames, batches, settings, backends)
     results: dict[str, Any] = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                "machine": machine_info(), "memory_method": MEMORY_METHOD,
@@ -564,23 +561,24 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def add_arguments(parser) -> None:
-    settings = load_settings()["validate"]
+def add_arguments(parser, settings: dict) -> None:
+    defaults = settings["validate"]
     parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
-    parser.add_argument("--frames", nargs="+", type=int, default=settings["bench_frames"])
-    parser.add_argument("--batches", nargs="+", type=int, default=settings["bench_batches"])
+    parser.add_argument("--frames", nargs="+", type=int, default=defaults["bench_frames"])
+    parser.add_argument("--batches", nargs="+", type=int, default=defaults["bench_batches"])
     parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all")
     parser.add_argument("--budget-s", type=float, help="skip the rows left after this many seconds (the reason is recorded)")
     parser.add_argument("--json", help="write the raw results here (rewritten after every row)")
     parser.add_argument("--markdown", help="write the table as markdown here")
 
 
-def main(args) -> int:
+def main(args, settings: dict) -> int:
     if min(args.frames) < 1 or min(args.batches) < 1:
         from pipeline.errors import UserError
         raise UserError("--frames and --batches take positive integers")
     on_row = (lambda results: write_json(copy.deepcopy(results), args.json)) if args.json else None
-    results = run_benchmark(args.vocoders, args.frames, args.batches, args.backends, args.budget_s, on_row)
+    results = run_benchmark(args.vocoders, args.frames, args.batches, args.backends, args.budget_s, on_row,
+                            settings=settings)
     print(terminal_table(results))
     if args.markdown:
         with atomic_output(args.markdown) as tmp:

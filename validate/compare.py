@@ -34,9 +34,9 @@ import runtime
 from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
-from pipeline.onnx_metadata import read_metadata
+from pipeline.onnx_metadata import missing_metadata, read_metadata
 from pipeline.quality import bar_for, failures
-from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
+from pipeline.settings import REPO_ROOT, VOCODERS
 from validate.metrics import audio_metrics
 
 log = logging.getLogger("validate")
@@ -125,7 +125,7 @@ def plan_comparison(reference: Path, candidate: Path, layerwise: bool, settings:
     """Check both files and read what the comparison needs from them (one-line errors)."""
     _check_inputs(reference, candidate)
     metadata = read_metadata(reference)
-    if metadata.get("vocoder") not in VOCODERS or not isinstance(metadata.get("sampling_rate"), int):
+    if missing_metadata(metadata) or metadata["vocoder"] not in VOCODERS:
         raise UserError(f"{reference} carries no vocoder metadata; pass the ONNX written by python -m export")
     manifest = runtime.read_manifest(candidate) if candidate.suffix == ".plan" else None
     cfg = settings["validate"]
@@ -272,12 +272,11 @@ def _infer(runner, feed: dict[str, np.ndarray]):
 
 
 def compare(reference: str | Path, candidate: str | Path, layerwise: bool = False, save_dir: str | Path | None = None,
-            settings: dict | None = None) -> Outcome:
+            *, settings: dict) -> Outcome:
     """Make the runners, run them, judge the candidate, save what replays it; see the module docstring."""
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # Polygraphy's progress lines would drown the summary
-    settings = settings or load_settings()
     comparison = plan_comparison(Path(reference), Path(candidate), layerwise, settings)
     runners = make_runners(comparison, settings)
     inputs = feeds(comparison.vocoder, comparison.frames, comparison.inputs, settings)
@@ -435,16 +434,16 @@ def summary(outcome: Outcome, worst: int) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, settings: dict) -> None:
     parser.add_argument("reference", help="the exported float32 ONNX (engines/onnx/<vocoder>.onnx)")
     parser.add_argument("candidate", help="a cleaned .onnx (run with ONNX Runtime) or a .plan (TensorRT)")
     parser.add_argument("--layerwise", action="store_true", help="compare every tensor and name the first bad layer")
     parser.add_argument("--save-dir", help="where inputs, reference outputs and the plot go (default: [validate] artifacts)")
 
 
-def main(args) -> int:
-    outcome = compare(args.reference, args.candidate, args.layerwise, args.save_dir)
-    print(summary(outcome, load_settings()["validate"]["worst_layers"]))
+def main(args, settings: dict) -> int:
+    outcome = compare(args.reference, args.candidate, args.layerwise, args.save_dir, settings=settings)
+    print(summary(outcome, settings["validate"]["worst_layers"]))
     if outcome.first_failure:
         print(f"first failing layer: {outcome.first_failure.node}")
     return 0 if outcome.passed else 1

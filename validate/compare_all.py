@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import UserError
-from pipeline.settings import REPO_ROOT, load_settings
+from pipeline.settings import REPO_ROOT
 from runtime import PlanNotRunnable, read_manifest
 from validate.compare import compare, summary
 
@@ -35,12 +35,11 @@ def compare_engine(manifest_path: Path, layerwise: bool, settings: dict) -> tupl
         return f"NOT RUN: {error}\n{summary(fallback, worst)}", False
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, settings: dict) -> None:
     parser.add_argument("--layerwise", action="store_true", help="compare every tensor of every engine")
 
 
-def main(args) -> int:
-    settings = load_settings()
+def main(args, settings: dict) -> int:
     manifests = engine_manifests(settings)
     if not manifests:
         raise UserError(f"no plans with manifests in {settings['paths']['engines']}/; run make engines")

@@ -1,5 +1,5 @@
-"""Validate's audio metrics: the quality bar's cosine and SNR (pipeline/quality.py, which also judges
-pass/fail), plus two that only inform: MSE and the multi-resolution log-mel distance, which weighs
+"""Validate's audio metrics: the quality bar's cosine, SNR and finiteness as pipeline/quality.py
+measures them (it also judges pass/fail), plus two that only inform: MSE and the multi-resolution log-mel distance, which weighs
 errors the way a listener hears them (a quiet hiss that SNR forgives still shows in silent bands)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from export.mels import MelSpec, log_mel
-from pipeline.quality import cosine_similarity, paired, snr_db
+from pipeline.quality import audio_errors, paired
 
 
 def mean_squared_error(reference, candidate) -> float:
@@ -29,13 +29,12 @@ def log_mel_distance(reference, candidate, sampling_rate: int, resolutions: list
 
 
 def audio_metrics(reference, candidate, sampling_rate: int, settings: dict[str, Any]) -> dict[str, float]:
-    """All four metrics for one pair of signals; the STFT resolutions come from [validate]."""
+    """The quality bar's errors (pipeline/quality.py) and the two informing metrics for one pair of
+    signals; the STFT resolutions come from [validate]."""
     validate = settings["validate"]
     return {
-        "cosine": cosine_similarity(reference, candidate),
-        "finite": bool(np.isfinite(np.asarray(candidate)).all()),
+        **audio_errors(reference, candidate),
         "mse": mean_squared_error(reference, candidate),
-        "snr_db": snr_db(reference, candidate),
         "log_mel_distance": log_mel_distance(reference, candidate, sampling_rate,
                                              validate["stft_resolutions"], validate["stft_mels"]),
     }

@@ -9,26 +9,26 @@ shows what was measured instead: ONNX Runtime on the same cleaned graph.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from export.precision import read_precision_file
 from pipeline.files import atomic_output
-from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
+from pipeline.settings import REPO_ROOT, VOCODERS, output_paths
 from runtime import RuntimeUserError, read_manifest
 from validate.bench import machine_info, run_benchmark, tensorrt_reason
 
 log = logging.getLogger("validate")
 
 
-def environment() -> list[tuple[str, str]]:
+def environment(settings: dict) -> list[tuple[str, str]]:
     """build's doctor rows where that stage is present, else what validate itself can see."""
     try:
         from build.doctor import doctor_rows
-        return doctor_rows()
+        return doctor_rows(settings)
     except Exception as error:  # the doctor is optional here: the report still has its own facts
         log.info("build doctor unavailable (%s); reporting what validate sees", error)
         return [(key, str(value)) for key, value in machine_info().items()]
@@ -41,8 +41,9 @@ def conversion(vocoder: str, precision: str, settings: dict) -> list[dict[str, A
     for kind, path in paths.items():
         row = {"file": _relative(path), "kind": kind, "exists": path.is_file(),
                "mib": path.stat().st_size / 2 ** 20 if path.is_file() else None, "detail": ""}
-        if kind == "precision_plan" and path.is_file():
-            row["detail"] = _fp16_share(json.loads(path.read_text(encoding="utf-8")))
+        if kind == "precision_file":
+            record = read_precision_file(paths["cleaned"])
+            row["detail"] = _fp16_share(record) if record is not None else ""
         if kind == "manifest" and path.is_file():
             row["detail"] = _build_detail(paths["plan"])
         rows.append(row)
@@ -111,13 +112,12 @@ def quality_candidate(vocoder: str, precision: str, settings: dict) -> Path:
     return paths["plan"] if tensorrt_reason(vocoder, precision, settings) is None else paths["cleaned"]
 
 
-def build_report(vocoders: list[str], precision: str, settings: dict | None = None,
+def build_report(vocoders: list[str], precision: str, settings: dict,
                  models: dict[str, tuple[Path, Path]] | None = None) -> dict[str, Any]:
     """All sections for each vocoder; `models` maps vocoder -> (reference ONNX, candidate) when
     the defaults (engines/onnx/<v>.onnx against the plan or cleaned ONNX) are not wanted."""
-    settings = settings or load_settings()
     report = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "precision": precision, "environment": environment(), "vocoders": {}}
+              "precision": precision, "environment": environment(settings), "vocoders": {}}
     for vocoder in vocoders:
         reference, candidate = (models or {}).get(vocoder) or (
             output_paths(settings, vocoder, precision)["onnx"], quality_candidate(vocoder, precision, settings))
@@ -198,15 +198,15 @@ def terminal_summary(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, settings: dict) -> None:
     parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
-    parser.add_argument("--precision", default="fp16")
+    parser.add_argument("--precision", default=settings["validate"]["report_precision"],
+                        help="the engines' precision to report (default: [validate] report_precision)")
     parser.add_argument("--output", help="markdown file to write (default: report.md in [paths] engines)")
 
 
-def main(args) -> int:
+def main(args, settings: dict) -> int:
     from pipeline.settings import check_precision
-    settings = load_settings()
     check_precision(settings, args.precision)
     report = build_report(args.vocoders, args.precision, settings)
     markdown = render_markdown(report)

@@ -47,7 +47,7 @@ def main() -> None:
     from pipeline.settings import load_settings
     from serving.gpt_sovits import EngineVocoder, install
 
-    vocoder = load_vocoder("v4").cuda()
+    vocoder = load_vocoder("v4", settings=load_settings()).cuda()
     settings = copy.deepcopy(load_settings())
     with tempfile.TemporaryDirectory() as engines:
         settings["paths"]["engines"] = engines

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from export.checkpoints import load_vocoder  # noqa: E402
 from export.mels import sample_mel  # noqa: E402
 from export.reach import stream_metadata  # noqa: E402
-from pipeline.settings import VOCODERS  # noqa: E402
+from pipeline.settings import VOCODERS, load_settings  # noqa: E402
 from runtime.streaming import DEFAULT_STEPS, Stream  # noqa: E402
 
 CHUNK_FRAMES = {"v3": 934 - 468, "v4": 1000 - 500}  # T_chunk - T_ref of GPT-SoVITS' init_vocoder
@@ -119,8 +119,10 @@ def whole_seconds(infer, mel: torch.Tensor, device) -> float:
 
 
 def measure(vocoder: str, frames: int, device: torch.device, repeats: int) -> dict:
-    module = load_vocoder(vocoder)
-    setting = stream_metadata(module, vocoder)  # the export stage's measurement, on the CPU in float64
+    settings = load_settings()
+    module = load_vocoder(vocoder, settings=settings)
+    # the export stage's measurement, on the CPU in float64
+    setting = stream_metadata(module, vocoder, settings["stream"]["snr_min_db"])
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     module = module.to(device=device, dtype=dtype).eval()
     frames = frames or 3 * CHUNK_FRAMES[vocoder]

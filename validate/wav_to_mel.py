@@ -63,13 +63,13 @@ def mel_from_wav(path: str | Path, vocoder: str) -> np.ndarray:
     return log_mel(audio, spec)[None]
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser, settings: dict) -> None:
     parser.add_argument("wav", help="input recording (.wav, PCM or float, any sample rate)")
     parser.add_argument("--vocoder", required=True, choices=VOCODERS)
     parser.add_argument("--output", required=True, help="mel to write (.npy, float32 (1, 100, frames))")
 
 
-def main(args) -> int:
+def main(args, settings: dict) -> int:
     mel = mel_from_wav(args.wav, args.vocoder)
     with atomic_output(args.output) as tmp:
         with open(tmp, "wb") as stream:
