@@ -8,7 +8,7 @@ import sys
 
 from build.config import BACKEND_CHOICES, BUILDERS
 from pipeline.settings import VOCODERS
-from runtime.errors import run_main
+from runtime.errors import CommandParser, run_main
 
 
 def main(argv=None) -> int:
@@ -16,7 +16,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["doctor"]:
         from build.doctor import print_report
         return print_report()
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Writes PLAN atomically and its manifest beside it (PLAN with .json instead of .plan). "
                "Profiles and builder settings come from pipeline.toml.")

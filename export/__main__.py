@@ -1,23 +1,21 @@
 """python -m export --vocoder v3|v4 [--checkpoint PATH] --output FILE.onnx"""
 from __future__ import annotations
 
-import argparse
-
-from export.checkpoints import load_vocoder
+from export.checkpoints import checkpoint_files, load_vocoder
 from export.to_onnx import onnx_from_module
 from pipeline.settings import VOCODERS
-from runtime.errors import run_main
+from runtime.errors import CommandParser, run_main
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
+    parser = CommandParser(prog="python -m export", description=__doc__)
     parser.add_argument("--vocoder", required=True, choices=VOCODERS)
     parser.add_argument("--checkpoint", help="v3: BigVGAN v2 folder or its .pt; v4: vocoder.pth "
                         "(default: seeded synthetic weights)")
     parser.add_argument("--output", required=True, help="ONNX file to write")
     args = parser.parse_args(argv)
     module = load_vocoder(args.vocoder, args.checkpoint)
-    onnx_from_module(module, args.vocoder, args.output)
+    onnx_from_module(module, args.vocoder, args.output, inputs=checkpoint_files(args.checkpoint))
     return 0
 
 

@@ -48,6 +48,15 @@ def load_vocoder(vocoder: str, checkpoint: str | Path | None = None, synthetic: 
     return module.eval()
 
 
+def checkpoint_files(checkpoint: str | Path | None) -> list[Path]:
+    """The files a checkpoint argument reads (a v3 folder: its config and weights), so an output
+    naming one of them is refused."""
+    if checkpoint is None:
+        return []
+    path = Path(checkpoint)
+    return [path / V3_CONFIG, path / V3_WEIGHTS] if path.is_dir() else [path]
+
+
 def _read_torch_file(path: Path) -> object:
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; pass an existing file with --checkpoint")

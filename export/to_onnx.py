@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import onnx
@@ -29,15 +30,17 @@ from pipeline.settings import load_settings
 log = logging.getLogger("export")
 
 
-def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path, measure_stream: bool = True) -> Path:
+def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path, measure_stream: bool = True,
+                     inputs: Iterable[str | Path] = ()) -> Path:
     """Export `module` to `output`, carrying the pipeline's metadata; the file appears only once
     ONNX Runtime has passed the parity oracle at each of `[export] verify_cases`. `measure_stream`
-    adds the reach and stream setting (export/reach.py); only models that never stream skip it."""
+    adds the reach and stream setting (export/reach.py); only models that never stream skip it.
+    `inputs` (the checkpoint's files) are never overwritten."""
     settings = load_settings()
     names = settings["tensors"]
     example = torch.from_numpy(sample_mel(vocoder, frames=32))
     output = Path(output)
-    with atomic_output(output) as tmp, warnings.catch_warnings():
+    with atomic_output(output, inputs) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module, (example,), str(tmp),
