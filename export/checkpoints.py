@@ -83,8 +83,9 @@ def _load_v3(path: Path) -> nn.Module:
     try:
         config = BigVGANConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
         module = BigVGAN(config)
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise UserError(f"{config_path} is not a usable BigVGAN v2 config ({error})") from None
+    except (json.JSONDecodeError, TypeError, ValueError, RuntimeError) as error:
+        raise UserError(f"{config_path} is not a usable BigVGAN v2 config ({reason_of(error)}); "
+                        "use the config.json published with the weights") from None
     _load_strict(module, fold_weight_norm(payload["generator"]), weights)
     module.source = {"checkpoint": str(weights), "sha256": sha256_of(weights)}
     log.info("v3: loaded %s (%s Hz, hop %d)", weights, config.sampling_rate, module.hop)

@@ -38,7 +38,7 @@ def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path, measur
     `inputs` (the checkpoint's files) are never overwritten."""
     settings = load_settings()
     names = settings["tensors"]
-    example = torch.from_numpy(sample_mel(vocoder, frames=32))
+    example = torch.from_numpy(sample_mel(vocoder, frames=32, n_mels=module.num_mels))
     output = Path(output)
     with atomic_output(output, inputs) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -89,7 +89,7 @@ def verify_export(module: nn.Module, vocoder: str, onnx_path: str | Path) -> dic
     """
     config = load_settings()["export"]
     session = cpu_session(Path(onnx_path))
-    mels = {(batch, frames): sample_mel(vocoder, frames, batch=batch, seed=config["mel_seed"])
+    mels = {(batch, frames): sample_mel(vocoder, frames, batch=batch, seed=config["mel_seed"], n_mels=module.num_mels)
             for batch, frames in config["verify_cases"]}
     float32 = {case: pytorch_audio(module, mel) for case, mel in mels.items()}
     onnx_audio = {case: run_audio(session, mel) for case, mel in mels.items()}
