@@ -113,7 +113,8 @@ def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: in
     """
     settings = load_settings()
     metadata = metadata_of(original)
-    mel = sample_mel(metadata["vocoder"], frames, seed=settings["clean"]["mel_seed"], n_mels=metadata["n_mels"])
+    vocoder = metadata["vocoder"]
+    mel = sample_mel(vocoder, frames, seed=settings["clean"]["mel_seed"], n_mels=metadata["n_mels"])
     exported_audio, cleaned_audio = (run_audio(cpu_session(model), mel) for model in (original, cleaned))
     tolerance = settings["clean"]["parity_rel_tol"]
     errors = {"cleaned_vs_exported": max_error_over_peak(exported_audio, cleaned_audio)}

@@ -284,7 +284,8 @@ class Stream:
 
 def _count(value, name: str, minimum: int, maximum: int = MAX_FRAMES) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
-        raise RuntimeUserError(f"{name} must be an integer from {minimum} to {maximum} (runtime/limits.py), got {value!r}")
+        raise RuntimeUserError(f"{name} must be an integer of at least {minimum} and at most {maximum} (runtime/limits.py), "
+                               f"got {value!r}")
     return int(value)
 
 
