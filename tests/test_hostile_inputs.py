@@ -623,7 +623,7 @@ def test_make_refuses_a_checkpoint_path_with_a_space():
     if shutil.which("make") is None:
         pytest.skip("no make on this machine")
     result = subprocess.run(["make", "--no-print-directory", "-n", "engines", "CHECKPOINT_V4=my models/vocoder.pth"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+                            cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=60)
     assert result.returncode == 2 and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "has a space" in lines[0], lines
@@ -637,7 +637,7 @@ def test_non_ascii_path_without_utf8_file_names_is_one_line(tmp_path):
     folder.mkdir()
     result = subprocess.run([sys.executable, "-m", "runtime", str(folder / "v4.plan"), "--mel", str(folder / "m.npy"),
                              "--output", str(folder / "a.wav")], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=120)
+                            encoding="utf-8", timeout=120)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "PYTHONUTF8=1" in lines[0], result.stderr
     assert list(folder.iterdir()) == []
