@@ -120,6 +120,12 @@ def output_lock(path: Path) -> Iterator[None]:
             _lock(stream)
             if _is_current(stream, lock_path):
                 break
+        except OSError:  # a file system without locks (some network shares): write unlocked, as before locks
+            stream.close()
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
+            yield
+            return
         except BaseException:
             stream.close()
             raise
