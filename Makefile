@@ -37,6 +37,8 @@ $(call record_closure,build,$(BUILD_SOURCES))
 $(call record_closure,synthetic,$(SYNTHETIC_SOURCES))
 
 checkpoint = $(CHECKPOINT_$(subst v,V,$(1)))
+# make splits file names at spaces (targets, prerequisites, wildcard): refuse such a path in one line
+$(foreach v,V3 V4,$(if $(word 2,$(CHECKPOINT_$(v))),$(error CHECKPOINT_$(v)="$(CHECKPOINT_$(v))" has a space, which make cannot hold in a file name; move or link the checkpoint to a path without spaces, or run python -m export --checkpoint "..." by hand)))
 
 .PHONY: install engines onnx stress-checkpoints doctor compare bench report triton test lint clean
 .DEFAULT_GOAL := engines

@@ -8,7 +8,7 @@ import sys
 
 from build.config import BACKEND_CHOICES, BUILDERS
 from pipeline.settings import VOCODERS, load_settings
-from runtime.errors import run_main
+from runtime.errors import CommandParser, run_main
 
 
 def main(argv=None, settings: dict | None = None) -> int:
@@ -18,7 +18,7 @@ def main(argv=None, settings: dict | None = None) -> int:
     if argv[:1] == ["doctor"]:
         from build.doctor import print_report
         return print_report(settings)
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="python -m build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Writes PLAN atomically and its manifest beside it (PLAN with .json instead of .plan). "
                "Profiles and builder settings come from pipeline.toml.")

@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import missing_metadata, read_metadata
+from pipeline.onnx_tools import external_data_inside
 
 REDUCED_TYPES = ("float16",)
 
@@ -44,6 +45,7 @@ def inspect_onnx(path: str | Path, vocoder: str, onnx_type: str, tensors: dict[s
         raise UserError(f"ONNX file {path} not found; make it with `make onnx` or `python -m export`")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is not a readable ONNX model (the file is empty); delete it and re-run `make engines`")
+    external_data_inside(path)
     try:
         metadata = read_metadata(path)
         graph = onnx.load(str(path), load_external_data=False).graph

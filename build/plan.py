@@ -56,7 +56,7 @@ def build_plan(onnx_path: str | Path, vocoder: str, precision: str, output: str 
     _announce(vocoder, precision, facts, onnx_path)
     trtexec_line = trtexec_command(config.trtexec, onnx_path, output, profiles, facts.input.name, config)
 
-    with atomic_output(manifest_path(output)) as tmp_manifest, atomic_output(output) as tmp_plan:
+    with atomic_output(manifest_path(output), (onnx_path,)) as tmp_manifest, atomic_output(output, (onnx_path,)) as tmp_plan:
         started = time.perf_counter()
         if loaded_backend is not None:
             how = _build_with_python(loaded_backend, onnx_path, tmp_plan, profiles, facts, config)

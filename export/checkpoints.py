@@ -50,6 +50,15 @@ def load_vocoder(vocoder: str, checkpoint: str | Path | None = None, synthetic: 
     return module.eval()
 
 
+def checkpoint_files(checkpoint: str | Path | None) -> list[Path]:
+    """The files a checkpoint argument reads (a v3 folder: its config and weights), so an output
+    naming one of them is refused."""
+    if checkpoint is None:
+        return []
+    path = Path(checkpoint)
+    return [path / V3_CONFIG, path / V3_WEIGHTS] if path.is_dir() else [path]
+
+
 def _read_torch_file(path: Path) -> object:
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found; pass an existing file with --checkpoint")
@@ -76,8 +85,9 @@ def _load_v3(path: Path) -> nn.Module:
     try:
         config = BigVGANConfig.from_json(json.loads(config_path.read_text(encoding="utf-8")))
         module = BigVGAN(config)
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise UserError(f"{config_path} is not a usable BigVGAN v2 config ({error})") from None
+    except (json.JSONDecodeError, TypeError, ValueError, RuntimeError) as error:
+        raise UserError(f"{config_path} is not a usable BigVGAN v2 config ({reason_of(error)}); "
+                        "use the config.json published with the weights") from None
     _load_strict(module, fold_weight_norm(payload["generator"]), weights)
     module.source = {"checkpoint": str(weights), "sha256": sha256_of(weights)}
     log.info("v3: loaded %s (%s Hz, hop %d)", weights, config.sampling_rate, module.hop)

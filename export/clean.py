@@ -10,7 +10,6 @@ measured errors) beside it.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import logging
@@ -28,10 +27,10 @@ from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import metadata_of, missing_metadata, update_metadata
-from pipeline.onnx_tools import cpu_session, reroute, run_audio
+from pipeline.onnx_tools import cpu_session, external_data_inside, reroute, run_audio
 from pipeline.quality import max_error_over_peak, within_float32_noise
 from pipeline.settings import check_precision, load_settings, precision_file_for
-from runtime.errors import reason_of, run_main
+from runtime.errors import CommandParser, reason_of, run_main
 
 log = logging.getLogger("clean")
 
@@ -42,6 +41,7 @@ def load_model(path: str | Path, names: dict[str, str]) -> onnx.ModelProto:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"ONNX file {path} not found; run `python -m export` first")
+    external_data_inside(path)
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
@@ -53,9 +53,13 @@ def load_model(path: str | Path, names: dict[str, str]) -> onnx.ModelProto:
     if inputs != [names["input"]] or outputs != [names["output"]]:
         raise UserError(f"{path} has inputs {inputs} and outputs {outputs}, expected [{names['input']!r}] and "
                         f"[{names['output']!r}]; pass a vocoder exported by python -m export")
-    missing = missing_metadata(metadata_of(model))
+    metadata = metadata_of(model)
+    missing = missing_metadata(metadata)
     if missing:
         raise UserError(f"{path} lacks metadata {', '.join(missing)}; re-export it with python -m export")
+    if "precision" in metadata:  # cleaning it again would keep its weights' types whatever --precision says
+        raise UserError(f"{path} is already cleaned for {metadata['precision']}; clean the exported model "
+                        f"(engines/onnx/{metadata['vocoder']}.onnx) instead")
     return model
 
 
@@ -109,8 +113,9 @@ def check_parity(original: onnx.ModelProto, cleaned: onnx.ModelProto, frames: in
     far as the cleaned graph. (A truth taken from the cleaned graph and judged the other way round
     would pass a cleaning mistake, since the mistake would be in the truth too.)
     """
-    vocoder = metadata_of(original)["vocoder"]
-    mel = sample_mel(vocoder, frames, seed=settings["clean"]["mel_seed"])
+    metadata = metadata_of(original)
+    vocoder = metadata["vocoder"]
+    mel = sample_mel(vocoder, frames, seed=settings["clean"]["mel_seed"], n_mels=metadata["n_mels"])
     exported_audio, cleaned_audio = (run_audio(cpu_session(model), mel) for model in (original, cleaned))
     tolerance = settings["clean"]["parity_rel_tol"]
     errors = {"cleaned_vs_exported": max_error_over_peak(exported_audio, cleaned_audio)}
@@ -145,22 +150,11 @@ def clean(source: str | Path, precision: str, output: str | Path, *, settings: d
 
     check_precision(settings, precision)
     started = time.perf_counter()
-    original = load_model(source, settings["tensors"])
-    cleaned = clean_graph(original)
-    parity = check_parity(original, cleaned, settings["clean"]["parity_frames"], settings)
-    counts = {"exported": op_counts(original), "cleaned": op_counts(cleaned)}
-    log.info("cleaned %s: %d -> %d nodes, %s", source, len(original.graph.node), len(cleaned.graph.node),
-             parity_summary(parity))
-    del original
     output = Path(output)
-    typed, plan = precisions.apply_precision(cleaned, precision, settings, io_dtype, verify_frames)
-    plan.update(source=str(source), op_counts=counts)
     plan_path = precision_file_for(output)
-    update_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
-                         "fp16_mac_share": plan["fp16_mac_share"], "precision_file": plan_path.name,
-                         "clean_parity_rel_error": parity["cleaned_vs_exported"]})
-    plan["seconds"] = round(time.perf_counter() - started, 1)
-    with atomic_output(output) as tmp_model, atomic_output(plan_path) as tmp_plan:
+    with atomic_output(output, (source,)) as tmp_model, atomic_output(plan_path, (source,)) as tmp_plan:
+        typed, plan = _cleaned_and_typed(source, precision, io_dtype, verify_frames, settings, plan_path.name)
+        plan["seconds"] = round(time.perf_counter() - started, 1)
         onnx.save(typed, str(tmp_model))
         tmp_plan.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
     precisions.legacy_precision_file_for(output).unlink(missing_ok=True)  # its old name (*.plan.json)
@@ -169,8 +163,28 @@ def clean(source: str | Path, precision: str, output: str | Path, *, settings: d
     return output
 
 
+def _cleaned_and_typed(source, precision: str, io_dtype: str, verify_frames, settings: dict, plan_name: str):
+    """The cleaned, typed model and its precision plan (inside the outputs' locks, so a second
+    clean of the same output waits for this one)."""
+    from export import precision as precisions
+
+    original = load_model(source, settings["tensors"])
+    cleaned = clean_graph(original)
+    parity = check_parity(original, cleaned, settings["clean"]["parity_frames"], settings)
+    counts = {"exported": op_counts(original), "cleaned": op_counts(cleaned)}
+    log.info("cleaned %s: %d -> %d nodes, %s", source, len(original.graph.node), len(cleaned.graph.node),
+             parity_summary(parity))
+    del original
+    typed, plan = precisions.apply_precision(cleaned, precision, settings, io_dtype, verify_frames)
+    plan.update(source=str(source), op_counts=counts)
+    update_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
+                         "fp16_mac_share": plan["fp16_mac_share"], "precision_file": plan_name,
+                         "clean_parity_rel_error": parity["cleaned_vs_exported"]})
+    return typed, plan
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.clean", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="python -m export.clean", description=__doc__.splitlines()[0])
     parser.add_argument("input", help="ONNX file written by python -m export")
     parser.add_argument("--precision", required=True, help="a precision of pipeline.toml's [precisions]: fp32, fp16")
     parser.add_argument("--output", required=True, help="cleaned ONNX file to write; its precision file goes beside it")

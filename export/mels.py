@@ -8,7 +8,7 @@ precision planning and tests.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -97,9 +97,10 @@ def speech_like_audio(seconds: float, sampling_rate: int, seed: int = 0) -> np.n
     return (0.6 * audio / np.abs(audio).max()).astype(np.float32)
 
 
-def sample_mel(vocoder: str, frames: int, batch: int = 1, seed: int = 0) -> np.ndarray:
-    """Realistic log-mels (batch, 100, frames) for `vocoder`, each batch item from its own signal."""
-    spec = MEL_SPECS[vocoder]
+def sample_mel(vocoder: str, frames: int, batch: int = 1, seed: int = 0, n_mels: int | None = None) -> np.ndarray:
+    """Realistic log-mels (batch, n_mels, frames) for `vocoder`, each batch item from its own signal;
+    `n_mels` for a model of other bands than GPT-SoVITS' 100 (BigVGAN v2's 80- and 128-band variants)."""
+    spec = MEL_SPECS[vocoder] if n_mels is None else replace(MEL_SPECS[vocoder], n_mels=n_mels)
     seconds = (frames + 2) * spec.hop / spec.sampling_rate
     mels = [log_mel(speech_like_audio(seconds, spec.sampling_rate, seed + item), spec)[:, :frames]
             for item in range(batch)]

@@ -140,7 +140,8 @@ def references_for(model32: onnx.ModelProto, vocoder: str, frames: list[int],
     """Sample mels (`seed`: [clean] mel_seed) and the float32 model's audio for them: what every
     candidate is measured against."""
     session = cpu_session(model32)
-    mels = {f: sample_mel(vocoder, f, seed=seed) for f in frames}
+    n_mels = metadata_of(model32)["n_mels"]
+    mels = {f: sample_mel(vocoder, f, seed=seed, n_mels=n_mels) for f in frames}
     return {f: (mel, run_audio(session, mel)) for f, mel in mels.items()}
 
 
@@ -314,7 +315,8 @@ class Planner:
 
     def _candidate_order(self, plain: onnx.ModelProto) -> list[dict]:
         """Every node in the order they are kept float32, from the per-layer study of the all-half model."""
-        study_mel = sample_mel(self.vocoder, self.config["study_frames"], seed=self.config["mel_seed"])
+        study_mel = sample_mel(self.vocoder, self.config["study_frames"], seed=self.config["mel_seed"],
+                               n_mels=metadata_of(self.model32)["n_mels"])
         return candidate_order(self.model32, layerwise_errors(self.model32, plain, study_mel))
 
     def _bisect(self, order: list[dict], references: dict, margin: float) -> int:

@@ -52,7 +52,7 @@ def _measure_reach(module: nn.Module, vocoder: str, guess: int) -> tuple[np.ndar
     (doubled until it does); returns that mel, its audio per frame (frames, hop) and [left, right]."""
     frames = 2 * guess + 3
     while True:
-        mel = torch.from_numpy(sample_mel(vocoder, frames)).double()
+        mel = torch.from_numpy(sample_mel(vocoder, frames, n_mels=module.num_mels)).double()
         centre = frames // 2
         poked = mel.clone()
         poked[:, :, centre] += POKE

@@ -13,7 +13,6 @@ CHECKPOINT_V3=DIR` or `python -m export --checkpoint`.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from torch import nn
 
 from export.mels import sample_mel
 from pipeline.settings import VOCODERS, load_settings
-from runtime.errors import run_main
+from runtime.errors import CommandParser, run_main
 
 log = logging.getLogger("export")
 
@@ -114,7 +113,7 @@ def write_checkpoint(kind: str, vocoder: str, output: str | Path, settings: dict
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.synthetic",
+    parser = CommandParser(prog="python -m export.synthetic",
                                      description="write seeded synthetic weights as an upstream checkpoint")
     parser.add_argument("--kind", required=True, choices=list(SYNTHETIC_KINDS))
     parser.add_argument("--vocoder", required=True, choices=VOCODERS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import onnx
@@ -31,14 +31,15 @@ log = logging.getLogger("export")
 
 
 def onnx_from_module(module: nn.Module, vocoder: str, output: str | Path, *, settings: dict[str, Any],
-                     measure_stream: bool = True) -> Path:
+                     measure_stream: bool = True, inputs: Iterable[str | Path] = ()) -> Path:
     """Export `module` to `output`, carrying the pipeline's metadata; the file appears only once
     ONNX Runtime has passed the parity oracle at each of `[export] verify_cases`. `measure_stream`
-    adds the reach and stream setting (export/reach.py); only models that never stream skip it."""
+    adds the reach and stream setting (export/reach.py); only models that never stream skip it.
+    `inputs` (the checkpoint's files) are never overwritten."""
     names = settings["tensors"]
-    example = torch.from_numpy(sample_mel(vocoder, frames=32))
+    example = torch.from_numpy(sample_mel(vocoder, frames=32, n_mels=module.num_mels))
     output = Path(output)
-    with atomic_output(output) as tmp, warnings.catch_warnings():
+    with atomic_output(output, inputs) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module, (example,), str(tmp),
@@ -88,7 +89,7 @@ def verify_export(module: nn.Module, vocoder: str, onnx_path: str | Path,
     """
     config = settings["export"]
     session = cpu_session(Path(onnx_path))
-    mels = {(batch, frames): sample_mel(vocoder, frames, batch=batch, seed=config["mel_seed"])
+    mels = {(batch, frames): sample_mel(vocoder, frames, batch=batch, seed=config["mel_seed"], n_mels=module.num_mels)
             for batch, frames in config["verify_cases"]}
     float32 = {case: pytorch_audio(module, mel) for case, mel in mels.items()}
     onnx_audio = {case: run_audio(session, mel) for case, mel in mels.items()}

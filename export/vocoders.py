@@ -36,7 +36,14 @@ class BigVGANConfig:
 
     @classmethod
     def from_json(cls, raw: dict) -> "BigVGANConfig":
-        """Keep the keys this generator uses; config.json also carries training settings."""
+        """Keep the keys this generator uses; config.json also carries training settings. The sizes
+        must be there (a default would build another variant than the weights') and make sense;
+        a ValueError names the first that does not."""
+        if not isinstance(raw, dict):
+            raise ValueError("the file is not a JSON object")
+        missing = [name for name in REQUIRED_SIZES if name not in raw]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
         values = {}
         for name in cls.__dataclass_fields__:
             if name in raw:
@@ -44,7 +51,40 @@ class BigVGANConfig:
                 if isinstance(value, list):
                     value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
                 values[name] = value
-        return cls(**values)
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Positive whole sizes, one kernel per upsampling and one dilation list per resblock kernel,
+        and channels that halve at every upsampling."""
+        def positive(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+        for name in ("num_mels", "upsample_initial_channel", "sampling_rate"):
+            if not positive(getattr(self, name)):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("upsample_rates", "upsample_kernel_sizes", "resblock_kernel_sizes"):
+            values = getattr(self, name)
+            if not (isinstance(values, tuple) and values and all(positive(v) for v in values)):
+                raise ValueError(f"{name} must be a non-empty list of positive integers, got {values!r}")
+        dilations = self.resblock_dilation_sizes
+        if not (isinstance(dilations, tuple) and all(isinstance(d, tuple) and d and all(positive(v) for v in d)
+                                                     for d in dilations)):
+            raise ValueError(f"resblock_dilation_sizes must be lists of positive integers, got {dilations!r}")
+        if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
+            raise ValueError(f"{len(self.upsample_rates)} upsample_rates but {len(self.upsample_kernel_sizes)} "
+                             "upsample_kernel_sizes")
+        if len(self.resblock_kernel_sizes) != len(dilations):
+            raise ValueError(f"{len(self.resblock_kernel_sizes)} resblock_kernel_sizes but {len(dilations)} "
+                             "resblock_dilation_sizes")
+        if self.upsample_initial_channel % 2 ** len(self.upsample_rates):
+            raise ValueError(f"upsample_initial_channel {self.upsample_initial_channel} does not halve "
+                             f"{len(self.upsample_rates)} times")
+
+
+REQUIRED_SIZES = ("num_mels", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
+                  "resblock_kernel_sizes", "resblock_dilation_sizes", "sampling_rate")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,28 @@ def onnx_session(model, providers: list):
     return ort.InferenceSession(model, providers=providers)
 
 
+def external_data_inside(path: str | Path) -> None:
+    """Every external-data file `path` names is a plain name whose real path (symlinks followed)
+    stays in the model's folder (runtime/files.py `inside`): TensorRT's parser and ONNX Runtime
+    would otherwise read whatever a crafted location or link points at."""
+    import onnx
+    from google.protobuf.message import DecodeError
+    from onnx.external_data_helper import _get_all_tensors
+
+    from runtime.files import inside
+
+    path = Path(path)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError):
+        return  # not readable at all: the caller's own reader names that
+    for tensor in _get_all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        inside(path.parent, location, f"{path}: external data file of {tensor.name}")
+
+
 def run_audio(session, mel: np.ndarray) -> np.ndarray:
     """The session's audio for `mel` as float32, the mel cast to the model's input type (half models too)."""
     feed = session.get_inputs()[0]

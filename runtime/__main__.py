@@ -1,8 +1,8 @@
 """python -m runtime ENGINE.plan --mel MEL.npy --output OUT.wav [--float] [--stream STEP_FRAMES] [--cuda-graphs]"""
 from __future__ import annotations
 
-import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,8 +11,9 @@ from typing import Sequence
 import numpy as np
 
 from runtime.engine import load_engine
-from runtime.errors import RuntimeUserError, run_main
-from runtime.manifest import read_manifest
+from runtime.errors import CommandParser, RuntimeUserError, run_main
+from runtime.limits import MAX_ARRAY_BYTES, within
+from runtime.manifest import manifest_path, read_manifest
 from runtime.mel import check_mel
 from runtime.wav import to_pcm16, write_wav
 
@@ -23,6 +24,7 @@ def load_mel(path: str | Path, n_mels: int) -> np.ndarray:
     """A checked (batch, n_mels, frames) mel from a .npy file; (n_mels, frames) gets a batch axis."""
     path = Path(path)
     try:
+        check_npy_size(path)
         mel = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise RuntimeUserError(f"mel file {path} not found; pass a .npy file of shape (n_mels, frames) "
@@ -30,6 +32,22 @@ def load_mel(path: str | Path, n_mels: int) -> np.ndarray:
     except (ValueError, OSError) as error:
         raise RuntimeUserError(f"{path} is not a numeric .npy array ({error}); save the mel with numpy.save") from None
     return check_mel(mel[None] if mel.ndim == 2 else mel, n_mels)
+
+
+def check_npy_size(path: Path) -> None:
+    """Refuse from the .npy header a shape larger than runtime/limits.py allows or than the file
+    holds, before numpy allocates it (a crafted header can claim terabytes)."""
+    with open(path, "rb") as stream:
+        version = np.lib.format.read_magic(stream)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(stream)
+        holds = os.fstat(stream.fileno()).st_size - stream.tell()
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    within(claimed, 0, MAX_ARRAY_BYTES, f"the array {path} claims (shape {shape}, {dtype}) in bytes",
+           "pass a smaller mel or cut it into pieces")
+    if claimed > holds and not dtype.hasobject:
+        raise RuntimeUserError(f"{path} claims shape {shape} ({claimed} bytes) but holds {holds}; the file is truncated, "
+                               "save the mel again with numpy.save")
 
 
 def audio_for_file(audio: np.ndarray, float32: bool) -> np.ndarray:
@@ -62,7 +80,7 @@ def streamed(engine, mel: np.ndarray, step: int) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime",
+    parser = CommandParser(prog="python -m runtime",
                                      description="Turn a log-mel (.npy) into a WAV with a vocoder plan.")
     parser.add_argument("plan", help="ENGINE.plan, with its manifest ENGINE.json beside it")
     parser.add_argument("--mel", required=True, help="(n_mels, frames) or (batch, n_mels, frames) natural-log mel, .npy")
@@ -78,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with load_engine(args.plan, cuda_graphs=args.cuda_graphs) as engine:
         audio = engine(mel) if args.stream is None else streamed(engine, mel, args.stream)
     samples = audio_for_file(audio, args.float)
-    write_wav(args.output, samples, manifest["sampling_rate"], float32=args.float)
+    write_wav(args.output, samples, manifest["sampling_rate"], float32=args.float,
+              inputs=(args.plan, manifest_path(args.plan), args.mel))
     log.info("wrote %s: %d samples, %.2f s at %d Hz (%s)", args.output, samples.size, samples.size / manifest["sampling_rate"],
              manifest["sampling_rate"], "float32" if args.float else "16-bit PCM")
     return 0

@@ -374,6 +374,9 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
     TensorRT-RTX uses its built-in whole-graph strategy. `kernel_specialization` (TensorRT-RTX:
     lazy, eager or none) defaults to the manifest's. `cuda_binding` forces pycuda or cuda-bindings.
     """
+    if isinstance(contexts_per_profile, bool) or not isinstance(contexts_per_profile, int) or contexts_per_profile < 1:
+        raise RuntimeUserError(f"contexts_per_profile must be a positive integer, got {contexts_per_profile!r}; "
+                               "pass 1 (or more for concurrent callers)")
     plan_path = Path(plan_path)
     manifest = read_manifest(plan_path)
     specialization = kernel_specialization or manifest["rtx_kernel_specialization"]

@@ -16,10 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import EngineError, RuntimeUserError
+from runtime.limits import (
+    MAX_BATCH,
+    MAX_FRAMES,
+    MAX_HOP,
+    MAX_JSON_BYTES,
+    MAX_N_MELS,
+    MAX_SAMPLING_RATE,
+    MIN_SAMPLING_RATE,
+    within,
+)
 from runtime.runnable import BACKENDS, REBUILD
 from runtime.targets import parse_sm
 
 FORMAT = 1
+SIZES = (("sampling_rate", MIN_SAMPLING_RATE, MAX_SAMPLING_RATE), ("hop", 1, MAX_HOP), ("n_mels", 1, MAX_N_MELS))
 # measured by the export stage (export/reach.py); absent from models exported before it measured them
 STREAM_KEYS = ("receptive_field_frames", "stream_context_frames", "stream_lookahead_frames")
 DTYPES = ("float32", "float16")                                      # of the input and output tensors
@@ -67,10 +78,13 @@ def read_manifest(plan_path: str | Path) -> dict:
                                "or pass the path of a .plan file")
     if not path.is_file():
         raise RuntimeUserError(f"manifest {path} not found beside the plan; {REBUILD} (the build stage writes both)")
+    within(path.stat().st_size, 0, MAX_JSON_BYTES, f"the size of manifest {path} in bytes", REBUILD)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RuntimeUserError(f"manifest {path} is not valid JSON ({error}); {REBUILD}") from None
+    except RecursionError:
+        raise RuntimeUserError(f"manifest {path} nests deeper than Python's JSON reader can follow; {REBUILD}") from None
     problem = _schema_problem(manifest)
     if problem:
         raise RuntimeUserError(f"manifest {path}: {problem}; {REBUILD}")
@@ -102,14 +116,23 @@ def _schema_problem(manifest: object) -> str | None:
     for key in ("backend_version", "vocoder", "precision"):
         if not isinstance(manifest.get(key), str):
             return f"{key} missing"
-    for key in ("sampling_rate", "hop", "n_mels"):
+    for key, lowest, highest in SIZES:
         if not _positive_int(manifest.get(key)):
             return f"{key} must be a positive integer"
+        if not lowest <= manifest[key] <= highest:
+            return f"{key} {manifest[key]} is outside {lowest}..{highest} (runtime/limits.py)"
     for key in ("input", "output"):
         tensor = manifest.get(key)
         named = isinstance(tensor, dict) and isinstance(tensor.get("name"), str)
         if not (named and tensor.get("dtype") in DTYPES):
             return f"{key} needs a name and a dtype ({' or '.join(DTYPES)})"
+        shape = tensor.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and not isinstance(d, bool)
+                                                                   for d in shape)):
+            return f"{key} shape must be [batch, channels, time] of integers (-1 dynamic), got {shape!r}"
+    onnx = manifest.get("onnx")
+    if not (isinstance(onnx, dict) and isinstance(onnx.get("path"), str) and isinstance(onnx.get("sha256"), str)):
+        return "onnx needs path and sha256 (the cleaned model the plan was built from)"
     profiles = manifest.get("profiles")
     if not isinstance(profiles, list) or not profiles:
         return "no profiles"
@@ -117,6 +140,8 @@ def _schema_problem(manifest: object) -> str | None:
         shapes = [entry.get(k) if isinstance(entry, dict) else None for k in ("min", "opt", "max")]
         if not all(isinstance(s, list) and len(s) == 3 and all(_positive_int(v) for v in s) for s in shapes):
             return "each profile needs min, opt and max as [batch, n_mels, frames]"
+        if shapes[2][0] > MAX_BATCH or shapes[2][2] > MAX_FRAMES:
+            return f"profile {entry.get('name')!r} allows more than {MAX_BATCH} batch items or {MAX_FRAMES} frames"
         if any(s[1] != manifest["n_mels"] for s in shapes) or not all(a <= b for a, b in zip(shapes[0], shapes[2])):
             return f"profile {entry.get('name')!r} does not fit n_mels {manifest['n_mels']} or has min > max"
     targets = manifest.get("compute_capabilities")
@@ -156,7 +181,7 @@ def _stream_problem(manifest: dict) -> str | None:
 
 
 def _frame_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_FRAMES
 
 
 def _positive_int(value: object) -> bool:

@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from runtime.errors import EngineError, RuntimeUserError
+from runtime.limits import MAX_FRAMES, MAX_HOP, MAX_STEP_FRAMES
 from runtime.mel import check_mel, is_torch
 
 log = logging.getLogger("runtime")
@@ -121,7 +122,7 @@ class Stream:
     def __init__(self, infer: Callable, *, hop: int, context_frames: int, lookahead_frames: int,
                  step_frames: StepFrames = DEFAULT_STEPS, n_mels: Optional[int] = None):
         self._infer = infer
-        self.hop = _count(hop, "hop", minimum=1)
+        self.hop = _count(hop, "hop", minimum=1, maximum=MAX_HOP)
         self.context_frames = _count(context_frames, "context_frames", minimum=0)
         self.lookahead_frames = _count(lookahead_frames, "lookahead_frames", minimum=0)
         self.steps = _schedule(step_frames)
@@ -186,6 +187,8 @@ class Stream:
     def _checked(self, mel_chunk):
         """The chunk as contiguous float32 of the stream's batch, bands and array kind."""
         self._require_open("push()")
+        if not is_torch(mel_chunk) and not isinstance(mel_chunk, np.ndarray):
+            mel_chunk = _as_array(mel_chunk)
         shape = tuple(mel_chunk.shape)
         if self._buffer is not None:
             held = tuple(self._buffer.shape[:2])
@@ -294,15 +297,33 @@ def fitted_stream(infer: Callable, manifest: dict, window: StreamWindow, *, cont
 def _count(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise RuntimeUserError(f"{name} must be an integer of at least {minimum}, got {value!r}")
+def _count(value, name: str, minimum: int, maximum: int = MAX_FRAMES) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+        raise RuntimeUserError(f"{name} must be an integer of at least {minimum} and at most {maximum} (runtime/limits.py), "
+                               f"got {value!r}")
     return int(value)
 
 
 def _schedule(steps: StepFrames) -> Tuple[int, ...]:
-    """One step or a non-empty sequence of steps, each a whole number of frames >= 1."""
+    """One step or a non-empty sequence of steps, each a whole number of frames in 1..MAX_STEP_FRAMES."""
+    if not isinstance(steps, (int, np.integer, list, tuple)):
+        raise RuntimeUserError(f"step_frames must be an integer or a list of integers, got {steps!r}; "
+                               "give one step (e.g. 32) or a schedule such as (16, 32, 64)")
     schedule = (steps,) if isinstance(steps, (int, np.integer)) else tuple(steps)
     if not schedule:
         raise RuntimeUserError("step_frames is empty; give one step (e.g. 32) or a schedule such as (16, 32, 64)")
-    return tuple(_count(step, "each step of step_frames", minimum=1) for step in schedule)
+    return tuple(_count(step, "each step of step_frames", minimum=1, maximum=MAX_STEP_FRAMES) for step in schedule)
+
+
+def _as_array(values) -> np.ndarray:
+    """A push of nested lists, as numpy (the engine's own call takes them too); ragged or non-numeric
+    lists are one line."""
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise RuntimeUserError(f"push takes a (batch, n_mels, frames) numpy array or torch tensor, got {type(values).__name__} "
+                               f"that numpy cannot read as one ({error}); pass numpy.asarray(chunk, dtype=numpy.float32)"
+                               ) from None
 
 
 def _kind(array) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import struct
 import wave
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -22,15 +23,16 @@ def to_pcm16(audio: np.ndarray) -> np.ndarray:
     return np.clip(np.round(audio * 32768.0), -32768, 32767).astype("<i2")
 
 
-def write_wav(path: str | Path, audio: np.ndarray, sampling_rate: int, float32: bool = False) -> Path:
+def write_wav(path: str | Path, audio: np.ndarray, sampling_rate: int, float32: bool = False,
+              inputs: Iterable[str | Path] = ()) -> Path:
     """Mono `audio` (samples,) to `path`: 16-bit PCM (int16 samples as they are, float ones through
-    to_pcm16), or with `float32` IEEE float samples as they are."""
+    to_pcm16), or with `float32` IEEE float samples as they are; `inputs` are never overwritten."""
     audio = np.asarray(audio).reshape(-1)
     if float32:
         data, write = audio.astype("<f4").tobytes(), _write_float_wav
     else:
         data, write = (audio.astype("<i2") if audio.dtype == np.int16 else to_pcm16(audio)).tobytes(), _write_pcm16_wav
-    with atomic_output(path) as tmp:
+    with atomic_output(path, inputs) as tmp:
         write(tmp, data, sampling_rate)
     return Path(path)
 

@@ -8,7 +8,6 @@ plans are refused unless --force-rtx asks for the configs anyway.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 from pathlib import Path
@@ -18,7 +17,8 @@ import runtime
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import REPO_ROOT, load_settings
-from runtime.errors import run_main
+from runtime.errors import CommandParser, run_main
+from runtime.files import SAFE_NAME, inside
 
 log = logging.getLogger("serving")
 
@@ -37,7 +37,12 @@ def _model_config_pb2():
 
 
 def model_name(manifest: dict[str, Any]) -> str:
-    return f"{manifest['vocoder']}_{manifest['precision']}"
+    """`<vocoder>_<precision>`, from manifest fields, so held to a plain name (runtime/files.py `inside`)."""
+    name = f"{manifest['vocoder']}_{manifest['precision']}"
+    if not SAFE_NAME.fullmatch(name):
+        raise UserError(f"Triton model name {name!r} (from the manifest's vocoder and precision) is not a plain name "
+                        "of letters, digits, _ . -; rebuild the plan with `make engines`")
+    return name
 
 
 def read_manifests(engines: Path) -> list[tuple[Path, dict[str, Any]]]:
@@ -58,7 +63,19 @@ def read_manifests(engines: Path) -> list[tuple[Path, dict[str, Any]]]:
                 raise UserError(f"{plan}: the {tensor} has no dynamic batch axis ({manifest[tensor]}); "
                                 "rebuild it with `make engines`")
         manifests.append((plan, manifest))
+    _refuse_shared_names(manifests)
     return manifests
+
+
+def _refuse_shared_names(manifests: list[tuple[Path, dict[str, Any]]]) -> None:
+    """One model folder per name: two plans of the same vocoder and precision would overwrite each other."""
+    seen: dict[str, Path] = {}
+    for plan, manifest in manifests:
+        name = model_name(manifest)
+        if name in seen:
+            raise UserError(f"{seen[name].name} and {plan.name} are both the Triton model {name}; keep one of them "
+                            "in the engines folder (or pass --engines a folder holding one plan per vocoder and precision)")
+        seen[name] = plan
 
 
 def refuse_rtx(manifests: list[tuple[Path, dict[str, Any]]]) -> None:
@@ -118,7 +135,7 @@ def write_model(plan: Path, config, repository: Path) -> Path:
     """`<repository>/<name>/1/model.plan` then `config.pbtxt`, each written whole or not at all."""
     from google.protobuf import text_format
 
-    folder = Path(repository) / config.name
+    folder = inside(repository, config.name, "Triton model")
     with atomic_output(folder / "1" / "model.plan") as tmp:
         shutil.copyfile(plan, tmp)
     with atomic_output(folder / "config.pbtxt") as tmp:
@@ -148,7 +165,7 @@ def write_repository(engines: Path, repository: Path, serving: dict[str, Any], f
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
-    parser = argparse.ArgumentParser(prog="python -m serving.triton", description=__doc__.split("\n\n")[1])
+    parser = CommandParser(prog="python -m serving.triton", description=__doc__.split("\n\n")[1])
     parser.add_argument("--engines", type=Path, default=REPO_ROOT / settings["paths"]["engines"],
                         help="folder of .plan files and their manifests (default: paths.engines)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / settings["serving"]["triton_repository"],

@@ -149,9 +149,87 @@ def blocked(name: str) -> Callable:
     return lambda i: i.file("blocker", b"x") / name
 
 
+def same_copy(name: str, source: Callable) -> Callable:
+    """(inputs) -> `name` in the input folder, a copy of source(inputs) made on the first call: a
+    command given it as both input and output."""
+    def path(i):
+        target = i.folder / name
+        if not target.exists():
+            target.write_bytes(source(i).read_bytes())
+        return target
+    return path
+
+
+def v3_folder(config_change: Callable[[dict], None]) -> Callable:
+    """(inputs) -> a BigVGAN v2 folder whose config.json is the default one changed; its weights file
+    is a readable but empty generator (the config is read and refused first)."""
+    def folder(i):
+        from export.vocoders import BigVGANConfig
+        target = i.folder / "bigvgan"
+        target.mkdir(exist_ok=True)
+        config = {k: v for k, v in BigVGANConfig().__dict__.items()}
+        config_change(config)
+        (target / "config.json").write_text(json.dumps(config), encoding="utf-8")
+        torch.save({"generator": {}}, target / "bigvgan_generator.pt")
+        return target
+    return folder
+
+
+def with_metadata(name: str, values: dict) -> Callable:
+    """(inputs) -> a copy of the v4 ONNX whose metadata says otherwise."""
+    def path(i):
+        from pipeline.onnx_metadata import update_metadata
+        model = onnx.load(str(i.onnx))
+        update_metadata(model, values)
+        onnx.save(model, str(i.folder / name))
+        return i.folder / name
+    return path
+
+
+def linked_outside(i) -> Path:
+    """The v4 ONNX with its weights as external data whose file is a symlink to a folder outside."""
+    model = onnx.load(str(i.onnx))
+    inside, outside = i.folder / "linked", i.folder / "elsewhere"
+    inside.mkdir()
+    outside.mkdir()
+    onnx.save(model, str(inside / "v4.onnx"), save_as_external_data=True, location="v4.weights", size_threshold=0)
+    (inside / "v4.weights").rename(outside / "v4.weights")
+    (inside / "v4.weights").symlink_to(outside / "v4.weights")
+    return inside / "v4.onnx"
+
+
+def wav_file(channels: int = 1, rate: int = 32000, samples: bytes = b"\x10\x00" * 4000) -> Callable:
+    """(inputs) -> a PCM WAV whose fmt chunk claims `channels` and `rate` (consistent otherwise)."""
+    import struct
+
+    def path(i):
+        align = max(channels, 1) * 2
+        fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * align, align, 16)
+        body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(samples)) + samples
+        return i.file("claims.wav", b"RIFF" + struct.pack("<I", len(body)) + body)
+    return path
+
+
+def recording(i, name: str = "speech.wav", nan: bool = False) -> Path:
+    from export.mels import speech_like_audio
+    audio = speech_like_audio(0.5, 32000)
+    if nan:
+        audio[100:110] = np.nan
+    return runtime.write_wav(i.folder / name, audio, 32000, float32=nan)
+
+
+def npy_claiming(shape: tuple) -> bytes:
+    """A .npy header claiming `shape` (float32) followed by a few bytes."""
+    import struct
+    header = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"
+    header += " " * (117 - len(header)) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\0" * 400
+
+
 EMPTY, TRUNCATED_ONNX, GARBAGE = (lambda i: b""), (lambda i: truncated(i.onnx)), (lambda i: os.urandom(2048))
 CHECKPOINT, ONNX = (lambda i: i.checkpoint), (lambda i: i.onnx)
 READ_PT, READ_ONNX = "not a readable PyTorch file", "not a readable ONNX model"
+IS_INPUT, OUTSIDE = "is also an input of this command", "leads outside"
 
 EXPORT = [
     Row("export: checkpoint missing", export_main, export_argv(lambda i: i.folder / "none.pth"), "error", "not found"),
@@ -166,6 +244,15 @@ EXPORT = [
         damage=lambda i, mp: mp.setattr(onnx, "save", raising(FULL))),
     Row("export: Ctrl-C after the graph is written", export_main, export_argv(CHECKPOINT), "interrupted",
         damage=lambda i, mp: mp.setattr(torch.onnx, "export", interrupted_after(torch.onnx.export))),
+    Row("export: --output names the checkpoint it reads", export_main, export_argv(CHECKPOINT, CHECKPOINT), "error", IS_INPUT),
+    Row("export: BigVGAN config with a negative size", export_main,
+        lambda i: ["--vocoder", "v3", "--checkpoint", v3_folder(lambda c: c.update(upsample_initial_channel=-1536))(i),
+                   "--output", i.out / "v3.onnx"], "error", "upsample_initial_channel must be a positive integer"),
+    Row("export: BigVGAN config without its sizes", export_main,
+        lambda i: ["--vocoder", "v3", "--checkpoint", v3_folder(lambda c: c.pop("num_mels"))(i),
+                   "--output", i.out / "v3.onnx"], "error", "missing num_mels"),
+    Row("export: a usage error (unknown vocoder)", export_main, lambda i: ["--vocoder", "v5", "--output", i.out / "x.onnx"],
+        "error", "invalid choice"),
 ]
 
 CLEAN = [
@@ -178,6 +265,10 @@ CLEAN = [
         damage=lambda i, mp: mp.setattr(onnx, "save", raising(FULL))),
     Row("clean: Ctrl-C while saving", clean_main, clean_argv(ONNX), "interrupted",
         damage=lambda i, mp: mp.setattr(onnx, "save", interrupted_after(onnx.save))),
+    Row("clean: --output names the ONNX it reads", clean_main, clean_argv(ONNX, ONNX), "error", IS_INPUT),
+    Row("clean: an ONNX already cleaned for fp16, cleaned again as fp32", clean_main,
+        clean_argv(with_metadata("v4.fp16.onnx", {"precision": "fp16"})), "error", "already cleaned for fp16"),
+    Row("clean: external data linked from outside its folder", clean_main, clean_argv(linked_outside), "error", OUTSIDE),
 ]
 
 BUILD = [
@@ -190,6 +281,11 @@ BUILD = [
         damage=lambda i, mp: mp.setattr("build.plan.manifest_text", raising(FULL))),
     Row("build: Ctrl-C while building", build_main, build_argv(ONNX), "interrupted",
         damage=lambda i, mp: mp.setattr("build.plan.build_serialized", raising(KeyboardInterrupt()))),
+    Row("build: --output names the ONNX it reads", build_main,
+        build_argv(same_copy("model.plan", ONNX), same_copy("model.plan", ONNX)), "error", IS_INPUT),
+    Row("build: external data linked from outside its folder", build_main, build_argv(linked_outside), "error", OUTSIDE),
+    Row("build: a usage error (no --output)", build_main, lambda i: [i.onnx, "--vocoder", "v4", "--precision", "fp32"],
+        "error", "the following arguments are required: --output"),
 ]
 
 RUNTIME = [
@@ -221,6 +317,25 @@ RUNTIME = [
 ] + [
     Row("runtime: output folder is a file", runtime_main, run_cmd("--mel", "MEL", "--output", "BLOCKED"), "error",
         "cannot write"),
+    Row("runtime: --output names the mel", runtime_main, run_cmd("--mel", "MEL", "--output", "MELFILE"), "error", IS_INPUT),
+    Row("runtime: --output names the plan", runtime_main, lambda i: [i.plan, "--mel", "MEL", "--output", i.plan], "error",
+        IS_INPUT),
+    Row("runtime: --output names the manifest", runtime_main, lambda i: [i.plan, "--mel", "MEL", "--output", i.manifest()],
+        "error", IS_INPUT),
+    Row("runtime: mel header claiming a huge shape", runtime_main, run_cmd("--mel", "MEL:bomb", "--output", "OUT"), "error",
+        "outside 0..2147483648"),
+    Row("runtime: mel header claiming more than the file holds", runtime_main,
+        run_cmd("--mel", "MEL:short", "--output", "OUT"), "error", "the file is truncated"),
+    Row("runtime: manifest hop of 10**30", runtime_main, run_cmd("--mel", "MEL", "--output", "OUT"), "error",
+        "hop 10000000000000000000000000000", damage=lambda i, mp: i.edit_manifest(lambda m: m.update(hop=10 ** 30))),
+    Row("runtime: manifest nested 100,000 deep", runtime_main, run_cmd("--mel", "MEL", "--output", "OUT"), "error",
+        "nests deeper", damage=lambda i, mp: i.manifest().write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")),
+    Row("runtime: manifest without its onnx field", runtime_main, run_cmd("--mel", "MEL", "--output", "OUT"), "error",
+        "onnx needs path and sha256", damage=lambda i, mp: i.edit_manifest(lambda m: m.pop("onnx"))),
+    Row("runtime: a usage error (no arguments)", runtime_main, lambda i: [], "error",
+        "the following arguments are required"),
+    Row("runtime: stale temporaries of a killed writer (swept)", runtime_main, run_cmd("--mel", "MEL", "--output", "OUT"),
+        "accepted", damage=lambda i, mp: _stale_temporaries(i)),
     Row("runtime: disk full while writing the WAV", runtime_main, run_cmd("--mel", "MEL", "--output", "OUT"), "error",
         "free disk space", damage=lambda i, mp: mp.setattr("runtime.wav._write_pcm16_wav", raising(FULL))),
     Row("runtime: float64 mel (converted to float32)", runtime_main, run_cmd("--mel", "MEL:float64", "--output", "OUT"),
@@ -245,9 +360,51 @@ VALIDATE = [
     Row("validate bench: zero frames", validate_main, lambda i: ["bench", "--frames", "0"], "error", "positive"),
     Row("triton: a manifest that is not JSON", triton_main, lambda i: ["--engines", i.folder, "--output", i.out / "triton"],
         "error", "not valid JSON", damage=lambda i, mp: i.manifest().write_text("{{", encoding="utf-8")),
+    Row("validate mel: --output names the recording", validate_main,
+        lambda i: ["mel", recording(i), "--vocoder", "v4", "--output", i.folder / "speech.wav"], "error", IS_INPUT),
+    Row("validate mel: a recording with NaN samples", validate_main,
+        lambda i: ["mel", recording(i, "nan.wav", nan=True), "--vocoder", "v4", "--output", i.out / "m.npy"], "error",
+        "NaN or Inf samples"),
+    Row("validate mel: WAV header with zero channels", validate_main,
+        lambda i: ["mel", wav_file(channels=0)(i), "--vocoder", "v4", "--output", i.out / "m.npy"], "error", "channel count"),
+    Row("validate mel: WAV header with a rate of 10**9 Hz", validate_main,
+        lambda i: ["mel", wav_file(rate=10 ** 9)(i), "--vocoder", "v4", "--output", i.out / "m.npy"], "error", "sample rate"),
+    Row("validate mel: a usage error (unknown subcommand)", validate_main, lambda i: ["mell"], "error", "invalid choice"),
+    Row("validate compare: across vocoders", validate_main,
+        lambda i: ["compare", i.onnx, with_metadata("v3.onnx", {"vocoder": "v3"})(i)], "error", "is the v3 vocoder"),
+    Row("validate compare: external data linked from outside its folder", validate_main,
+        lambda i: ["compare", i.onnx, linked_outside(i)], "error", OUTSIDE),
+] + [
+    Row(f"triton: manifest {field} {shown} (model name outside the repository)", triton_main,
+        lambda i: ["--engines", i.folder, "--output", i.out / "triton", "--force-rtx"], "error", "not a plain name",
+        damage=lambda i, mp, field=field, value=value: i.edit_manifest(lambda m: m.update({field: value(i)})))
+    for field, shown, value in (("vocoder", "'../../escaped'", lambda i: "../../escaped"),
+                                ("precision", "of an absolute path", lambda i: str(i.folder.parent.resolve() / "escaped")))
+] + [
+    Row("triton: two manifests for the same Triton model", triton_main,
+        lambda i: ["--engines", i.folder, "--output", i.out / "triton", "--force-rtx"], "error", "both the Triton model v4_fp32",
+        damage=lambda i, mp: _second_plan_of_the_same_model(i)),
+    Row("triton: manifest shape that is an integer", triton_main,
+        lambda i: ["--engines", i.folder, "--output", i.out / "triton", "--force-rtx"], "error", "shape must be",
+        damage=lambda i, mp: i.edit_manifest(lambda m: m["input"].update(shape=5))),
 ]
 
 ROWS = EXPORT + CLEAN + BUILD + RUNTIME + VALIDATE
+
+
+def _stale_temporaries(inputs: Inputs) -> None:
+    """What a SIGKILLed writer leaves: its temporary beside the output (and a lock file it held)."""
+    inputs.out.mkdir(exist_ok=True)
+    (inputs.out / ".audio.wav.k1ll3d.tmp").write_bytes(b"half a WAV")
+    (inputs.out / ".audio.wav.lock").write_bytes(b"")
+
+
+def _second_plan_of_the_same_model(inputs: Inputs) -> None:
+    copy_ = inputs.folder / "v4-copy.fp32.plan"
+    copy_.write_bytes(inputs.plan.read_bytes())
+    manifest = json.loads(inputs.manifest().read_text(encoding="utf-8"))
+    manifest["plan"]["file"] = copy_.name
+    copy_.with_suffix(".json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
 def _garbage_with_matching_manifest(inputs: Inputs) -> None:
@@ -262,6 +419,7 @@ MELS = {"nan": lambda: np.full((1, 100, 20), np.nan, np.float32), "inf": lambda:
         "zero-frames": lambda: np.zeros((1, 100, 0), np.float32), "batch0": lambda: np.zeros((0, 100, 20), np.float32),
         "int": lambda: np.zeros((1, 100, 20), np.int16), "float64": lambda: speech_mel(30).astype(np.float64),
         "fortran": lambda: np.asfortranarray(speech_mel(30)), "long": lambda: speech_mel(300)}
+CRAFTED = {"bomb": npy_claiming((1, 100, 10 ** 10)), "short": npy_claiming((1, 100, 30)), "text": b"not numpy at all"}
 
 
 def resolve(argv: list, inputs: Inputs) -> list[str]:
@@ -275,12 +433,14 @@ def resolve(argv: list, inputs: Inputs) -> list[str]:
             arg = inputs.mel(speech_mel(30))
         elif arg.startswith("MEL:"):
             kind = arg[4:]
-            if kind == "text":
-                arg = inputs.file("mel.npy", b"not numpy at all")
+            if kind in CRAFTED:
+                arg = inputs.file("mel.npy", CRAFTED[kind])
             elif kind == "missing":
                 arg = inputs.folder / "none.npy"
             else:
                 arg = inputs.mel(MELS[kind]())
+        elif arg == "MELFILE":
+            arg = inputs.folder / "mel.npy"
         elif arg == "OUT":
             arg = inputs.out / "audio.wav"
         elif arg == "BLOCKED":
@@ -312,8 +472,9 @@ def inputs(tmp_path, onnx_v4, v4_checkpoint, monkeypatch) -> Inputs:
     return Inputs(folder, onnx_copy, checkpoint, plan)
 
 
-def files_under(folder: Path) -> dict[str, int]:
-    return {str(p.relative_to(folder)): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+def files_under(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file's size and modification time: an input replaced by an output shows."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
@@ -324,14 +485,19 @@ def test_hostile_input(row: Row, inputs: Inputs, monkeypatch, capsys):
     before = files_under(inputs.folder)
     code = run_main(row.main, argv)
     err = capsys.readouterr().err.strip().splitlines()
-    added = {name for name in files_under(inputs.folder) if name not in before and not name.endswith(".runtime-cache")}
+    after = {name: stat for name, stat in files_under(inputs.folder).items() if not name.endswith(".runtime-cache")}
+    added = {name for name in after if name not in before}
     if row.expect == "accepted":
         assert code == 0, err
         samples = _wav_samples(inputs.out / "audio.wav")
         mel = np.load(argv[argv.index("--mel") + 1])
         assert samples == mel.shape[-1] * 480
+        assert not [name for name in added if name.endswith((".tmp", ".lock"))], sorted(added)
+        assert not list(inputs.folder.rglob("*.tmp")) and not list(inputs.folder.rglob("*.lock")), "stale files not swept"
         return
     assert not added, f"files left behind: {sorted(added)}"
+    changed = {name for name, stat in after.items() if name in before and before[name] != stat}
+    assert not changed, f"inputs replaced or changed: {sorted(changed)}"
     if row.expect == "interrupted":
         assert code == 130 and len(err) == 1 and "interrupted" in err[0], err
         return
@@ -381,8 +547,110 @@ def test_python_api_accepts_float64_non_contiguous_and_long_mels(inputs):
         assert engine(speech_mel(300)).shape == (1, 1, 300 * 480)
 
 
-def test_real_ctrl_c_during_an_export_leaves_nothing(tmp_path):
-    """A real SIGINT to `python -m export` while it works: exit 130, no output and no temporary file."""
+@pytest.mark.parametrize("contexts", [0, -1, 1.5])
+def test_python_api_refuses_contexts_per_profile_below_one(contexts, inputs):
+    """0 contexts used to load an engine without slots, whose first call waited forever."""
+    with pytest.raises(runtime.RuntimeUserError, match="contexts_per_profile must be a positive integer"):
+        runtime.load_engine(inputs.plan, contexts_per_profile=contexts)
+
+
+@pytest.mark.parametrize("steps", [2.5, "16", 10 ** 9, [16, 10 ** 9]], ids=["float", "text", "1e9", "list-with-1e9"])
+def test_python_api_refuses_stream_steps_before_allocating(steps):
+    with pytest.raises(runtime.RuntimeUserError, match="step_frames"):
+        runtime.Stream(lambda mel: mel, hop=480, context_frames=4, lookahead_frames=4, step_frames=steps)
+
+
+def test_python_api_refuses_a_hop_of_10_to_the_30():
+    with pytest.raises(runtime.RuntimeUserError, match="hop must be an integer of at least 1 and at most 4096"):
+        runtime.Stream(lambda mel: mel, hop=10 ** 30, context_frames=4, lookahead_frames=4, step_frames=8)
+
+
+def test_python_api_stream_takes_list_pushes_and_refuses_ragged_ones(inputs):
+    """A push of nested lists is read as numpy, as engine(...) reads it; a ragged one is one line."""
+    mel = speech_mel(40)
+    with runtime.load_engine(inputs.plan) as engine:
+        with engine.stream(step_frames=8) as stream:
+            listed = np.concatenate([stream.push(mel[:, :, :20].tolist()), stream.push(mel[:, :, 20:]), stream.finish()], axis=2)
+        with engine.stream(step_frames=8) as stream:
+            whole = np.concatenate([stream.push(mel), stream.finish()], axis=2)
+        np.testing.assert_array_equal(listed, whole)
+        with engine.stream(step_frames=8) as stream, pytest.raises(runtime.RuntimeUserError, match="numpy cannot read"):
+            stream.push([[[0.0, 1.0], [0.0]]])
+
+
+def test_two_builds_of_one_output_take_turns(inputs, monkeypatch):
+    """Two writers of one plan: each holds the output's lock from its first byte to the last rename,
+    so their builds never overlap and the manifest left describes the plan beside it."""
+    import threading
+
+    import build.plan as plan_module
+    real, inside, most = plan_module.build_serialized, [0], [0]
+    lock = threading.Lock()
+
+    def slow_build(*args, **kwargs):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.5)  # both would be here at once without the lock
+        try:
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    monkeypatch.setattr(plan_module, "build_serialized", slow_build)
+    output = inputs.out / "v4.fp32.plan"
+    settings = [settings_with_small_profiles(), settings_with_small_profiles()]
+    settings[1]["profiles"]["v4"] = settings[1]["profiles"]["v4"][:1]  # another plan: one profile, not two
+    errors = []
+
+    def build(index):
+        try:
+            build_plan(inputs.onnx, "v4", "fp32", output, backend="tensorrt_rtx", settings=settings[index])
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=build, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and most[0] == 1
+    manifest = runtime.read_manifest(output)
+    runtime.check_plan_bytes(manifest, output.read_bytes(), output)
+    assert sorted(p.name for p in inputs.out.iterdir()) == ["v4.fp32.json", "v4.fp32.plan"]
+
+
+def test_make_refuses_a_checkpoint_path_with_a_space():
+    """make splits file names at spaces: CHECKPOINT_V4 with one is one line, exit 2, before anything runs."""
+    import shutil
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    result = subprocess.run(["make", "--no-print-directory", "-n", "engines", "CHECKPOINT_V4=my models/vocoder.pth"],
+                            cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has a space" in lines[0], lines
+
+
+def test_non_ascii_path_without_utf8_file_names_is_one_line(tmp_path):
+    """LC_ALL=C with PYTHONUTF8=0: Python decodes file names as ASCII, so a non-ASCII path would
+    reach TensorRT, ONNX Runtime and torch as other bytes. One line naming PYTHONUTF8=1, exit 2."""
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": "utf-8"}
+    folder = tmp_path / "声码器"
+    folder.mkdir()
+    result = subprocess.run([sys.executable, "-m", "runtime", str(folder / "v4.plan"), "--mel", str(folder / "m.npy"),
+                             "--output", str(folder / "a.wav")], cwd=REPO, env=env, capture_output=True, text=True,
+                            encoding="utf-8", timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "PYTHONUTF8=1" in lines[0], result.stderr
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_real_signal_during_an_export_leaves_nothing(tmp_path, signum):
+    """A real SIGINT (Ctrl-C) or SIGTERM (kill, a service manager) to `python -m export` while it
+    works: exit 130, no output and no temporary or lock file."""
     output = tmp_path / "v4.onnx"
     process = subprocess.Popen([sys.executable, "-m", "export", "--vocoder", "v4", "--output", str(output)], cwd=REPO,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -390,7 +658,7 @@ def test_real_ctrl_c_during_an_export_leaves_nothing(tmp_path):
     while not list(tmp_path.glob(".v4.onnx.*.tmp")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # well inside torch's export, which writes to that temporary file
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, (process.returncode, stderr)
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted")

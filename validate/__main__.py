@@ -1,12 +1,11 @@
 """python -m validate compare | compare-all | mel | bench | report  (each takes --help)"""
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
 from pipeline.settings import load_settings
-from runtime.errors import run_main
+from runtime.errors import CommandParser, run_main
 
 # subcommand -> (module, one-line help); each module offers add_arguments(parser, settings) and
 # main(args, settings), given the settings this command loaded once
@@ -23,7 +22,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     settings = load_settings()
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
-    parser = argparse.ArgumentParser(prog="python -m validate", description=__doc__)
+    parser = CommandParser(prog="python -m validate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, summary) in COMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)

@@ -35,6 +35,7 @@ from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import missing_metadata, read_metadata
+from pipeline.onnx_tools import external_data_inside
 from pipeline.quality import bar_for, failures
 from pipeline.settings import REPO_ROOT, VOCODERS
 from validate.metrics import audio_metrics
@@ -128,6 +129,10 @@ def plan_comparison(reference: Path, candidate: Path, layerwise: bool, settings:
     if missing_metadata(metadata) or metadata["vocoder"] not in VOCODERS:
         raise UserError(f"{reference} carries no vocoder metadata; pass the ONNX written by python -m export")
     manifest = runtime.read_manifest(candidate) if candidate.suffix == ".plan" else None
+    theirs = manifest["vocoder"] if manifest is not None else read_metadata(candidate).get("vocoder")
+    if theirs != metadata["vocoder"]:
+        raise UserError(f"{candidate} is the {theirs} vocoder and {reference} the {metadata['vocoder']}; "
+                        f"compare the {metadata['vocoder']} candidate with its own exported ONNX")
     cfg = settings["validate"]
     return Comparison(reference, candidate, manifest, metadata["vocoder"], metadata["sampling_rate"],
                       candidate_precision(candidate, manifest), layerwise,
@@ -142,6 +147,8 @@ def _check_inputs(reference: Path, candidate: Path) -> None:
             raise UserError(f"{path} not found; run make onnx (or make engines) first")
         if path.suffix not in kinds:
             raise UserError(f"{path} is not a {' or '.join(kinds)} file")
+        if path.suffix == ".onnx":
+            external_data_inside(path)
 
 
 def feeds(vocoder: str, frames: int, count: int, settings: dict) -> list[dict[str, np.ndarray]]:

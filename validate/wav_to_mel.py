@@ -8,6 +8,7 @@ other sample rates are resampled (polyphase, scipy) to the rate the vocoder's me
 from __future__ import annotations
 
 import logging
+import struct
 from math import gcd
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from export.mels import MEL_SPECS, log_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import VOCODERS
+from runtime.limits import MAX_SAMPLING_RATE, MAX_WAV_CHANNELS, MIN_SAMPLING_RATE, within
 
 log = logging.getLogger("validate")
 
@@ -29,6 +31,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise UserError(f"{path} not found; pass an existing .wav file")
     try:
+        check_wav_header(path)
         rate, data = wavfile.read(path)
     except (ValueError, OSError) as error:
         raise UserError(f"{path} is not a readable WAV file ({error}); convert it to 16-bit PCM WAV") from None
@@ -40,7 +43,32 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         audio = audio.mean(axis=1)
     if audio.size == 0:
         raise UserError(f"{path} holds no samples")
+    bad = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+    if bad:
+        raise UserError(f"{path} has {bad} NaN or Inf samples; fix the program that wrote it or re-export the recording")
     return audio, int(rate)
+
+
+def check_wav_header(path: Path) -> None:
+    """The channel count and sample rate the fmt chunk claims, against runtime/limits.py, before
+    scipy reads the samples (zero channels divide by zero there; an absurd rate asks the resampler
+    for billions of samples)."""
+    with open(path, "rb") as stream:
+        riff = stream.read(12)
+        if riff[:4] != b"RIFF" or riff[8:] != b"WAVE":
+            return  # not little-endian RIFF/WAVE: scipy's reader names the problem
+        while True:
+            head = stream.read(8)
+            if len(head) < 8:
+                return
+            kind, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if kind == b"fmt ":
+                channels, rate = struct.unpack("<HI", stream.read(8)[2:8])
+                break
+            stream.seek(size + size % 2, 1)
+    within(channels, 1, MAX_WAV_CHANNELS, f"the channel count of {path}", "convert it to mono or stereo PCM WAV")
+    within(rate, MIN_SAMPLING_RATE, MAX_SAMPLING_RATE, f"the sample rate of {path} in Hz",
+           "convert it to a common rate (e.g. 24000, 32000 or 48000 Hz)")
 
 
 def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
@@ -71,7 +99,7 @@ def add_arguments(parser, settings: dict) -> None:
 
 def main(args, settings: dict) -> int:
     mel = mel_from_wav(args.wav, args.vocoder)
-    with atomic_output(args.output) as tmp:
+    with atomic_output(args.output, inputs=(args.wav,)) as tmp:
         with open(tmp, "wb") as stream:
             np.save(stream, mel)
     log.info("%s: %d frames (range %.1f to %.1f) -> %s", args.vocoder, mel.shape[-1], mel.min(), mel.max(), args.output)
