@@ -29,7 +29,7 @@ from factories import write_plan
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS, load_settings, profiles_for
-from serving.gpt_sovits import EngineRequest, EngineVocoder, engine_settings, install, rebuild_reasons, yaml_options
+from serving.gpt_sovits import EngineRequest, EngineVocoder, install, rebuild_reasons, yaml_options
 from serving.triton import write_repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +76,16 @@ class StandInTTS:
             return
         self.vocoder = copy.deepcopy(module).half() if self.configs.is_half else module
         self.vocoder_configs.update(sr=module.sampling_rate, upsample_rate=module.hop, overlapped_len=12)
+
+    def enable_half_precision(self, enable: bool = True, save: bool = True) -> None:
+        """As TTS's: precision and is_half follow, and every model (the vocoder too) is cast."""
+        self.configs.is_half = enable
+        self.precision = torch.float16 if enable else torch.float32
+        self.vocoder = self.vocoder.half() if enable else self.vocoder.float()
+
+    def set_device(self, device, save: bool = True) -> None:
+        self.configs.device = device
+        self.vocoder = self.vocoder.to(device)
 
 
 def settings_with_engines(engines: Path) -> dict:
@@ -149,9 +159,50 @@ def test_drop_in_reattaches_after_init_vocoder_and_warns_once(v4_engines, vocode
         tts.init_vocoder("v3")
         assert tts.vocoder is tiny_v3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "v3 fp32" in warnings[0] and "not found" in warnings[0]
+    assert len(warnings) == 1 and "v3 fp32" in warnings[0] and "no engine built yet" in warnings[0]
+    assert "build it with `make engines CHECKPOINT_V3=" in warnings[0] or "-m serving.gpt_sovits build`" in warnings[0]
     with torch.inference_mode():
         assert tts.vocoder(torch.from_numpy(sample_mel("v3", frames=8))).shape == (1, 1, 8 * 256)
+
+
+def test_half_precision_and_device_changes_reattach_the_matching_engine(v4_engines, vocoder_v4):
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": copy.deepcopy(vocoder_v4)})
+    install_on(tts, v4_engines)
+    assert tts.vocoder.plan.name == "v4.fp32.plan"
+    tts.enable_half_precision(True)  # GPT-SoVITS casts its vocoder; the engine's precision follows
+    assert isinstance(tts.vocoder, EngineVocoder) and tts.vocoder.plan.name == "v4.fp16.plan"
+    assert next(tts.vocoder.pytorch.parameters()).dtype == torch.float16
+    tts.enable_half_precision(False)
+    assert tts.vocoder.plan.name == "v4.fp32.plan" and next(tts.vocoder.pytorch.parameters()).dtype == torch.float32
+    first_engine = tts.vocoder.engine
+    tts.set_device(torch.device("cpu"))  # the engine is loaded again for the new device, not left behind
+    assert isinstance(tts.vocoder, EngineVocoder) and tts.vocoder.engine is not first_engine
+
+
+def test_plan_for_other_weights_is_refused_naming_the_build_command(tmp_path, v4_engines, vocoder_v4, caplog,
+                                                                    monkeypatch):
+    checkpoint = tmp_path / "GPT_SoVITS" / "pretrained_models" / "gsv-v4-pretrained" / "vocoder.pth"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(vocoder_v4.state_dict(), checkpoint)  # the user's own weights; the plans are synthetic
+    monkeypatch.chdir(tmp_path)  # GPT-SoVITS' folder
+    before = sorted(p.name for p in v4_engines.iterdir())
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": vocoder_v4})
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        install_on(tts, v4_engines)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "\n" not in warning and "other vocoder weights" in warning and "build it with `" in warning
+    assert tts.vocoder is vocoder_v4 and sorted(p.name for p in v4_engines.iterdir()) == before  # nothing built
+
+
+def test_streaming_finds_upstream_helpers_for_a_tts_subclass_defined_elsewhere():
+    import gpt_sovits_standin as upstream
+    from serving.gpt_sovits import upstream_module
+
+    subclass = type("MyTTS", (upstream.StandInTTS,), {"__module__": "my_service"})  # as a service would subclass TTS
+    tts = subclass.__new__(subclass)
+    assert upstream_module(tts) is upstream
+    with pytest.raises(UserError, match="TTS_infer_pack"):
+        upstream_module(SimpleNamespace())
 
 
 def test_unloadable_engine_leaves_the_pytorch_vocoder_with_one_warning(rtx_engines, vocoder_v4, caplog):
@@ -207,14 +258,6 @@ def test_rebuild_reasons_name_each_setting_that_differs(tmp_path, onnx_v4):
     assert "weights" in " ".join(rebuild_reasons(manifest, request, checkpoint_sha256="0" * 64))
     spark = dataclasses.replace(request, gpu_target="SM121")
     assert "not this GPU (SM121)" in " ".join(rebuild_reasons(manifest, spark))
-    assert engine_settings(SETTINGS, spark)["build"]["rtx_compute_capabilities"] == ["SM121"]
-
-
-def test_engine_settings_carry_workspace_and_max_batch_into_valid_profiles():
-    tuned = engine_settings(SETTINGS, EngineRequest("v4", "fp16", 3.0, 1))
-    assert tuned["build"]["workspace_gib"] == 3.0
-    assert {p.max[0] for p in profiles_for(tuned, "v4")} == {1}  # profiles_for checks min <= opt <= max
-    assert SETTINGS == load_settings()  # pipeline.toml's settings are untouched
 
 
 def test_yaml_section_and_bad_values(vocoder_v4):
