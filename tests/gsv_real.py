@@ -237,7 +237,6 @@ def upstream_vocoder(vocoder: str, checkpoint: Path) -> torch.nn.Module:
 def write_plans(engines: Path, work: Path) -> None:
     """fp32 plans (placeholder bytes) whose manifests name the checkpoints in `work` (GPT-SoVITS' own)."""
     from factories import write_plan
-
     from serving.gpt_sovits import checkpoint_sha256
 
     for vocoder, checkpoint in (("v3", work / V3_DIR), ("v4", work / V4_FILE)):

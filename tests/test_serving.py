@@ -349,3 +349,27 @@ def test_triton_rejects_bad_inputs_in_one_line(tmp_path):
     with pytest.raises(UserError, match="does not match its manifest"):
         write_repository(engines, tmp_path / "triton", SETTINGS["serving"])
     assert not (tmp_path / "triton" / "v4_fp32" / "config.pbtxt").exists()
+
+
+def test_standin_batched_path_calls_the_vocoder_as_upstream_does():
+    """As the real run at 48b1a01 showed (tests/test_gpt_sovits_real.py): the batched path's CFM chunks,
+    T_chunk - T_min frames each, reach the vocoder joined in time as one (1, 100, chunks x chunk_len) mel."""
+    from gpt_sovits_standin import StandInTTS
+
+    class RecordingVocoder(torch.nn.Module):
+        sampling_rate, hop = 48000, 480
+
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def forward(self, mel):
+            self.calls.append(tuple(mel.shape))
+            return mel.mean(1, keepdim=True).repeat_interleave(self.hop, -1)
+
+    vocoder = RecordingVocoder()
+    tts = StandInTTS("v4", vocoder, todo_frames=200)  # T_ref 24, T_chunk 64: chunks of 40 frames
+    tokens = [torch.zeros(30, dtype=torch.long), torch.zeros(20, dtype=torch.long)]
+    fragments = tts.using_vocoder_synthesis_batched_infer([30, 20], tokens, [torch.zeros(5, dtype=torch.long)] * 2)
+    assert vocoder.calls == [(1, 100, 8 * 40)]  # 12 padding + 200 frames in chunks overlapping by 12
+    assert [f.shape[0] for f in fragments] == [120 * 480, 80 * 480]
