@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from pipeline.settings import tomllib
 
 REPO = Path(__file__).resolve().parent.parent
-IN_PROCESS_ROOTS = [REPO / "serving" / "gpt_sovits.py", *sorted((REPO / "runtime").glob("*.py"))]
+IN_PROCESS_ROOTS = [*sorted((REPO / "serving" / "gpt_sovits").glob("*.py")), *sorted((REPO / "runtime").glob("*.py"))]
 PROJECT_PACKAGES = ("runtime", "pipeline", "export", "build", "serving", "validate")
 SOURCES = sorted(p for folder in (*PROJECT_PACKAGES, "tests") for p in (REPO / folder).rglob("*.py"))
 
@@ -44,7 +44,7 @@ def module_file(name: str) -> Path | None:
 
 
 def in_process_files() -> list[Path]:
-    """runtime/, serving/gpt_sovits.py and everything they import, followed to the end."""
+    """runtime/, serving/gpt_sovits/ and everything they import, followed to the end."""
     seen, todo = set(), list(IN_PROCESS_ROOTS)
     while todo:
         path = todo.pop()
@@ -157,6 +157,15 @@ def test_gpu_extra_installs_the_binding_that_has_wheels_there(platform, python, 
 @pytest.mark.parametrize("platform", ["linux", "win32"])
 def test_cuda_python_extra_installs_cuda_bindings_anywhere(platform):
     assert installed_on(requirements("cuda-python"), platform, "3.10") == {"cuda-bindings"}
+
+
+@pytest.mark.parametrize("platform", ["linux", "win32"])
+def test_pipeline_with_gpu_installs_one_onnxruntime(platform):
+    """onnxruntime and onnxruntime-gpu both install the module `onnxruntime`: never both at once."""
+    with_gpu = installed_on(requirements("pipeline") + requirements("gpu"), platform, "3.11")
+    with_cpu = installed_on(requirements("pipeline") + requirements("cpu"), platform, "3.11")
+    assert "onnxruntime-gpu" in with_gpu and "onnxruntime" not in with_gpu
+    assert "onnxruntime" in with_cpu and "onnxruntime-gpu" not in with_cpu
 
 
 def test_in_process_dependencies_bring_tomli_only_where_tomllib_is_missing():
