@@ -12,7 +12,9 @@ scripts. What is stubbed (`install_stubs`), and why:
 - `torchaudio` (no wheel pinned to this torch 2.13; the references are given at the CFM's own rate, so
   TTS.py's resample is never called) and the UI/server packages (`gradio`, `fastapi`, `uvicorn`,
   `pydantic`: their objects are recorded, servers never started).
-Installed for real into the venv for this run: einops, x-transformers, ffmpeg-python, psutil.
+Installed for real into the venv for this run: einops, x-transformers, ffmpeg-python, psutil. One
+shim: `bigvgan_on_new_hub` (this venv's huggingface_hub 1.x calls BigVGAN's loader without two
+arguments it requires; GPT-SoVITS' own environment has huggingface_hub < 1.0).
 One size is changed: SynthesizerTrnV3 hard-codes its CFM's DiT at dim 1024, depth 22 (about 300 M
 parameters, minutes per CFM chunk on two cores); `small_dit` builds the same DiT class at dim 64,
 depth 2. The vocoders keep their upstream sizes, except v3's BigVGAN, whose size comes from its own
@@ -112,6 +114,24 @@ def install_stubs(root: Path) -> None:
 
     feature_extractor.cnhubert = sys.modules["feature_extractor.cnhubert"]
     shrink_dit()
+    bigvgan_on_new_hub()
+
+
+def bigvgan_on_new_hub() -> None:
+    """huggingface_hub 1.x (this venv) no longer passes `proxies` and `resume_download` to
+    `_from_pretrained`, which GPT-SoVITS' BigVGAN requires; GPT-SoVITS' own environment keeps
+    huggingface_hub below 1.0 (transformers<5). Default the two, so upstream's from_pretrained runs."""
+    import huggingface_hub
+    from BigVGAN.bigvgan import BigVGAN
+
+    if int(huggingface_hub.__version__.split(".")[0]) < 1 or getattr(BigVGAN, "_hub_shim", False):
+        return
+    original = BigVGAN._from_pretrained.__func__
+
+    def _from_pretrained(cls, *, proxies=None, resume_download=False, **kwargs):
+        return original(cls, proxies=proxies, resume_download=resume_download, **kwargs)
+
+    BigVGAN._from_pretrained, BigVGAN._hub_shim = classmethod(_from_pretrained), True
 
 
 def small_dit(**kwargs):

@@ -2,9 +2,13 @@
 
 In GPT-SoVITS (TTS_infer_pack/TTS.py), `TTS.init_vocoder(version)` puts the PyTorch vocoder in
 `tts.vocoder` and fills `tts.vocoder_configs` (sr, upsample_rate, ...); synthesis calls
-`tts.vocoder(mel)` with a (1, 100, frames) mel in `tts.precision` on `tts.configs.device`.
-`install(tts)` replaces that module with an `EngineVocoder` taking and returning the same tensors,
-and does so again after every `init_vocoder` (GPT-SoVITS calls it when a v3 or v4 model is loaded).
+`tts.vocoder(mel)` with a (1, 100, frames) mel in `tts.precision` on `tts.configs.device` (the
+batched path: the CFM's chunks joined in time in one such mel). `install(tts)` replaces that module
+with an `EngineVocoder` taking and returning the same tensors, and does so again after every
+`init_vocoder` (a v3 or v4 model loaded), `enable_half_precision` and `set_device`. Engines are
+never built here: a plan that does not serve is refused with the command that builds one.
+GPT-SoVITS' default UI has no TTS object; the launcher (launcher.py) serves its module-level
+vocoders through the same `_DropIn.serve`.
 
 The switches live in a top-level `tensorrt:` section of tts_infer.yaml. TTS_Config keeps every
 top-level section in `configs.default_configs` and writes them back unchanged, while it rewrites the
