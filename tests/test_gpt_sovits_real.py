@@ -212,7 +212,7 @@ def stub_front_end(tts, fragments: dict) -> None:
         list(range(1, 21)), torch.zeros(1024, 20), text)
 
     def infer_panel(phones, phone_lens, prompt, bert, **kwargs):
-        count = phones.shape[0]
+        count = len(phones)  # one entry per fragment of the batch
         taken, lengths[:] = lengths[:count], lengths[count:]
         semantic = [torch.randint(0, 1024, (n,), generator=torch.Generator().manual_seed(n)) for n in taken]
         return semantic, taken
