@@ -57,7 +57,13 @@ def permissive(name: str, **attributes) -> types.ModuleType:
     """A module whose every other attribute is a MagicMock (for UI/server packages and models)."""
     module = types.ModuleType(name)
     module.__dict__.update(attributes)
-    module.__getattr__ = lambda attribute: mock.MagicMock(name=f"{name}.{attribute}")
+
+    def attribute_of(attribute: str):
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return module.__dict__.setdefault(attribute, mock.MagicMock(name=f"{name}.{attribute}"))  # the same each time
+
+    module.__getattr__ = attribute_of
     module.__path__ = []  # a package, so `from name.sub import x` finds the stubbed submodules
     return module
 
