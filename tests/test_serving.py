@@ -373,3 +373,83 @@ def test_standin_batched_path_calls_the_vocoder_as_upstream_does():
     fragments = tts.using_vocoder_synthesis_batched_infer([30, 20], tokens, [torch.zeros(5, dtype=torch.long)] * 2)
     assert vocoder.calls == [(1, 100, 8 * 40)]  # 12 padding + 200 frames in chunks overlapping by 12
     assert [f.shape[0] for f in fragments] == [120 * 480, 80 * 480]
+
+
+def test_launcher_build_runs_the_stage_commands_make_engines_runs(tmp_path):
+    from serving.gpt_sovits.bundle_build import stage_commands
+
+    steps = stage_commands(SETTINGS, "v4", tmp_path / "vocoder.pth", ["fp16", "fp32"])
+    modules = [command[2] for _, command in steps]
+    assert modules == ["export", "export.clean", "build", "export.clean", "build"]
+    assert all(command[:2] == [sys.executable, "-m"] for _, command in steps)
+    assert steps[0][1][3:] == ["--vocoder", "v4", "--checkpoint", str(tmp_path / "vocoder.pth"), "--output",
+                               str(REPO / "engines" / "onnx" / "v4.onnx")]
+    assert steps[2][1][-2:] == ["--output", str(REPO / "engines" / "v4.fp16.plan")]
+
+
+def test_launcher_refuses_in_one_line_outside_a_gpt_sovits_folder(tmp_path):
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    for argv, words in ((["api"], "is not a GPT-SoVITS folder"), (["build"], "vocoder checkpoint"),
+                        (["serve"], "unknown entry point")):
+        done = subprocess.run([sys.executable, "-m", "serving.gpt_sovits", *argv], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, encoding="utf-8")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+
+
+FAKE_WEBUI = '''
+import torch
+device, is_half = "cpu", False
+def clean_hifigan_model():
+    global hifigan_model
+    hifigan_model = None
+def init_bigvgan():
+    global bigvgan_model
+    clean_hifigan_model()
+    bigvgan_model = torch.nn.Identity()
+def init_hifigan():
+    global hifigan_model
+    hifigan_model = torch.nn.Identity()
+bigvgan_model = hifigan_model = None
+init_hifigan()  # at import, before any hook could run after the module
+def get_tts_wav():
+    if bigvgan_model is None:
+        init_bigvgan()
+    return bigvgan_model
+'''
+
+
+def test_webui_vocoders_are_wrapped_between_definition_and_first_call(tmp_path):
+    """inference_webui.py's pattern (module-level models put in place by init_bigvgan/init_hifigan, the
+    first call at import): the launcher serves both, at import and at the lazy load after a switch."""
+    from serving.gpt_sovits.launcher import WEBUI_VOCODERS, run_script, wrap_webui_vocoders
+
+    script = tmp_path / "inference_webui.py"
+    script.write_text(FAKE_WEBUI, encoding="utf-8")
+    served = []
+
+    class Recording:
+        def serve(self, module, version, dtype, device, expected=None):
+            served.append((version, dtype, device))
+            return SimpleNamespace(pytorch=module, version=version)
+
+    names = tuple(loader for _, loader, _ in WEBUI_VOCODERS)
+    saved_main, saved_argv, saved_path = sys.modules["__main__"], sys.argv, list(sys.path)
+    try:
+        namespace = run_script(script, ["en_US"], (names, lambda ns: wrap_webui_vocoders(ns, Recording())))
+    finally:
+        sys.modules["__main__"], sys.argv, sys.path[:] = saved_main, saved_argv, saved_path
+    assert namespace["hifigan_model"].version == "v4" and served == [("v4", torch.float32, "cpu")]
+    assert namespace["get_tts_wav"]().version == "v3" and namespace["hifigan_model"] is None
+    assert [s[0] for s in served] == ["v4", "v3"]
+
+
+def test_unknown_gpt_sovits_revision_is_refused_naming_found_and_supported(tmp_path):
+    from serving.gpt_sovits.launcher import ENTRY_POINTS, KNOWN_REVISIONS, known_revision
+
+    for name in ENTRY_POINTS["api"].relies_on:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("print('another revision')\r\n", encoding="utf-8")
+    with pytest.raises(UserError) as excinfo:
+        known_revision(tmp_path, ENTRY_POINTS["api"])
+    message = str(excinfo.value)
+    assert "api_v2.py " in message and next(iter(KNOWN_REVISIONS)) in message and "--any-revision" in message
