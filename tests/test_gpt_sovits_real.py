@@ -125,7 +125,7 @@ def test_upstream_synthesis_through_the_drop_in_matches_upstream_alone(gsv, vers
     assert all(snr_db(s, a) >= 100 for s, a in zip(served_batched, alone_batched))
     # what the vocoder gets: one mel for a fragment; the batched path's chunks joined in time, each
     # T_chunk - T_min frames (T_min = T_ref here), the first 12 zero-padded frames included
-    assert calls[0] == (1, 100, 503 if version == "v3" else 520)
+    assert calls[0] == (1, 100, 487 if version == "v3" else 520)  # v3: 130 tokens x 2 x 1.875
     assert calls[1][:2] == (1, 100) and calls[1][2] % chunk == 0 and calls[1][2] // chunk >= 2
     assert tts.vocoder_stats.snapshot()["tensorrt_calls"] == 2
 
@@ -135,7 +135,7 @@ def test_streaming_matches_upstream_non_streaming_over_two_cfm_chunks(gsv, versi
     from serving.gpt_sovits import stream_vocoder_synthesis
 
     tts = make_tts(gsv, version)
-    semantic, phones = tokens(130, seed=5)  # 503 (v3) / 520 (v4) feature frames: two CFM chunks
+    semantic, phones = tokens(130, seed=5)  # 487 (v3) / 520 (v4) feature frames: two CFM chunks
     expected = synthesis(tts, semantic, phones)
     for served_by in ("pytorch", "engine double"):
         if served_by == "engine double":
