@@ -187,6 +187,7 @@ def test_run_streaming_modes_stream_each_fragment_with_upstreams_silence(gsv):
               "parallel_infer": False, "split_bucket": False}
     torch.manual_seed(SEED)
     fragment_mode = list(gsv.upstream.TTS.run(tts, dict(inputs, return_fragment=True)))
+    stub_front_end(tts, fragments)  # the T2S stub hands out each fragment's tokens once per run
     torch.manual_seed(SEED)
     streamed = list(streaming_run(tts, dict(inputs, streaming_mode=True), gsv.upstream.TTS.run))
     silence = int(tts.configs.sampling_rate * 0.3)
