@@ -6,7 +6,7 @@ VENV        ?= .venv
 PYTHON      ?= $(VENV)/bin/python
 # torch 2.13.0 resolves to a CPU build on the project's CI machines; on a GPU machine pass TORCH=torch
 TORCH       ?= torch==2.13.0
-EXTRAS      ?= pipeline,rtx,test
+EXTRAS      ?= pipeline,cpu,rtx,test
 VOCODERS    ?= v3 v4
 PRECISIONS  ?= fp32 fp16
 CHECKPOINT_V3 ?=

@@ -29,6 +29,7 @@ class BuildRecord:
     version_compatible: bool
     seconds: float
     trtexec: str                               # the equivalent trtexec command line
+    cuda_major: str | None = None              # TensorRT-RTX: "cu12"/"cu13" of the wheel that built it
 
 
 def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequence[ProfileShapes],
@@ -39,7 +40,7 @@ def make_manifest(vocoder: str, precision: str, facts: OnnxFacts, profiles: Sequ
     return {
         "format": FORMAT,
         "vocoder": vocoder, "precision": precision,
-        "backend": record.backend, "backend_version": record.backend_version,
+        "backend": record.backend, "backend_version": record.backend_version, "cuda_major": record.cuda_major,
         "sampling_rate": meta["sampling_rate"], "hop": meta["hop"], "n_mels": meta["n_mels"],
         **{key: meta[key] for key in STREAM_KEYS if key in meta},
         "input": facts.input.as_dict(),

@@ -19,6 +19,7 @@ from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import check_precision, profiles_for
 from runtime.manifest import manifest_path, manifest_text
+from runtime.runnable import rtx_cuda_major
 
 log = logging.getLogger("build")
 
@@ -81,6 +82,7 @@ def _build_with_python(backend: LoadedBackend, onnx_path, tmp_plan: Path, profil
     with open(tmp_plan, "wb") as stream:
         stream.write(memoryview(built.serialized))
     return {"backend": backend.name, "backend_version": backend.version,
+            "cuda_major": rtx_cuda_major() if backend.name == "tensorrt_rtx" else None,
             "compute_capabilities": built.compute_capabilities,
             "hardware_compatibility": built.hardware_compatibility, "version_compatible": built.version_compatible}
 

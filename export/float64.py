@@ -38,7 +38,7 @@ def evaluate_float64(model: onnx.ModelProto, mel: np.ndarray) -> np.ndarray:
         last_use = _last_uses(graph)
         with torch.inference_mode():
             for index, node in enumerate(evaluator.rt_nodes_):
-                values.update(zip(node.output, node.run(*(values[name] if name else None for name in node.input))))
+                values.update(zip(node.output, node.run(*(values[name] if name else None for name in node.input)), strict=False))
                 for name in node.input:
                     if last_use.get(name) == index:
                         values.pop(name, None)

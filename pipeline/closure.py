@@ -24,6 +24,10 @@ PACKAGES = ("runtime", "pipeline", "export", "build", "serving", "validate")
 # every stage it loads into GPT-SoVITS' interpreter (its closure follows whatever the drop-in imports
 # or names to run).
 DROP_IN = "serving.gpt_sovits"
+# Files whose dotted strings name stage commands they start in a new interpreter (`python -m
+# serving.gpt_sovits build` runs export, export.clean and build, and checks for Python 3.11 first):
+# their imports are followed, those names are not, so the stages stay out of the in-process part.
+STARTS_COMMANDS = ("serving/gpt_sovits/bundle_build.py",)
 DOTTED = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)+")
 
 
@@ -44,7 +48,9 @@ def _package_of(path: Path, root: Path) -> list[str]:
 
 
 def loaded_names(path: Path, root: Path = REPO_ROOT) -> set[str]:
-    """Module names `path` imports or names as a dotted string (see the module's docstring)."""
+    """Module names `path` imports or names as a dotted string (see the module's docstring; not in
+    STARTS_COMMANDS)."""
+    strings = path.relative_to(root).as_posix() not in STARTS_COMMANDS
     names = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
         if isinstance(node, ast.Import):
@@ -55,7 +61,7 @@ def loaded_names(path: Path, root: Path = REPO_ROOT) -> set[str]:
             module = ".".join(base + ([node.module] if node.module else []))
             names.add(module)
             names.update(f"{module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED.fullmatch(node.value):
+        elif strings and isinstance(node, ast.Constant) and isinstance(node.value, str) and DOTTED.fullmatch(node.value):
             names.add(node.value)
     return {name for name in names if name}
 

@@ -45,6 +45,7 @@ class BackendInfo:
     module: str
     version: str
     rtx_targets: Optional[Tuple[str, ...]] = None
+    cuda_major: Optional[str] = None  # TensorRT-RTX: "cu12" or "cu13", the CUDA its wheel was built for
 
 
 def parse_version(text: str) -> Tuple[int, ...]:
@@ -70,6 +71,7 @@ def why_not_runnable(manifest: dict, gpu: Optional[Gpu], backend: Optional[Backe
                 f"{DISPLAY.get(backend.module, backend.module)} {backend.version}; pip install "
                 f"{PIP_NAMES[built_with]}=={built_version}, or {REBUILD} with that backend")
     reason = (_rtx_gpu_problem if built_with == "tensorrt_rtx" else _full_gpu_problem)(manifest, gpu, backend)
+    reason = reason or _cuda_major_problem(manifest, backend)
     return reason or _version_problem(built_with, built_version, backend.version, bool(manifest.get("version_compatible")))
 
 
@@ -106,6 +108,31 @@ def _full_gpu_problem(manifest: dict, gpu: Gpu, backend: BackendInfo) -> Optiona
     if targets is not None and sm_name(gpu.capability) not in targets:
         return (f"the plan was built on a GPU of {', '.join(targets)}, not {gpu.described}; {REBUILD} on this "
                 "machine, or set build.hardware_compatibility = \"ampere_plus\" for a plan that moves")
+    return None
+
+
+def _cuda_major_problem(manifest: dict, backend: BackendInfo) -> Optional[str]:
+    """A TensorRT-RTX plan runs only under the CUDA major (cu12/cu13) of the wheel that built it;
+    manifests written before this was recorded pass."""
+    built, running = manifest.get("cuda_major"), backend.cuda_major
+    if manifest["backend"] != "tensorrt_rtx" or not built or not running or built == running:
+        return None
+    return (f"the plan was built with tensorrt-rtx-{built} but tensorrt-rtx-{running} is installed here; "
+            f"pip install tensorrt-rtx-{built}=={manifest['backend_version']}, or {REBUILD} with tensorrt-rtx-{running}")
+
+
+def rtx_cuda_major() -> Optional[str]:
+    """"cu13" or "cu12": the CUDA build of the installed TensorRT-RTX, told by its wheel's distribution
+    (tensorrt_rtx_cu13_libs, tensorrt-rtx-cu12, ...); None when no such distribution is installed."""
+    from importlib import metadata
+
+    for major in ("cu13", "cu12"):
+        for suffix in ("_libs", ""):
+            try:
+                metadata.version(f"tensorrt_rtx_{major}{suffix}")
+            except metadata.PackageNotFoundError:
+                continue
+            return major
     return None
 
 
@@ -157,7 +184,8 @@ def import_backend(module: str):
 def backend_of(trt) -> BackendInfo:
     """Describe an imported TensorRT module."""
     targets = tuple(rtx_supported(trt)) if trt.__name__ == "tensorrt_rtx" else None
-    return BackendInfo(trt.__name__, trt.__version__, targets)
+    cuda_major = rtx_cuda_major() if trt.__name__ == "tensorrt_rtx" else None
+    return BackendInfo(trt.__name__, trt.__version__, targets, cuda_major)
 
 
 def installed_backend(module: str) -> Optional[BackendInfo]:

@@ -55,12 +55,18 @@ class StandInCFM:
         self.calls = 0
 
     def inference(self, mu, x_lens, prompt, n_timesteps, temperature=1.0, inference_cfg_rate=0):
+        """mu (batch, frames, channels): one row per chunk, as upstream's batched path sends them;
+        zero feature frames (its padding) give zero mel."""
         assert int(x_lens[0]) == mu.shape[1] and n_timesteps > 0 and inference_cfg_rate == 0
         self.calls += 1
-        todo = mu[0, prompt.shape[2]:]
-        assert torch.all(todo[:, 1] == TODO), "the prompt must cover exactly the carried frames"
-        prompt_part = torch.zeros(1, self.speech.shape[1], prompt.shape[2])
-        return torch.cat([prompt_part, self.speech[:, :, todo[:, 0].long()]], dim=2)
+        rows = []
+        for row in mu:
+            todo = row[prompt.shape[2]:]
+            padding = torch.all(todo == 0, dim=1)
+            assert torch.all(todo[~padding, 1] == TODO), "the prompt must cover exactly the carried frames"
+            mel = self.speech[0][:, todo[:, 0].long()] * (~padding).float()
+            rows.append(torch.cat([torch.zeros(self.speech.shape[1], prompt.shape[2]), mel], dim=1))
+        return torch.stack(rows)
 
 
 class StandInSynthesizer:
@@ -74,7 +80,8 @@ class StandInSynthesizer:
         per_token = FEATURES_PER_TOKEN[self.version]
         frames = int(codes.size(2) * per_token) if speed == 1 else int(codes.size(2) * per_token / speed) + 1
         which = PROMPT if ge is None else TODO
-        fea = torch.stack([torch.arange(frames, dtype=torch.float32), torch.full((frames,), which)])[None]
+        start = 0 if ge is None else 1  # the todo frames' positions from 1: zero features are padding only
+        fea = torch.stack([torch.arange(start, start + frames, dtype=torch.float32), torch.full((frames,), which)])[None]
         return fea, (torch.ones(1, 4, 1) if ge is None else ge)
 
 
@@ -83,7 +90,8 @@ class StandInTTS:
     so a short utterance spans several CFM chunks; the reference at 16 kHz (resampled as upstream)."""
 
     def __init__(self, version: str, vocoder, todo_frames: int, t_ref: int = 24, t_chunk: int = 64):
-        self.configs = SimpleNamespace(version=version, device=torch.device("cpu"), is_half=False, default_configs={})
+        self.configs = SimpleNamespace(version=version, device=torch.device("cpu"), is_half=False, default_configs={},
+                                       use_vocoder=True, sampling_rate=32000)
         self.precision = torch.float32
         self.vocoder = vocoder
         self.vocoder_configs = {"sr": vocoder.sampling_rate, "T_ref": t_ref, "T_chunk": t_chunk,
@@ -93,7 +101,8 @@ class StandInTTS:
         self.prompt_cache = {"prompt_semantic": torch.zeros(13, dtype=torch.long), "phones": [1, 2, 3],
                              "refer_spec": [(torch.from_numpy(reference), None)],
                              "raw_audio": torch.from_numpy(raw)[None], "raw_sr": 16000}
-        self.vits_model = StandInSynthesizer(version, torch.from_numpy(sample_mel(version, todo_frames, seed=11)))
+        speech = torch.from_numpy(sample_mel(version, todo_frames + 1, seed=11))  # position 0: never used
+        self.vits_model = StandInSynthesizer(version, speech)
 
     def init_vocoder(self, version: str) -> None:
         return None
@@ -129,3 +138,42 @@ class StandInTTS:
             chunks.append(cfm)
         with torch.inference_mode():
             return self.vocoder(denorm_spec(torch.cat(chunks, 2)))[0][0]
+
+    def using_vocoder_synthesis_batched_infer(self, idx_list, semantic_tokens_list, batch_phones, speed=1.0,
+                                              sample_steps=32):
+        """Upstream's batched path as the vocoder meets it (the real run at 48b1a01 showed it): every
+        fragment's features joined, 12 zero frames in front, cut into chunks of T_chunk - T_min that
+        overlap by 12, the last zero-padded; one CFM call over the batch of chunks; their mels joined in
+        time, one vocoder call on (1, 100, chunks x chunk_len). The audio is cut back per fragment
+        without upstream's SOLA search (a plain 12-frame cross-fade here)."""
+        refer = self.prompt_cache["refer_spec"][0][0].to(dtype=self.precision)
+        prompt = self.prompt_cache["prompt_semantic"].unsqueeze(0).unsqueeze(0)
+        fea_ref, ge = self.vits_model.decode_encp(prompt, torch.LongTensor(self.prompt_cache["phones"])[None], refer)
+        t_min = min(fea_ref.shape[2], self.vocoder_configs["T_ref"])
+        fea_ref, chunk_len = fea_ref[:, :, -t_min:], self.vocoder_configs["T_chunk"] - t_min
+        overlap, hop = self.vocoder_configs["overlapped_len"], self.vocoder_configs["upsample_rate"]
+        feats = [self.vits_model.decode_encp(tokens[-idx:][None, None], phones[None], refer, ge, speed)[0]
+                 for idx, tokens, phones in zip(idx_list, semantic_tokens_list, batch_phones, strict=True)]
+        padded = F.pad(torch.cat(feats, 2), (overlap, 0))
+        starts = range(0, padded.shape[2] - overlap, chunk_len - overlap)
+        chunks = [F.pad(padded[:, :, a:a + chunk_len], (0, chunk_len - padded[:, :, a:a + chunk_len].shape[2]))
+                  for a in starts]
+        batch = torch.cat(chunks, 0)
+        fea = torch.cat([fea_ref.repeat(len(chunks), 1, 1), batch], 2).transpose(2, 1)
+        mel2 = torch.zeros(1, 100, t_min)
+        mels = self.vits_model.cfm.inference(fea, torch.LongTensor([fea.size(1)]), mel2, sample_steps)[:, :, -chunk_len:]
+        joined = mels.permute(1, 0, 2).reshape(100, -1)[None]
+        with torch.no_grad():
+            audio = self.vocoder(denorm_spec(joined))[0][0]
+        pieces = list(audio.split(chunk_len * hop))
+        fade = torch.linspace(0, 1, overlap * hop)
+        out = pieces[0]
+        for piece in pieces[1:]:
+            mixed = out[-overlap * hop:] * (1 - fade) + piece[:overlap * hop] * fade
+            out = torch.cat([out[:-overlap * hop], mixed, piece[overlap * hop:]])
+        out = out[overlap * hop:]
+        fragments = []
+        for feat in feats:
+            fragments.append(out[:feat.shape[2] * hop])
+            out = out[feat.shape[2] * hop:]
+        return fragments

@@ -75,6 +75,7 @@ def check_plan_and_manifest(trt, plan: Path, onnx_path: Path, vocoder: str, prec
     assert manifest["format"] == 1
     assert (manifest["vocoder"], manifest["precision"]) == (vocoder, precision)
     assert (manifest["backend"], manifest["backend_version"]) == ("tensorrt_rtx", trt.__version__)
+    assert manifest["cuda_major"] == "cu13"  # the tensorrt-rtx metapackage installed here pins tensorrt_rtx_cu13
     assert manifest["plan"] == {"file": plan.name, "size": plan.stat().st_size, "sha256": sha256_of(plan)}
     assert manifest["onnx"] == {"path": str(onnx_path), "sha256": sha256_of(onnx_path)}
     _, network, _ = parsed_network(trt, onnx_path)

@@ -131,6 +131,15 @@ def test_cuda_python_extra_installs_cuda_bindings_anywhere(platform):
     assert installed_on(requirements("cuda-python"), platform, "3.10") == {"cuda-bindings"}
 
 
+@pytest.mark.parametrize("platform", ["linux", "win32"])
+def test_pipeline_with_gpu_installs_one_onnxruntime(platform):
+    """onnxruntime and onnxruntime-gpu both install the module `onnxruntime`: never both at once."""
+    with_gpu = installed_on(requirements("pipeline") + requirements("gpu"), platform, "3.11")
+    with_cpu = installed_on(requirements("pipeline") + requirements("cpu"), platform, "3.11")
+    assert "onnxruntime-gpu" in with_gpu and "onnxruntime" not in with_gpu
+    assert "onnxruntime" in with_cpu and "onnxruntime-gpu" not in with_cpu
+
+
 def test_in_process_dependencies_bring_tomli_only_where_tomllib_is_missing():
     assert "tomli" in installed_on(requirements(), "win32", "3.10")
     assert "tomli" not in installed_on(requirements(), "linux", "3.11")

@@ -3,6 +3,7 @@ checks, WAV writing, CLI errors and its import boundaries. GPU paths are in test
 from __future__ import annotations
 
 import ast
+import dataclasses
 import errno
 import json
 import os
@@ -97,6 +98,16 @@ def test_a_gpu_tensorrt_rtx_cannot_run_is_refused_whatever_the_manifest_lists(tm
 def test_tensorrt_rtx_plan_runs_on_a_targeted_rtx_card(tmp_path):
     manifest = runtime.read_manifest(make_plan(tmp_path))
     check_runnable(manifest, Gpu("NVIDIA GeForce RTX 4090", (8, 9)), RTX)
+
+
+def test_tensorrt_rtx_plan_of_another_cuda_major_names_the_wheel_to_install(tmp_path):
+    manifest = runtime.read_manifest(make_plan(tmp_path, cuda_major="cu13"))
+    card = Gpu("NVIDIA GeForce RTX 3060", (8, 6))
+    reason = runtime.why_not_runnable(manifest, card, dataclasses.replace(RTX, cuda_major="cu12"))
+    assert "tensorrt-rtx-cu13" in reason and "tensorrt-rtx-cu12 is installed" in reason
+    assert runtime.why_not_runnable(manifest, card, dataclasses.replace(RTX, cuda_major="cu13")) is None
+    del manifest["cuda_major"]  # manifests written before the CUDA major was recorded
+    assert runtime.why_not_runnable(manifest, card, dataclasses.replace(RTX, cuda_major="cu12")) is None
 
 
 def test_untargeted_rtx_card_names_the_missing_target(tmp_path):

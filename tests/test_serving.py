@@ -29,7 +29,7 @@ from factories import write_plan
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS, load_settings, profiles_for
-from serving.gpt_sovits import EngineRequest, EngineVocoder, engine_settings, install, rebuild_reasons, yaml_options
+from serving.gpt_sovits import EngineRequest, EngineVocoder, install, rebuild_reasons, yaml_options
 from serving.triton import write_repository
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +76,16 @@ class StandInTTS:
             return
         self.vocoder = copy.deepcopy(module).half() if self.configs.is_half else module
         self.vocoder_configs.update(sr=module.sampling_rate, upsample_rate=module.hop, overlapped_len=12)
+
+    def enable_half_precision(self, enable: bool = True, save: bool = True) -> None:
+        """As TTS's: precision and is_half follow, and every model (the vocoder too) is cast."""
+        self.configs.is_half = enable
+        self.precision = torch.float16 if enable else torch.float32
+        self.vocoder = self.vocoder.half() if enable else self.vocoder.float()
+
+    def set_device(self, device, save: bool = True) -> None:
+        self.configs.device = device
+        self.vocoder = self.vocoder.to(device)
 
 
 def settings_with_engines(engines: Path) -> dict:
@@ -149,9 +159,50 @@ def test_drop_in_reattaches_after_init_vocoder_and_warns_once(v4_engines, vocode
         tts.init_vocoder("v3")
         assert tts.vocoder is tiny_v3
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "v3 fp32" in warnings[0] and "not found" in warnings[0]
+    assert len(warnings) == 1 and "v3 fp32" in warnings[0] and "no engine built yet" in warnings[0]
+    assert "build it with `make engines CHECKPOINT_V3=" in warnings[0] or "-m serving.gpt_sovits build`" in warnings[0]
     with torch.inference_mode():
         assert tts.vocoder(torch.from_numpy(sample_mel("v3", frames=8))).shape == (1, 1, 8 * 256)
+
+
+def test_half_precision_and_device_changes_reattach_the_matching_engine(v4_engines, vocoder_v4):
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": copy.deepcopy(vocoder_v4)})
+    install_on(tts, v4_engines)
+    assert tts.vocoder.plan.name == "v4.fp32.plan"
+    tts.enable_half_precision(True)  # GPT-SoVITS casts its vocoder; the engine's precision follows
+    assert isinstance(tts.vocoder, EngineVocoder) and tts.vocoder.plan.name == "v4.fp16.plan"
+    assert next(tts.vocoder.pytorch.parameters()).dtype == torch.float16
+    tts.enable_half_precision(False)
+    assert tts.vocoder.plan.name == "v4.fp32.plan" and next(tts.vocoder.pytorch.parameters()).dtype == torch.float32
+    first_engine = tts.vocoder.engine
+    tts.set_device(torch.device("cpu"))  # the engine is loaded again for the new device, not left behind
+    assert isinstance(tts.vocoder, EngineVocoder) and tts.vocoder.engine is not first_engine
+
+
+def test_plan_for_other_weights_is_refused_naming_the_build_command(tmp_path, v4_engines, vocoder_v4, caplog,
+                                                                    monkeypatch):
+    checkpoint = tmp_path / "GPT_SoVITS" / "pretrained_models" / "gsv-v4-pretrained" / "vocoder.pth"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save(vocoder_v4.state_dict(), checkpoint)  # the user's own weights; the plans are synthetic
+    monkeypatch.chdir(tmp_path)  # GPT-SoVITS' folder
+    before = sorted(p.name for p in v4_engines.iterdir())
+    tts = StandInTTS("v4", is_half=False, vocoders={"v4": vocoder_v4})
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        install_on(tts, v4_engines)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "\n" not in warning and "other vocoder weights" in warning and "build it with `" in warning
+    assert tts.vocoder is vocoder_v4 and sorted(p.name for p in v4_engines.iterdir()) == before  # nothing built
+
+
+def test_streaming_finds_upstream_helpers_for_a_tts_subclass_defined_elsewhere():
+    import gpt_sovits_standin as upstream
+    from serving.gpt_sovits import upstream_module
+
+    subclass = type("MyTTS", (upstream.StandInTTS,), {"__module__": "my_service"})  # as a service would subclass TTS
+    tts = subclass.__new__(subclass)
+    assert upstream_module(tts) is upstream
+    with pytest.raises(UserError, match="TTS_infer_pack"):
+        upstream_module(SimpleNamespace())
 
 
 def test_unloadable_engine_leaves_the_pytorch_vocoder_with_one_warning(rtx_engines, vocoder_v4, caplog):
@@ -208,14 +259,6 @@ def test_rebuild_reasons_name_each_setting_that_differs(tmp_path, onnx_v4):
     spark = dataclasses.replace(request, gpu_target="SM121")
     reasons = " ".join(rebuild_reasons(manifest, spark))  # the runtime's runnability verdict, for this GPU
     assert "not this GPU (compute capability 12.1)" in reasons and "add SM121" in reasons
-    assert engine_settings(SETTINGS, spark)["build"]["rtx_compute_capabilities"] == ["SM121"]
-
-
-def test_engine_settings_carry_workspace_and_max_batch_into_valid_profiles():
-    tuned = engine_settings(SETTINGS, EngineRequest("v4", "fp16", 3.0, 1))
-    assert tuned["build"]["workspace_gib"] == 3.0
-    assert {p.max[0] for p in profiles_for(tuned, "v4")} == {1}  # profiles_for checks min <= opt <= max
-    assert SETTINGS == load_settings()  # pipeline.toml's settings are untouched
 
 
 def test_yaml_section_and_bad_values(vocoder_v4):
@@ -319,3 +362,105 @@ def test_triton_writes_nothing_when_a_later_model_refuses_the_preferred_batch_si
     with pytest.raises(UserError, match="preferred_batch_sizes .* v4_fp32"):
         write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "preferred_batch_sizes": [4]})
     assert not (tmp_path / "triton").exists()
+def test_standin_batched_path_calls_the_vocoder_as_upstream_does():
+    """As the real run at 48b1a01 showed (tests/test_gpt_sovits_real.py): the batched path's CFM chunks,
+    T_chunk - T_min frames each, reach the vocoder joined in time as one (1, 100, chunks x chunk_len) mel."""
+    from gpt_sovits_standin import StandInTTS
+
+    class RecordingVocoder(torch.nn.Module):
+        sampling_rate, hop = 48000, 480
+
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def forward(self, mel):
+            self.calls.append(tuple(mel.shape))
+            return mel.mean(1, keepdim=True).repeat_interleave(self.hop, -1)
+
+    vocoder = RecordingVocoder()
+    tts = StandInTTS("v4", vocoder, todo_frames=200)  # T_ref 24, T_chunk 64: chunks of 40 frames
+    tokens = [torch.zeros(30, dtype=torch.long), torch.zeros(20, dtype=torch.long)]
+    fragments = tts.using_vocoder_synthesis_batched_infer([30, 20], tokens, [torch.zeros(5, dtype=torch.long)] * 2)
+    assert vocoder.calls == [(1, 100, 8 * 40)]  # 12 padding + 200 frames in chunks overlapping by 12
+    assert [f.shape[0] for f in fragments] == [120 * 480, 80 * 480]
+
+
+def test_launcher_build_runs_the_stage_commands_make_engines_runs(tmp_path):
+    from serving.gpt_sovits.bundle_build import stage_commands
+
+    steps = stage_commands(SETTINGS, "v4", tmp_path / "vocoder.pth", ["fp16", "fp32"])
+    modules = [command[2] for _, command in steps]
+    assert modules == ["export", "export.clean", "build", "export.clean", "build"]
+    assert all(command[:2] == [sys.executable, "-m"] for _, command in steps)
+    assert steps[0][1][3:] == ["--vocoder", "v4", "--checkpoint", str(tmp_path / "vocoder.pth"), "--output",
+                               str(REPO / "engines" / "onnx" / "v4.onnx")]
+    assert steps[2][1][-2:] == ["--output", str(REPO / "engines" / "v4.fp16.plan")]
+
+
+def test_launcher_refuses_in_one_line_outside_a_gpt_sovits_folder(tmp_path):
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    for argv, words in ((["api"], "is not a GPT-SoVITS folder"), (["build"], "vocoder checkpoint"),
+                        (["serve"], "unknown entry point")):
+        done = subprocess.run([sys.executable, "-m", "serving.gpt_sovits", *argv], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, encoding="utf-8")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+
+
+FAKE_WEBUI = '''
+import torch
+device, is_half = "cpu", False
+def clean_hifigan_model():
+    global hifigan_model
+    hifigan_model = None
+def init_bigvgan():
+    global bigvgan_model
+    clean_hifigan_model()
+    bigvgan_model = torch.nn.Identity()
+def init_hifigan():
+    global hifigan_model
+    hifigan_model = torch.nn.Identity()
+bigvgan_model = hifigan_model = None
+init_hifigan()  # at import, before any hook could run after the module
+def get_tts_wav():
+    if bigvgan_model is None:
+        init_bigvgan()
+    return bigvgan_model
+'''
+
+
+def test_webui_vocoders_are_wrapped_between_definition_and_first_call(tmp_path):
+    """inference_webui.py's pattern (module-level models put in place by init_bigvgan/init_hifigan, the
+    first call at import): the launcher serves both, at import and at the lazy load after a switch."""
+    from serving.gpt_sovits.launcher import WEBUI_VOCODERS, run_script, wrap_webui_vocoders
+
+    script = tmp_path / "inference_webui.py"
+    script.write_text(FAKE_WEBUI, encoding="utf-8")
+    served = []
+
+    class Recording:
+        def serve(self, module, version, dtype, device, expected=None):
+            served.append((version, dtype, device))
+            return SimpleNamespace(pytorch=module, version=version)
+
+    names = tuple(loader for _, loader, _ in WEBUI_VOCODERS)
+    saved_main, saved_argv, saved_path = sys.modules["__main__"], sys.argv, list(sys.path)
+    try:
+        namespace = run_script(script, ["en_US"], (names, lambda ns: wrap_webui_vocoders(ns, Recording())))
+    finally:
+        sys.modules["__main__"], sys.argv, sys.path[:] = saved_main, saved_argv, saved_path
+    assert namespace["hifigan_model"].version == "v4" and served == [("v4", torch.float32, "cpu")]
+    assert namespace["get_tts_wav"]().version == "v3" and namespace["hifigan_model"] is None
+    assert [s[0] for s in served] == ["v4", "v3"]
+
+
+def test_unknown_gpt_sovits_revision_is_refused_naming_found_and_supported(tmp_path):
+    from serving.gpt_sovits.launcher import ENTRY_POINTS, KNOWN_REVISIONS, known_revision
+
+    for name in ENTRY_POINTS["api"].relies_on:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("print('another revision')\r\n", encoding="utf-8")
+    with pytest.raises(UserError) as excinfo:
+        known_revision(tmp_path, ENTRY_POINTS["api"])
+    message = str(excinfo.value)
+    assert "api_v2.py " in message and next(iter(KNOWN_REVISIONS)) in message and "--any-revision" in message

@@ -2,9 +2,13 @@
 
 In GPT-SoVITS (TTS_infer_pack/TTS.py), `TTS.init_vocoder(version)` puts the PyTorch vocoder in
 `tts.vocoder` and fills `tts.vocoder_configs` (sr, upsample_rate, ...); synthesis calls
-`tts.vocoder(mel)` with a (1, 100, frames) mel in `tts.precision` on `tts.configs.device`.
-`install(tts)` replaces that module with an `EngineVocoder` taking and returning the same tensors,
-and does so again after every `init_vocoder` (GPT-SoVITS calls it when a v3 or v4 model is loaded).
+`tts.vocoder(mel)` with a (1, 100, frames) mel in `tts.precision` on `tts.configs.device` (the
+batched path: the CFM's chunks joined in time in one such mel). `install(tts)` replaces that module
+with an `EngineVocoder` taking and returning the same tensors, and does so again after every
+`init_vocoder` (a v3 or v4 model loaded), `enable_half_precision` and `set_device`. Engines are
+never built here: a plan that does not serve is refused with the command that builds one.
+GPT-SoVITS' default UI has no TTS object; the launcher (launcher.py) serves its module-level
+vocoders through the same `_DropIn.serve`.
 
 The switches live in a top-level `tensorrt:` section of tts_infer.yaml. TTS_Config keeps every
 top-level section in `configs.default_configs` and writes them back unchanged, while it rewrites the
@@ -12,10 +16,10 @@ top-level section in `configs.default_configs` and writes them back unchanged, w
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
+import functools
+import importlib.util
 import logging
-import subprocess
 import sys
 import threading
 import time
@@ -27,12 +31,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from export.mels import MEL_SPECS
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
-from pipeline.settings import REPO_ROOT, VOCODERS, check_precision, load_settings, output_paths
+from pipeline.settings import VOCODERS, check_precision, load_settings, output_paths
 from runtime import runnable
 from runtime.errors import RuntimeUserError, reason_of
 from runtime.manifest import read_manifest
@@ -43,6 +46,8 @@ log = logging.getLogger("serving")
 
 YAML_SECTION = "tensorrt"
 YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size")
+# what `python -m serving.gpt_sovits build` needs beyond GPT-SoVITS' own packages (the pipeline extra)
+PIPELINE_MODULES = ("onnx", "onnx_graphsurgeon", "onnxruntime", "tensorrt_rtx")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
@@ -140,21 +145,6 @@ def rebuild_reasons(manifest: dict[str, Any] | None, request: EngineRequest,
     return reasons
 
 
-def engine_settings(settings: dict[str, Any], request: EngineRequest) -> dict[str, Any]:
-    """pipeline.toml's settings with the workspace and max batch GPT-SoVITS asks for, and TensorRT-RTX
-    targets narrowed to the GPU it runs on."""
-    tuned = copy.deepcopy(settings)
-    tuned["build"]["workspace_gib"] = request.workspace_gib
-    if request.gpu_target:  # built on the machine that runs it: for its own GPU (Turing included)
-        tuned["build"]["rtx_compute_capabilities"] = [request.gpu_target]
-    if request.max_batch is not None:
-        for profile in tuned["profiles"][request.vocoder]:
-            profile["max"][0] = request.max_batch
-            profile["opt"][0] = min(profile["opt"][0], request.max_batch)
-            profile["min"][0] = min(profile["min"][0], request.max_batch)
-    return tuned
-
-
 def gpt_sovits_checkpoint(settings: dict[str, Any], vocoder: str) -> Path:
     """Where GPT-SoVITS loads the vocoder from, relative to its folder (the working directory)."""
     return Path.cwd() / settings["serving"]["gpt_sovits"]["checkpoints"][vocoder]
@@ -168,38 +158,15 @@ def checkpoint_sha256(checkpoint: Path) -> str | None:
     return sha256_of(weights) if weights.is_file() else None
 
 
-def build_engine_chain(request: EngineRequest, checkpoint: Path, settings: dict[str, Any]) -> Path:
-    """GPT-SoVITS' own checkpoint through export, clean and build, with a progress bar over the stages."""
-    if not checkpoint.exists():
-        raise UserError(f"vocoder checkpoint {checkpoint} not found; start GPT-SoVITS from its own folder "
-                        "([serving.gpt_sovits] checkpoints in pipeline.toml are relative to it)")
-    from build.plan import build_plan
-    from export.checkpoints import load_vocoder
-    from export.to_onnx import onnx_from_module
-
-    paths = output_paths(settings, request.vocoder, request.precision)
-    stages = (
-        ("export", lambda: onnx_from_module(load_vocoder(request.vocoder, checkpoint, settings=settings), request.vocoder,
-                                            paths["onnx"], settings=settings)),
-        ("clean", lambda: _run_stage("export.clean", paths["onnx"], "--precision", request.precision,
-                                     "--output", paths["cleaned"])),
-        ("build", lambda: build_plan(paths["cleaned"], request.vocoder, request.precision, paths["plan"],
-                                     settings=settings)),
-    )
-    with tqdm(stages, desc=f"TensorRT {request.vocoder} {request.precision}", unit="stage") as bar:
-        for name, run in bar:
-            bar.set_postfix_str(name)
-            run()
-    return paths["plan"]
-
-
-def _run_stage(module: str, *args) -> None:
-    """A stage through its `python -m` command, the contract the Makefile uses too."""
-    done = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT,
-                          capture_output=True, text=True, encoding="utf-8")
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
-        raise UserError(f"python -m {module} failed: {lines[-1]}")
+def build_command(settings: dict[str, Any]) -> str:
+    """The command that builds engines from the vocoder checkpoints this GPT-SoVITS loads: the
+    launcher's `build` where this Python can run the pipeline (GPT-SoVITS' 3.11 bundle can, once the
+    pipeline extra is installed), else `make engines` on a machine with the pipeline, from these
+    checkpoints, with its engines/ copied here afterwards."""
+    if sys.version_info >= (3, 11) and all(importlib.util.find_spec(name) for name in PIPELINE_MODULES):
+        return f"{Path(sys.executable).name} -m serving.gpt_sovits build"
+    v3, v4 = (gpt_sovits_checkpoint(settings, vocoder) for vocoder in ("v3", "v4"))
+    return f'make engines CHECKPOINT_V3="{v3}" CHECKPOINT_V4="{v4}"'
 
 
 def load_runtime_engine(plan: Path, device: int = 0):
@@ -265,8 +232,8 @@ class EngineVocoder(nn.Module):
         seconds = time.perf_counter() - start
         audio_seconds = audio.shape[-1] / self.sampling_rate
         self.stats.record(backend, seconds, audio_seconds)
-        log.info("vocoder %s: %d frames in %.1f ms, real-time factor %.4f",
-                 backend, mel.shape[-1], seconds * 1000, seconds / audio_seconds)
+        log.debug("vocoder %s: %s mel in %.1f ms, real-time factor %.4f",
+                  backend, tuple(mel.shape), seconds * 1000, seconds / audio_seconds)
         return audio
 
     def _engine_audio(self, mel: torch.Tensor) -> torch.Tensor:
@@ -277,94 +244,139 @@ class EngineVocoder(nn.Module):
         return torch.as_tensor(audio).to(device=mel.device, dtype=mel.dtype)
 
 
-class _DropIn:
-    """The state `install` leaves on a TTS object: options, engine providers, stats, failures."""
+def unwrapped(vocoder):
+    """GPT-SoVITS' own PyTorch vocoder, whether or not the drop-in wraps it."""
+    return vocoder.pytorch if isinstance(vocoder, EngineVocoder) else vocoder
 
-    def __init__(self, tts, options: dict[str, Any], settings: dict[str, Any],
-                 load_engine: Callable[[Path, int], Any], build_engine: Callable[..., Path], original_init_vocoder):
-        self.tts = tts
+
+class _DropIn:
+    """Serves GPT-SoVITS' v3/v4 vocoders from engines: options and settings (loaded once, by
+    `install` or the launcher), the engine loader, the stats, and the engines already refused."""
+
+    def __init__(self, options: dict[str, Any], settings: dict[str, Any], load_engine: Callable[[Path, int], Any]):
         self.options = options
         self.settings = settings
         self.load_engine = load_engine
-        self.build_engine = build_engine
-        self.original_init_vocoder = original_init_vocoder
         self.stats = VocoderStats(settings["serving"]["gpt_sovits"]["stats_window"])
         self.failed: set[tuple[str, str]] = set()
 
-    def init_vocoder(self, version: str) -> None:
-        """GPT-SoVITS' init_vocoder on its own module (so its same-class check still holds), then the engine."""
-        if isinstance(self.tts.vocoder, EngineVocoder):
-            self.tts.vocoder = self.tts.vocoder.pytorch
-        self.original_init_vocoder(version)
-        self.attach(version)
-
-    def attach(self, version: str) -> None:
-        """Wrap the current vocoder; where no engine can load, warn once and leave PyTorch in place."""
-        if version not in VOCODERS or self.tts.vocoder is None:  # GPT-SoVITS v1/v2 synthesise without a vocoder
-            return
-        request = dataclasses.replace(engine_request(self.options, version, self.tts.precision, self.settings),
-                                      gpu_target=gpu_target(self.tts.configs.device))
+    def serve(self, module, version: str, dtype: torch.dtype, device, expected: tuple[int, int] | None = None):
+        """`module`, GPT-SoVITS' PyTorch vocoder for `version` on `device`, wrapped around the engine
+        that serves it; where none can, what `pytorch_fallback` gives. `expected`: the (rate, hop)
+        GPT-SoVITS expects from it, when it says."""
+        module = unwrapped(module)
+        if version not in VOCODERS or module is None:  # GPT-SoVITS v1/v2 synthesise without a vocoder
+            return module
+        request = dataclasses.replace(engine_request(self.options, version, dtype, self.settings),
+                                      gpu_target=gpu_target(device))
         key = (request.vocoder, request.precision)
         if key in self.failed:
-            return
+            return self.pytorch_fallback(module, request, None)
         try:
-            engine, plan = self.provide(request)
-            self.check_engine(engine, version)
+            plan = self.servable_plan(request)
+            engine = self.load_engine(plan, device_index(device))
+            check_engine(engine, version, expected)
         except Exception as error:  # noqa: BLE001 - whatever stops the engine, GPT-SoVITS keeps working
             self.failed.add(key)
-            log.warning("TensorRT %s %s vocoder unavailable (%s); GPT-SoVITS keeps its PyTorch vocoder",
-                        version, request.precision, reason_of(error))
-            return
-        self.tts.vocoder = EngineVocoder(self.tts.vocoder, engine, plan, self.stats)
-        log.info("GPT-SoVITS %s vocoder served by %s", version, plan)
+            return self.pytorch_fallback(module, request, reason_of(error))
+        log.info("GPT-SoVITS %s vocoder: TensorRT engine %s (%s %s, %s) [tier: tensorrt]", version, plan,
+                 engine.manifest["backend"], engine.manifest["backend_version"], request.precision)
+        return EngineVocoder(module, engine, plan, self.stats)
 
-    def provide(self, request: EngineRequest):
-        """The engine for `request`, built first when missing or built with other settings."""
+    def pytorch_fallback(self, module: nn.Module, request: EngineRequest, reason: str | None) -> nn.Module:
+        """The one place that chooses what serves when no engine can (`reason`; None: already said)."""
+        if reason is not None:
+            log.warning("TensorRT %s %s vocoder unavailable (%s); GPT-SoVITS keeps its PyTorch vocoder "
+                        "[tier: pytorch]", request.vocoder, request.precision, reason)
+        return module
+
+    def servable_plan(self, request: EngineRequest) -> Path:
+        """The plan on disk that serves `request`. Nothing is built here: a plan made for other weights,
+        another precision or another GPU is refused with the command that builds the right one."""
         paths = output_paths(self.settings, request.vocoder, request.precision)
         checkpoint = gpt_sovits_checkpoint(self.settings, request.vocoder)
-        manifest = readable_manifest(paths["plan"])
-        reasons = rebuild_reasons(manifest, request, checkpoint_sha256(checkpoint))
+        reasons = rebuild_reasons(readable_manifest(paths["plan"]), request, checkpoint_sha256(checkpoint))
         if reasons:
-            log.info("building %s: %s", paths["plan"].name, "; ".join(reasons))
-            self.build_engine(request, checkpoint, engine_settings(self.settings, request))
-        return self.load_engine(paths["plan"], device_index(self.tts.configs.device)), paths["plan"]
+            raise UserError(f"{paths['plan']} does not serve it ({'; '.join(reasons)}); "
+                            f"build it with `{build_command(self.settings)}`")
+        return paths["plan"]
 
-    def check_engine(self, engine, version: str) -> None:
-        """The engine must make the audio GPT-SoVITS expects from this vocoder (rate and hop)."""
-        expected = (self.tts.vocoder_configs["sr"], self.tts.vocoder_configs["upsample_rate"])
-        if (engine.sampling_rate, engine.hop) != expected:
-            raise UserError(f"engine makes {engine.sampling_rate} Hz with hop {engine.hop}, GPT-SoVITS {version} "
-                            f"expects {expected[0]} Hz with hop {expected[1]}")
+
+def check_engine(engine, version: str, expected: tuple[int, int] | None) -> None:
+    """The engine must make the audio GPT-SoVITS expects from this vocoder (rate and hop)."""
+    if expected is not None and (engine.sampling_rate, engine.hop) != tuple(expected):
+        raise UserError(f"engine makes {engine.sampling_rate} Hz with hop {engine.hop}, GPT-SoVITS {version} "
+                        f"expects {expected[0]} Hz with hop {expected[1]}")
+
+
+class _TTSHooks:
+    """What `install` leaves on a TTS object: the TTS methods that replace or move its vocoder
+    (init_vocoder on a model switch, enable_half_precision, set_device) run on GPT-SoVITS' own
+    module (so its same-class check, .half() and .to() see it), then the engine is attached again
+    for the new version, precision and device."""
+
+    METHODS = ("init_vocoder", "enable_half_precision", "set_device")
+
+    def __init__(self, tts, dropin: _DropIn):
+        self.tts = tts
+        self.dropin = dropin
+        self.originals = {name: getattr(tts, name) for name in self.METHODS if hasattr(tts, name)}
+        for name, original in self.originals.items():
+            setattr(tts, name, self._reattaching(name, original))
+
+    def _reattaching(self, name: str, original):
+        @functools.wraps(original)
+        def method(*args, **kwargs):
+            self.tts.vocoder = unwrapped(self.tts.vocoder)
+            result = original(*args, **kwargs)
+            loaded = (args[0] if args else kwargs.get("version")) if name == "init_vocoder" else None
+            self.attach(loaded)
+            return result
+
+        method.dropin_hooks = self
+        return method
+
+    def attach(self, version: str | None = None) -> None:
+        """The engine for `version` (default: GPT-SoVITS' configured one) around the current vocoder."""
+        tts = self.tts
+        expected = (tts.vocoder_configs["sr"], tts.vocoder_configs["upsample_rate"])
+        tts.vocoder = self.dropin.serve(tts.vocoder, version or tts.configs.version, tts.precision,
+                                        tts.configs.device, expected)
+
+    def remove(self) -> None:
+        """GPT-SoVITS' own methods and module back."""
+        for name, original in self.originals.items():
+            setattr(self.tts, name, original)
+        self.tts.vocoder = unwrapped(self.tts.vocoder)
 
 
 def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str, Any] | None = None,
-            load_engine: Callable[[Path, int], Any] = load_runtime_engine,
-            build_engine: Callable[..., Path] = build_engine_chain) -> VocoderStats | None:
-    """Serve `tts.vocoder` from a TensorRT engine, now and after each `init_vocoder`.
+            load_engine: Callable[[Path, int], Any] = load_runtime_engine) -> VocoderStats | None:
+    """Serve `tts.vocoder` from a TensorRT engine, now and after each `init_vocoder`,
+    `enable_half_precision` and `set_device`.
 
-    `options` are the tts_infer.yaml keys (default: its `tensorrt:` section). Returns the running
-    stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off. `load_engine` and
-    `build_engine` provide the engine (defaults: runtime.load_engine and export -> clean -> build).
+    `options` are the tts_infer.yaml keys (default: its `tensorrt:` section; without one, the engine
+    of GPT-SoVITS' version and precision). `settings` are pipeline.toml's, loaded here once when not
+    given. Returns the running stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off.
+    `load_engine` provides the engine (default: runtime.load_engine).
     """
     settings = settings if settings is not None else load_settings()
     options = yaml_options(tts) if options is None else dict(options)
-    use = options.get("use_tensorrt", False)
+    use = options.get("use_tensorrt", True)
     if not isinstance(use, bool):
         raise UserError(f"use_tensorrt must be true or false, got {use!r}")
     engine_request(options, "v4", tts.precision, settings)  # bad keys fail now, not at the first model switch
-    previous = getattr(tts.init_vocoder, "__self__", None)
-    if isinstance(previous, _DropIn):  # installed before: start again from GPT-SoVITS' own method
-        tts.init_vocoder = previous.original_init_vocoder
-        if isinstance(tts.vocoder, EngineVocoder):
-            tts.vocoder = tts.vocoder.pytorch
+    previous = getattr(tts.init_vocoder, "dropin_hooks", None)
+    if previous is not None:  # installed before: start again from GPT-SoVITS' own methods
+        previous.remove()
         del tts.vocoder_stats
     if not use:
-        log.info("use_tensorrt is off; GPT-SoVITS keeps its PyTorch vocoder")
+        log.info("use_tensorrt is off; GPT-SoVITS keeps its PyTorch vocoder [tier: pytorch]")
         return None
-    dropin = _DropIn(tts, options, settings, load_engine, build_engine, tts.init_vocoder)
-    tts.init_vocoder = dropin.init_vocoder
+    dropin = _DropIn(options, settings, load_engine)
+    hooks = _TTSHooks(tts, dropin)
     tts.vocoder_stats = dropin.stats
-    dropin.attach(tts.configs.version)
+    hooks.attach()
     return dropin.stats
 
 
@@ -389,10 +401,19 @@ def stream_vocoder_synthesis(tts, semantic_tokens: torch.Tensor, phones: torch.T
             yield rest[0, 0]
 
 
+UPSTREAM_HELPERS = ("mel_fn", "mel_fn_v4", "resample", "norm_spec", "denorm_spec")
+
+
 def upstream_module(tts):
-    """The module TTS is defined in (TTS_infer_pack/TTS.py): synthesis uses its module-level helpers
-    mel_fn, mel_fn_v4, resample, norm_spec and denorm_spec, as using_vocoder_synthesis does."""
-    return sys.modules[type(tts).__module__]
+    """The module of TTS_infer_pack/TTS.py that `tts` comes from: synthesis uses its module-level
+    helpers (UPSTREAM_HELPERS), as using_vocoder_synthesis does. Found along the class's bases, so a
+    TTS subclass defined elsewhere still finds them."""
+    for cls in type(tts).__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is not None and all(hasattr(module, name) for name in UPSTREAM_HELPERS):
+            return module
+    raise UserError(f"{type(tts).__name__} does not come from GPT-SoVITS' TTS_infer_pack/TTS.py "
+                    f"(no module along its bases defines {', '.join(UPSTREAM_HELPERS)})")
 
 
 def vocoder_stream(tts) -> Stream:

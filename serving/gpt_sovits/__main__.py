@@ -1,0 +1,53 @@
+"""python -m serving.gpt_sovits [--any-revision] webui|webui-fast|api [GPT-SoVITS' own arguments]
+python -m serving.gpt_sovits build [--vocoders v3 v4] [--precisions fp16 fp32]
+
+Run from the GPT-SoVITS folder with GPT-SoVITS' Python (`runtime\\python.exe` in the Windows bundle).
+The first three start GPT-SoVITS' own inference_webui.py, inference_webui_fast.py or api_v2.py with
+the TensorRT vocoder drop-in attached (serving/gpt_sovits/launcher.py); everything after the name
+goes to GPT-SoVITS unchanged. `build` makes the engines for the vocoder checkpoints this GPT-SoVITS
+loads (export, clean, build: the commands `make engines` runs), with a progress bar.
+"""
+from __future__ import annotations
+
+import sys
+
+from runtime.errors import EXIT_USER_ERROR, RuntimeUserError, one_line
+
+USAGE = ("usage: python -m serving.gpt_sovits [--any-revision] webui|webui-fast|api [GPT-SoVITS arguments]\n"
+         "       python -m serving.gpt_sovits build [--vocoders v3 v4] [--precisions fp16 fp32]")
+
+
+def main(argv=None) -> int:
+    from pipeline.errors import UserError
+    from serving.gpt_sovits.launcher import ENTRY_POINTS, launch
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_revision = "--any-revision" not in argv[:1]
+    if not check_revision:
+        argv = argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name == "build":
+        from serving.gpt_sovits.bundle_build import main as build_main
+
+        return build_main(rest)
+    if name not in ENTRY_POINTS:
+        raise UserError(f"unknown entry point {name!r}; use one of {', '.join(ENTRY_POINTS)} or build")
+    launch(name, rest, check_revision=check_revision)
+    return 0
+
+
+def run(argv=None) -> int:
+    """`main` with a user error as one line and exit code 2, leaving logging to GPT-SoVITS (the drop-in's
+    own lines reach the console through their own handler)."""
+    try:
+        return main(argv)
+    except RuntimeUserError as error:
+        print(f"error: {one_line(error, limit=None)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(run())
