@@ -36,7 +36,8 @@ def choose_tier(device, fallback: str = "fast") -> Tuple[str, str]:
         import triton  # noqa: F401
         import triton.language  # noqa: F401
     except Exception as exc:  # an import of a broken install may raise anything
-        return TIER_PLAIN, f"Triton cannot be imported ({type(exc).__name__}: {exc}); pip install triton (Linux) or triton-windows"
+        return TIER_PLAIN, (f"Triton cannot be imported ({type(exc).__name__}: {exc}); "
+                            "pip install triton (Linux) or triton-windows")
     return TIER_FAST, "CUDA device and Triton present"
 
 
