@@ -98,8 +98,9 @@ class FastVocoder:
 
     def stats(self) -> dict:
         """Graphs held (batch, bands, window lengths), the pool they share, calls by path."""
+        graphs = [{"batch": key[0], "windows": list(key[2])} for key in self.graphs]
         return {"tier": TIER_FAST, "buckets": list(self.buckets), "tail_bucket": self.tail,
-                "fused_activations": self.fused_activations, "graphs": [list(k[2]) + [k[0]] for k in self.graphs],
+                "fused_activations": self.fused_activations, "graphs": graphs,
                 "max_graphs": self.max_graphs, "graph_pool_bytes": self.pool_bytes, **self.calls}
 
     # --- graphs --------------------------------------------------------------------------------
