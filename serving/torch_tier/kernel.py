@@ -17,13 +17,14 @@ import triton.language as tl
 
 TAPS = 12
 HALO = 8  # phase values a tile computes beyond the outputs it writes: 3 before, 5 after
+_HALO = tl.constexpr(HALO)
 
 
 @triton.jit
 def _antialiased_snake_kernel(x_ptr, out_ptr, up_ptr, down_ptr, alpha_ptr, inv_beta_ptr, channels, frames,
                               BLOCK: tl.constexpr):
     row = tl.program_id(0)
-    first = tl.program_id(1) * (BLOCK - HALO)  # first output frame of this tile
+    first = tl.program_id(1) * (BLOCK - _HALO)  # first output frame of this tile
     lane = tl.arange(0, BLOCK)
     q = first - 3 + lane                       # phase index this lane computes
     qc = tl.minimum(tl.maximum(q, 0), frames - 1)
@@ -71,7 +72,7 @@ def _antialiased_snake_kernel(x_ptr, out_ptr, up_ptr, down_ptr, alpha_ptr, inv_b
     out += tl.load(down_ptr + 10) * tl.gather(odd_padded, tl.minimum(lane + 5, last), 0)
 
     n = first + lane
-    keep = (lane < BLOCK - HALO) & (n < frames)
+    keep = (lane < BLOCK - _HALO) & (n < frames)
     tl.store(out_ptr + row.to(tl.int64) * frames + n, out.to(out_ptr.dtype.element_ty), mask=keep)
 
 
