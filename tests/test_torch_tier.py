@@ -227,3 +227,22 @@ def test_tier_choice_names_its_reason():
     if not torch.cuda.is_available():
         tier, reason = choose_tier("cuda")
         assert tier == "pytorch" and "no usable CUDA" in reason
+
+
+@pytest.mark.parametrize("io", ["*fp32", "*fp16"])
+def test_kernel_compiles_for_hopper_without_a_gpu(io):
+    """The interpreter runs what the GPU compiler may refuse (a plain global, say): compile for sm_90
+    here, ahead of time, to a cubin with Triton's own ptxas."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.runtime.jit import JITFunction
+
+    from serving.torch_tier import kernel
+    source = JITFunction(getattr(kernel._antialiased_snake_kernel, "fn", kernel._antialiased_snake_kernel))
+    signature = {"x_ptr": io, "out_ptr": io, "up_ptr": "*fp32", "down_ptr": "*fp32", "alpha_ptr": "*fp32",
+                 "inv_beta_ptr": "*fp32", "channels": "i32", "frames": "i32", "BLOCK": "constexpr"}
+    compiled = triton.compile(ASTSource(fn=source, signature=signature, constexprs={"BLOCK": 1024}),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    assert compiled.asm["cubin"]
+    assert "sin.approx" not in compiled.asm["ptx"]  # the accurate sine: fp32 must stay within float32 noise
