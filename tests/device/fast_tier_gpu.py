@@ -171,16 +171,17 @@ def timings(v3: torch.nn.Module, v4: torch.nn.Module) -> tuple[list, dict]:
             fused16 = fused16.to(CUDA).half()
             variants.update({"torch-fused-fp32": (fused32, torch.float32), "torch-fused-fp16": (fused16, torch.half),
                              "torch-fused-cudagraph-fp16": (GraphedVocoder(fused16, torch.half), torch.half)})
-        fast_module = copy.deepcopy(source).float()
-        fast = FastVocoder(fast_module, HOP[vocoder], context=window.context, lookahead=window.lookahead,
-                           precision=torch.half, fuse=vocoder == "v3")
+        fast = FastVocoder(copy.deepcopy(source).float().to(CUDA), HOP[vocoder], context=window.context,
+                           lookahead=window.lookahead, precision=torch.half, fuse=vocoder == "v3")
+        if fast.device.type != "cuda":
+            raise RuntimeError(f"the tier's module is on {fast.device}, not the GPU")
         variants["torch-bucketed-cudagraph-fp16" if vocoder == "v4" else "torch-fast-fp16"] = (fast, torch.half)
         for frames in (100, 500, 2000):
             mel = mel_of(vocoder, 1, frames)
             for name, (run, dtype) in variants.items():
                 x = mel.to(dtype)
                 with torch.inference_mode():
-                    ms = median_ms(lambda run=run, x=x: run(x), repeats=30 if frames < 2000 else 15)
+                    ms = median_ms(lambda run=run, x=x: run(x), repeats=20 if frames < 2000 else 10)
                 rows.append({"vocoder": vocoder, "backend": name, "frames": frames, "median_ms": ms})
                 log(rows[-1])
         tier_stats[vocoder] = fast.stats()
