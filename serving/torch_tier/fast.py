@@ -130,6 +130,7 @@ class FastVocoder:
                     self.module(x)
         torch.cuda.current_stream(self.device).wait_stream(warm)
         torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()  # torch.cuda.graph empties the cache on entry: measure the pool's growth only
         before = torch.cuda.memory_reserved(self.device)
         graph = torch.cuda.CUDAGraph()
         if self.pool is None:

@@ -318,10 +318,10 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
     section(report, "activation_alone", activation_alone, v3)
     section(report, "timings", timings, v3, v4)
-    Path(args.output).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     if "timings" not in report:
         return 1
     report["timings"], report["tier_stats"] = report["timings"]
+    Path(args.output).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     log("\n| vocoder | backend | frames | median ms |\n| --- | --- | --- | --- |")
     for r in report["timings"]:
         log(f"| {r['vocoder']} | {r['backend']} | {r.get('frames', r.get('what'))} | {r['median_ms']:.2f} |")
