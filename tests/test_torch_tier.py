@@ -220,6 +220,15 @@ def test_fast_vocoder_without_cuda_runs_the_module_and_says_so():
     assert fast.stats()["eager"] == 1 and fast.stats()["graphs"] == []
 
 
+def test_a_length_that_comes_back_gets_a_graph_of_its_own():
+    model = tiny_hifigan()
+    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1, fuse=False)
+    assert [w.frames for w in fast.plan(50).windows] == [64, 40]  # first time: the bucket and the tail
+    assert [w.frames for w in fast.plan(50).windows] == [50]      # again: its own length, no padding
+    assert [w.frames for w in fast.plan(51).windows] == [64, 40]
+    assert len(fast.plan(500).windows) > 1 and len(fast.plan(500).windows) > 1  # past the largest bucket: chunks
+
+
 def test_tier_choice_names_its_reason():
     assert choose_tier("cuda", fallback="plain") == ("pytorch", "tensorrt_fallback is 'plain'")
     tier, reason = choose_tier("cpu")

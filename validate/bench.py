@@ -290,8 +290,9 @@ def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray
     def fast_vocoder():
         from export.checkpoints import load_vocoder
         window = architecture_window(vocoder)
+        # exact_after=None: every call planned into buckets, as a length's first call is (the timed runs repeat one length)
         return FastVocoder(load_vocoder(vocoder).to("cuda"), hop, context=window.context, lookahead=window.lookahead,
-                           precision=torch.half, fuse=vocoder == "v3")
+                           precision=torch.half, fuse=vocoder == "v3", exact_after=None)
 
     x = torch.from_numpy(mel).cuda()
     x = x.half() if half else x
@@ -300,7 +301,7 @@ def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray
 
         def run():
             return fast(x)
-        return run, ["fused activations (v3), CUDA graphs per mel-length bucket (serving/torch_tier)"]
+        return run, ["fused activations (v3), CUDA graphs per mel-length bucket (serving/torch_tier): padded main + tail"]
     module = models._cached(("torch", "fused", vocoder, half), fused_module)
     if backend != "torch-fused-cudagraph-fp16":
         def run():

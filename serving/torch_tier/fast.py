@@ -3,15 +3,16 @@
 `FastVocoder(module, hop, ...)` is a callable mel -> audio with the module's own signature and
 precision. Each call is planned into fixed-length windows (buckets.py); each distinct set of
 window shapes is one CUDA graph, captured on first use and replayed after; a padded main window
-and its tail window are captured into one graph on two streams, so the tail's small kernels run
-beside the main pass. All graphs share one memory pool; at most `max_graphs` are kept (least
-recently used dropped), and `stats()` lists them with the pool's size. Calls that no exact
+and its tail window are captured into one graph on two streams (the tail beside the main pass).
+A length that comes back (GPT-SoVITS' batched path pads its chunks to one length) gets a graph of
+exactly its length from its second call on. All graphs share one memory pool; at most
+`max_graphs` are kept (least recently used dropped); `stats()` lists them with the pool's size. Calls that no exact
 window fits (shorter than the tail bucket) and non-CUDA modules run the module directly.
 """
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -59,7 +60,7 @@ class FastVocoder:
 
     def __init__(self, module: nn.Module, hop: int, *, context: int, lookahead: int,
                  buckets: Optional[Sequence[int]] = None, precision: Optional[torch.dtype] = None,
-                 max_graphs: int = 8, fuse: bool = True, warmup: int = 2):
+                 max_graphs: int = 8, exact_after: Optional[int] = 1, fuse: bool = True, warmup: int = 2):
         self.fused_activations = fuse_activations(module) if fuse else 0
         if precision is not None:
             module = module.to(precision)
@@ -67,7 +68,8 @@ class FastVocoder:
         self.context, self.lookahead = context, lookahead
         self.buckets = tuple(sorted(buckets or bucketing.default_buckets(context, lookahead)))
         self.tail = bucketing.tail_bucket(self.buckets, context, lookahead)
-        self.max_graphs, self.warmup = max_graphs, warmup
+        self.max_graphs, self.warmup, self.exact_after = max_graphs, warmup, exact_after
+        self.seen: Counter = Counter()
         parameter = next(module.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.graphs: "OrderedDict[Tuple, _Graph]" = OrderedDict()
@@ -81,7 +83,7 @@ class FastVocoder:
     @torch.inference_mode()
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         mel = mel.to(self.device, self.dtype)
-        plan = bucketing.plan(mel.shape[2], self.buckets, self.context, self.lookahead)
+        plan = self.plan(mel.shape[2])
         if plan.eager or self.device.type != "cuda":
             self.calls["eager"] += 1
             return self.module(mel)
@@ -95,6 +97,15 @@ class FastVocoder:
             pieces = bucketing.run_plan(mel, plan.windows, run, self.hop, _pad_right)
             self.calls["graph"] += 1
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+
+    def plan(self, frames: int) -> bucketing.Plan:
+        """The windows for a call: a length seen `exact_after` times before gets a graph of its own
+        (GPT-SoVITS' batched path repeats one chunk length; None: never), any other the buckets' plan."""
+        self.seen[frames] += 1
+        repeated = self.exact_after is not None and self.seen[frames] > self.exact_after
+        if repeated and frames <= self.buckets[-1] and frames not in self.buckets:
+            return bucketing.Plan((bucketing.Window(0, frames, 0, frames),))
+        return bucketing.plan(frames, self.buckets, self.context, self.lookahead)
 
     def stats(self) -> dict:
         """Graphs held (batch, bands, window lengths), the pool they share, calls by path."""
