@@ -255,3 +255,41 @@ def test_kernel_compiles_for_hopper_without_a_gpu(io):
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
     assert compiled.asm["cubin"]
     assert "sin.approx" not in compiled.asm["ptx"]  # the accurate sine: fp32 must stay within float32 noise
+
+
+# --- the drop-in's fallback ---------------------------------------------------------------------
+
+
+def test_fallback_without_cuda_keeps_the_module_and_says_why_in_one_line(caplog):
+    import logging
+
+    from serving.torch_tier.dropin import fallback_vocoder
+    model = tiny_hifigan()
+    calls = []
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        served = fallback_vocoder(model, "v4", "fp32", "no plan found", {}, lambda *a: calls.append(a))
+        again = fallback_vocoder(model, "v4", "fp32", None, {}, lambda *a: calls.append(a))  # already said: no line
+    assert served is model and again is model
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "no plan found" in lines[0] and "[tier: pytorch:" in lines[0] and "CUDA" in lines[0]
+
+
+def test_fallback_serves_the_fast_tier_where_it_can_and_counts_its_calls(monkeypatch):
+    from serving.torch_tier import dropin
+    monkeypatch.setattr(dropin, "choose_tier", lambda device, fallback: ("pytorch-fast", "stand-in: CUDA and Triton"))
+    model = tiny_hifigan()
+    calls = []
+    served = dropin.fallback_vocoder(model, "v4", "fp32", "no plan found", {}, lambda *a: calls.append(a))
+    assert isinstance(served, dropin.TierVocoder) and served.pytorch is model
+    mel = torch.randn(1, 8, 30) - 5
+    with torch.inference_mode():
+        assert torch.equal(served(mel), model(mel))  # on the CPU the tier runs the module itself
+    assert [c[0] for c in calls] == ["pytorch-fast"] and calls[0][2] == pytest.approx(30 * model.hop / model.sampling_rate)
+    assert served.tier_stats()["eager"] == 1
+
+
+def test_tensorrt_fallback_plain_turns_the_fast_tier_off_and_bad_values_are_refused():
+    from serving.torch_tier.dropin import fallback_setting
+    assert fallback_setting({}) == "fast" and fallback_setting({"tensorrt_fallback": "plain"}) == "plain"
+    with pytest.raises(ValueError, match="tensorrt_fallback must be one of fast, plain"):
+        fallback_setting({"tensorrt_fallback": "fastest"})
