@@ -293,3 +293,20 @@ def test_tensorrt_fallback_plain_turns_the_fast_tier_off_and_bad_values_are_refu
     assert fallback_setting({}) == "fast" and fallback_setting({"tensorrt_fallback": "plain"}) == "plain"
     with pytest.raises(ValueError, match="tensorrt_fallback must be one of fast, plain"):
         fallback_setting({"tensorrt_fallback": "fastest"})
+
+
+def test_a_stream_on_the_tier_runs_bucket_windows_only():
+    """The step schedule's fixed windows are buckets: a stream replays the tier's graphs and never
+    plans a padded main and tail, whatever the push sizes (the last window included)."""
+    from runtime.streaming import Stream
+    model = tiny_hifigan()
+    fast = FastVocoder(model, model.hop, context=12, lookahead=12, fuse=False)
+    planned = []
+    plan = fast.plan
+    fast.plan = lambda frames: planned.append(frames) or plan(frames)
+    mel = torch.randn(1, 8, 1500) - 5
+    with torch.inference_mode(), Stream(fast, hop=model.hop, context_frames=12, lookahead_frames=12, n_mels=8) as stream:
+        for start in range(0, 1500, 97):
+            stream.push(mel[:, :, start:start + 97])
+        stream.finish()
+    assert planned and set(planned) <= set(fast.buckets), sorted(set(planned) - set(fast.buckets))
