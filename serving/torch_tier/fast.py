@@ -80,7 +80,7 @@ class FastVocoder:
 
     # --- calls ---------------------------------------------------------------------------------
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: GPT-SoVITS may change the audio in place afterwards
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         mel = mel.to(self.device, self.dtype)
         plan = self.plan(mel.shape[2])
