@@ -101,6 +101,8 @@ class FastVocoder:
     def plan(self, frames: int) -> bucketing.Plan:
         """The windows for a call: a length seen `exact_after` times before gets a graph of its own
         (GPT-SoVITS' batched path repeats one chunk length; None: never), any other the buckets' plan."""
+        if len(self.seen) >= 4096:  # bounded: a service sees endless distinct lengths
+            self.seen.clear()
         self.seen[frames] += 1
         repeated = self.exact_after is not None and self.seen[frames] > self.exact_after
         if repeated and frames <= self.buckets[-1] and frames not in self.buckets:
