@@ -36,11 +36,12 @@ from pipeline.settings import REPO_ROOT, VOCODERS, check_precision, load_setting
 from runtime.errors import RuntimeUserError, reason_of
 from runtime.manifest import read_manifest
 from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window, fitting_steps, stream_window
+from serving.torch_tier.dropin import FALLBACK_KEY, TierVocoder, fallback_setting, fallback_vocoder
 
 log = logging.getLogger("serving")
 
 YAML_SECTION = "tensorrt"
-YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size")
+YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size", FALLBACK_KEY)
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -84,6 +85,7 @@ class VocoderStats:
                 "calls": sum(self._calls.values()),
                 "tensorrt_calls": self._calls["tensorrt"],
                 "pytorch_calls": self._calls["pytorch"],
+                "pytorch_fast_calls": self._calls["pytorch-fast"],
                 "median_ms": float(np.median(latencies)) if latencies.size else None,
                 "p95_ms": float(np.percentile(latencies, 95)) if latencies.size else None,
                 "real_time_factor": self._busy_seconds / self._audio_seconds if self._audio_seconds else None,
@@ -105,6 +107,10 @@ def engine_request(options: Mapping[str, Any], vocoder: str, precision: torch.dt
     if unknown:
         raise UserError(f"tts_infer.yaml `{YAML_SECTION}:` has unknown keys {', '.join(unknown)}; "
                         f"the known ones are {', '.join(YAML_KEYS)}")
+    try:
+        fallback_setting(options)
+    except ValueError as error:
+        raise UserError(f"tts_infer.yaml `{YAML_SECTION}:` {error}") from None
     name = options.get("tensorrt_precision") or ("fp16" if precision == torch.float16 else "fp32")
     check_precision(settings, name)
     workspace = options.get("tensorrt_workspace_size", settings["build"]["workspace_gib"])
@@ -289,7 +295,7 @@ class _DropIn:
 
     def init_vocoder(self, version: str) -> None:
         """GPT-SoVITS' init_vocoder on its own module (so its same-class check still holds), then the engine."""
-        if isinstance(self.tts.vocoder, EngineVocoder):
+        if isinstance(self.tts.vocoder, (EngineVocoder, TierVocoder)):
             self.tts.vocoder = self.tts.vocoder.pytorch
         self.original_init_vocoder(version)
         self.attach(version)
@@ -302,17 +308,22 @@ class _DropIn:
                                       gpu_target=gpu_target(self.tts.configs.device))
         key = (request.vocoder, request.precision)
         if key in self.failed:
+            self.tts.vocoder = self.pytorch_fallback(self.tts.vocoder, request, None)
             return
         try:
             engine, plan = self.provide(request)
             self.check_engine(engine, version)
         except Exception as error:  # noqa: BLE001 - whatever stops the engine, GPT-SoVITS keeps working
             self.failed.add(key)
-            log.warning("TensorRT %s %s vocoder unavailable (%s); GPT-SoVITS keeps its PyTorch vocoder",
-                        version, request.precision, reason_of(error))
+            self.tts.vocoder = self.pytorch_fallback(self.tts.vocoder, request, reason_of(error))
             return
         self.tts.vocoder = EngineVocoder(self.tts.vocoder, engine, plan, self.stats)
         log.info("GPT-SoVITS %s vocoder served by %s", version, plan)
+
+    def pytorch_fallback(self, module: nn.Module, request: EngineRequest, reason: str | None) -> nn.Module:
+        """The one place that chooses what serves when no engine can (`reason`; None: already said):
+        the fast tier where it can run, else GPT-SoVITS' module as it is (serving/torch_tier/dropin.py)."""
+        return fallback_vocoder(module, request.vocoder, request.precision, reason, self.options, self.stats.record)
 
     def provide(self, request: EngineRequest):
         """The engine for `request`, built first when missing or built with other settings."""
@@ -335,15 +346,18 @@ class _DropIn:
 
 def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str, Any] | None = None,
             load_engine: Callable[[Path, int], Any] = load_runtime_engine,
-            build_engine: Callable[..., Path] = build_engine_chain) -> VocoderStats | None:
+            build_engine: Callable[..., Path] = build_engine_chain, fallback: str | None = None) -> VocoderStats | None:
     """Serve `tts.vocoder` from a TensorRT engine, now and after each `init_vocoder`.
 
     `options` are the tts_infer.yaml keys (default: its `tensorrt:` section). Returns the running
     stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off. `load_engine` and
     `build_engine` provide the engine (defaults: runtime.load_engine and export -> clean -> build).
+    `fallback` ("fast" or "plain") overrides the yaml's tensorrt_fallback: what serves without an engine.
     """
     settings = settings if settings is not None else load_settings()
     options = yaml_options(tts) if options is None else dict(options)
+    if fallback is not None:
+        options[FALLBACK_KEY] = fallback
     use = options.get("use_tensorrt", False)
     if not isinstance(use, bool):
         raise UserError(f"use_tensorrt must be true or false, got {use!r}")
@@ -351,7 +365,7 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
     previous = getattr(tts.init_vocoder, "__self__", None)
     if isinstance(previous, _DropIn):  # installed before: start again from GPT-SoVITS' own method
         tts.init_vocoder = previous.original_init_vocoder
-        if isinstance(tts.vocoder, EngineVocoder):
+        if isinstance(tts.vocoder, (EngineVocoder, TierVocoder)):
             tts.vocoder = tts.vocoder.pytorch
         del tts.vocoder_stats
     if not use:

@@ -311,3 +311,61 @@ def test_a_stream_on_the_tier_runs_bucket_windows_only():
             stream.push(mel[:, :, start:start + 97])
         stream.finish()
     assert planned and set(planned) <= set(fast.buckets), sorted(set(planned) - set(fast.buckets))
+
+
+# --- wiring into the GPT-SoVITS drop-in (serving/gpt_sovits.py's one fallback place) ----------------
+
+
+class TinyTTS:
+    """The TTS attributes the drop-in reads, around a small v4-architecture vocoder on the CPU."""
+
+    def __init__(self, model):
+        from types import SimpleNamespace
+        self.configs = SimpleNamespace(version="v4", is_half=False, device=torch.device("cpu"), default_configs={})
+        self.precision = torch.float32
+        self.vocoder_configs = {"sr": model.sampling_rate, "upsample_rate": model.hop, "T_ref": None, "T_chunk": None}
+        self.vocoder, self._model = model, model
+
+    def init_vocoder(self, version: str) -> None:
+        self.vocoder = self._model
+
+
+def drop_in_settings(tmp_path):
+    import copy
+    settings = copy.deepcopy(load_settings())
+    settings["paths"]["engines"] = str(tmp_path / "no-engines")  # no plan, no checkpoint: no engine loads
+    return settings
+
+
+def test_drop_in_serves_the_fast_tier_when_no_engine_loads(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from serving import gpt_sovits
+    from serving.torch_tier import dropin
+    monkeypatch.setattr(dropin, "choose_tier", lambda device, fallback: ("pytorch-fast", "stand-in: CUDA and Triton")
+                        if fallback == "fast" else ("pytorch", "tensorrt_fallback is 'plain'"))
+    model = tiny_hifigan()
+    tts = TinyTTS(model)
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        stats = gpt_sovits.install(tts, {"use_tensorrt": True}, settings=drop_in_settings(tmp_path))
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and "[tier: pytorch-fast: stand-in: CUDA and Triton]" in lines[0]
+    assert isinstance(tts.vocoder, dropin.TierVocoder) and tts.vocoder.pytorch is model
+    with torch.inference_mode():
+        tts.vocoder(torch.randn(1, 8, 30) - 5)
+    assert stats.snapshot()["pytorch_fast_calls"] == 1 and stats.snapshot()["tensorrt_calls"] == 0
+    tts.init_vocoder("v4")  # a model switch: GPT-SoVITS' own module again, the tier around it again
+    assert isinstance(tts.vocoder, dropin.TierVocoder) and tts.vocoder.pytorch is model
+
+    for plain in ({"use_tensorrt": True, "tensorrt_fallback": "plain"}, {"use_tensorrt": True}):
+        keyword = {} if "tensorrt_fallback" in plain else {"fallback": "plain"}
+        gpt_sovits.install(tts, plain, settings=drop_in_settings(tmp_path), **keyword)
+        assert tts.vocoder is model  # the switch (yaml key or install's keyword) turns the fast tier off
+
+
+def test_drop_in_refuses_an_unknown_fallback_in_one_line(tmp_path):
+    from pipeline.errors import UserError
+    from serving import gpt_sovits
+    with pytest.raises(UserError, match="tensorrt_fallback must be one of fast, plain"):
+        gpt_sovits.install(TinyTTS(tiny_hifigan()), {"use_tensorrt": True, "tensorrt_fallback": "turbo"},
+                           settings=drop_in_settings(tmp_path))
