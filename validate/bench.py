@@ -38,6 +38,12 @@ BACKENDS = {
     "torch-eager-fp32": ("cuda", "fp32"),
     "torch-eager-fp16": ("cuda", "fp16"),
     "torch-cudagraph-fp16": ("cuda", "fp16"),
+    # the GPT-SoVITS drop-in's fast tier (serving/torch_tier): v3's fused anti-aliased activation
+    # (eager, then one graph per shape) and the tier as served: fused plus bucketed CUDA graphs
+    "torch-fused-fp32": ("cuda", "fp32"),
+    "torch-fused-fp16": ("cuda", "fp16"),
+    "torch-fused-cudagraph-fp16": ("cuda", "fp16"),
+    "torch-fast-fp16": ("cuda", "fp16"),
     "onnxruntime-cuda-fp32": ("cuda", "fp32"),
     "onnxruntime-cuda-fp16": ("cuda", "fp16"),
     "tensorrt-fp32": ("cuda", "fp32"),
@@ -249,6 +255,74 @@ def _torch_cudagraph(models: Models, vocoder: str, mel: np.ndarray):
     return run, ["one captured graph per shape"]
 
 
+def fast_tier_reason(backend: str, vocoder: str) -> str | None:
+    """Why a fast-tier row cannot run: no CUDA or Triton (the tier's own verdict), or nothing to fuse."""
+    reason = cuda_reason()
+    if reason:
+        return reason
+    from serving.torch_tier.fast import TIER_FAST, choose_tier
+    tier, why = choose_tier("cuda")
+    if tier != TIER_FAST:
+        return why
+    if backend.startswith("torch-fused") and vocoder != "v3":
+        return f"{vocoder} has no anti-aliased activation to fuse (its bucketed graphs are the torch-fast-fp16 row)"
+    return None
+
+
+def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray):
+    """The fused module eager or in one graph per shape, or the tier as served (FastVocoder)."""
+    import torch
+
+    from runtime.streaming import architecture_window
+    from serving.torch_tier.fast import FastVocoder
+    from serving.torch_tier.fused import fuse_activations
+    half = BACKENDS[backend][1] == "fp16"
+    hop, _ = models.hop_and_rate(vocoder)
+
+    def fused_module():
+        from export.checkpoints import load_vocoder
+        module = load_vocoder(vocoder)
+        fuse_activations(module)  # before .half(): the kernel's constants stay float32
+        module = module.to("cuda")
+        return module.half() if half else module
+
+    def fast_vocoder():
+        from export.checkpoints import load_vocoder
+        window = architecture_window(vocoder)
+        # exact_after=None: every call planned into buckets, as a length's first call is (the timed runs repeat one length)
+        return FastVocoder(load_vocoder(vocoder).to("cuda"), hop, context=window.context, lookahead=window.lookahead,
+                           precision=torch.half, fuse=vocoder == "v3", exact_after=None)
+
+    x = torch.from_numpy(mel).cuda()
+    x = x.half() if half else x
+    if backend == "torch-fast-fp16":
+        fast = models._cached(("torch", "fast", vocoder), fast_vocoder)
+
+        def run():
+            return fast(x)
+        return run, ["fused activations (v3), CUDA graphs per mel-length bucket (serving/torch_tier): padded main + tail"]
+    module = models._cached(("torch", "fused", vocoder, half), fused_module)
+    if backend != "torch-fused-cudagraph-fp16":
+        def run():
+            with torch.inference_mode():
+                return module(x)
+        return run, ["fused anti-aliased activation (Triton)"]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side), torch.inference_mode():
+        for _ in range(3):
+            module(x)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode():
+        static_out = module(x)
+
+    def replay():
+        graph.replay()
+        return static_out
+    return replay, ["fused anti-aliased activation (Triton)", "one captured graph per shape"]
+
+
 def _torch_compile(models: Models, vocoder: str, mel: np.ndarray, batch: int, frames: int):
     import torch
     sizes = [list(s) for s in models.settings["validate"]["bench_compile_sizes"]]
@@ -317,6 +391,8 @@ def to_device(array: np.ndarray):
 def unavailable(backend: str, vocoder: str, settings: dict) -> str | None:
     """Why this backend cannot run here (checked before anything is loaded), or None."""
     device, precision = BACKENDS[backend]
+    if backend.startswith(("torch-fused", "torch-fast")):
+        return fast_tier_reason(backend, vocoder)
     if backend.startswith("tensorrt"):
         return tensorrt_reason(vocoder, precision, settings)
     if backend.startswith("onnxruntime-cuda"):
@@ -333,6 +409,8 @@ def prepare(models: Models, backend: str, vocoder: str, mel: np.ndarray, batch: 
         return _torch_eager(models, vocoder, mel, precision == "fp16", device)
     if backend == "torch-cudagraph-fp16":
         return _torch_cudagraph(models, vocoder, mel)
+    if backend.startswith(("torch-fused", "torch-fast")):
+        return _torch_fast_tier(models, backend, vocoder, mel)
     if backend == "torch-compile-fp16":
         return _torch_compile(models, vocoder, mel, batch, frames)
     return _onnxruntime(models, vocoder, mel, precision, device)

@@ -41,11 +41,12 @@ from runtime.errors import RuntimeUserError, reason_of
 from runtime.manifest import read_manifest
 from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window, fitted_stream, stream_window
 from runtime.targets import parse_sm, sm_name
+from serving.torch_tier.dropin import FALLBACK_KEY, TierVocoder, fallback_setting, fallback_vocoder
 
 log = logging.getLogger("serving")
 
 YAML_SECTION = "tensorrt"
-YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size")
+YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size", FALLBACK_KEY)
 # what `python -m serving.gpt_sovits build` needs beyond GPT-SoVITS' own packages (the pipeline extra)
 PIPELINE_MODULES = ("onnx", "onnx_graphsurgeon", "onnxruntime", "tensorrt_rtx")
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -91,6 +92,7 @@ class VocoderStats:
                 "calls": sum(self._calls.values()),
                 "tensorrt_calls": self._calls["tensorrt"],
                 "pytorch_calls": self._calls["pytorch"],
+                "pytorch_fast_calls": self._calls["pytorch-fast"],
                 "median_ms": float(np.median(latencies)) if latencies.size else None,
                 "p95_ms": float(np.percentile(latencies, 95)) if latencies.size else None,
                 "real_time_factor": self._busy_seconds / self._audio_seconds if self._audio_seconds else None,
@@ -112,6 +114,10 @@ def engine_request(options: Mapping[str, Any], vocoder: str, precision: torch.dt
     if unknown:
         raise UserError(f"tts_infer.yaml `{YAML_SECTION}:` has unknown keys {', '.join(unknown)}; "
                         f"the known ones are {', '.join(YAML_KEYS)}")
+    try:
+        fallback_setting(options)
+    except ValueError as error:
+        raise UserError(f"tts_infer.yaml `{YAML_SECTION}:` {error}") from None
     name = options.get("tensorrt_precision") or ("fp16" if precision == torch.float16 else "fp32")
     check_precision(settings, name)
     workspace = options.get("tensorrt_workspace_size", settings["build"]["workspace_gib"])
@@ -246,7 +252,7 @@ class EngineVocoder(nn.Module):
 
 def unwrapped(vocoder):
     """GPT-SoVITS' own PyTorch vocoder, whether or not the drop-in wraps it."""
-    return vocoder.pytorch if isinstance(vocoder, EngineVocoder) else vocoder
+    return vocoder.pytorch if isinstance(vocoder, (EngineVocoder, TierVocoder)) else vocoder
 
 
 class _DropIn:
@@ -284,11 +290,9 @@ class _DropIn:
         return EngineVocoder(module, engine, plan, self.stats)
 
     def pytorch_fallback(self, module: nn.Module, request: EngineRequest, reason: str | None) -> nn.Module:
-        """The one place that chooses what serves when no engine can (`reason`; None: already said)."""
-        if reason is not None:
-            log.warning("TensorRT %s %s vocoder unavailable (%s); GPT-SoVITS keeps its PyTorch vocoder "
-                        "[tier: pytorch]", request.vocoder, request.precision, reason)
-        return module
+        """The one place that chooses what serves when no engine can (`reason`; None: already said):
+        the fast tier where it can run, else GPT-SoVITS' module as it is (serving/torch_tier/dropin.py)."""
+        return fallback_vocoder(module, request.vocoder, request.precision, reason, self.options, self.stats.record)
 
     def servable_plan(self, request: EngineRequest) -> Path:
         """The plan on disk that serves `request`. Nothing is built here: a plan made for other weights,
@@ -351,21 +355,25 @@ class _TTSHooks:
 
 
 def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str, Any] | None = None,
-            load_engine: Callable[[Path, int], Any] = load_runtime_engine) -> VocoderStats | None:
+            load_engine: Callable[[Path, int], Any] = load_runtime_engine, fallback: str | None = None) -> VocoderStats | None:
     """Serve `tts.vocoder` from a TensorRT engine, now and after each `init_vocoder`,
     `enable_half_precision` and `set_device`.
 
     `options` are the tts_infer.yaml keys (default: its `tensorrt:` section; without one, the engine
     of GPT-SoVITS' version and precision). `settings` are pipeline.toml's, loaded here once when not
     given. Returns the running stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off.
-    `load_engine` provides the engine (default: runtime.load_engine).
+    `load_engine` provides the engine (default: runtime.load_engine). `fallback` ("fast" or "plain")
+    overrides the yaml's tensorrt_fallback: what serves where no engine can.
     """
     settings = settings if settings is not None else load_settings()
     options = yaml_options(tts) if options is None else dict(options)
+    if fallback is not None:
+        options[FALLBACK_KEY] = fallback
     use = options.get("use_tensorrt", True)
     if not isinstance(use, bool):
         raise UserError(f"use_tensorrt must be true or false, got {use!r}")
     engine_request(options, "v4", tts.precision, settings)  # bad keys fail now, not at the first model switch
+    fallback_setting(options)
     previous = getattr(tts.init_vocoder, "dropin_hooks", None)
     if previous is not None:  # installed before: start again from GPT-SoVITS' own methods
         previous.remove()

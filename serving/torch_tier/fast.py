@@ -1,0 +1,166 @@
+"""The PyTorch fast tier: the fused activation plus CUDA graphs per mel-length bucket.
+
+`FastVocoder(module, hop, ...)` is a callable mel -> audio with the module's own signature and
+precision. Each call is planned into fixed-length windows (buckets.py); each distinct set of
+window shapes is one CUDA graph, captured on first use and replayed after; a padded main window
+and its tail window are captured into one graph on two streams (the tail beside the main pass).
+A length that comes back (GPT-SoVITS' batched path pads its chunks to one length) gets a graph of
+exactly its length from its second call on. All graphs share one memory pool; at most
+`max_graphs` are kept (least recently used dropped); `stats()` lists them with the pool's size. Calls that no exact
+window fits (shorter than the tail bucket) and non-CUDA modules run the module directly.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from serving.torch_tier import buckets as bucketing
+from serving.torch_tier.fused import fuse_activations
+
+TIER_FAST, TIER_PLAIN = "pytorch-fast", "pytorch"
+
+
+def choose_tier(device, fallback: str = "fast") -> Tuple[str, str]:
+    """(tier, reason): `pytorch-fast` where CUDA graphs and Triton can run, else `pytorch` and why."""
+    if fallback == "plain":
+        return TIER_PLAIN, "tensorrt_fallback is 'plain'"
+    device = torch.device(device)
+    if device.type != "cuda":
+        return TIER_PLAIN, f"the vocoder runs on {device.type}, and the fast tier needs a CUDA device"
+    if not torch.cuda.is_available():
+        return TIER_PLAIN, "torch has no usable CUDA device"
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as exc:  # an import of a broken install may raise anything
+        return TIER_PLAIN, (f"Triton cannot be imported ({type(exc).__name__}: {exc}); "
+                            "pip install triton (Linux) or triton-windows")
+    return TIER_FAST, "CUDA device and Triton present"
+
+
+class _Graph:
+    """One captured replay: static inputs (one per window) and their audio."""
+
+    def __init__(self, graph, inputs: List[torch.Tensor], outputs: List[torch.Tensor]):
+        self.graph, self.inputs, self.outputs = graph, inputs, outputs
+
+    def __call__(self, windows: List[torch.Tensor]) -> List[torch.Tensor]:
+        for static, window in zip(self.inputs, windows):
+            static.copy_(window)
+        self.graph.replay()
+        return [out.clone() for out in self.outputs]
+
+
+class FastVocoder:
+    """mel (batch, n_mels, frames) -> audio (batch, 1, frames * hop), as `module(mel)` computes it."""
+
+    def __init__(self, module: nn.Module, hop: int, *, context: int, lookahead: int,
+                 buckets: Optional[Sequence[int]] = None, precision: Optional[torch.dtype] = None,
+                 max_graphs: int = 8, exact_after: Optional[int] = 1, fuse: bool = True, warmup: int = 2):
+        self.fused_activations = fuse_activations(module) if fuse else 0
+        if precision is not None:
+            module = module.to(precision)
+        self.module, self.hop = module.eval(), hop
+        self.context, self.lookahead = context, lookahead
+        self.buckets = tuple(sorted(buckets or bucketing.default_buckets(context, lookahead)))
+        self.tail = bucketing.tail_bucket(self.buckets, context, lookahead)
+        self.max_graphs, self.warmup, self.exact_after = max_graphs, warmup, exact_after
+        self.seen: Counter = Counter()
+        parameter = next(module.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.graphs: "OrderedDict[Tuple, _Graph]" = OrderedDict()
+        self.pool = None
+        self.calls: Dict[str, int] = {"graph": 0, "eager": 0, "captures": 0, "dropped": 0}
+        self.pool_bytes = 0
+        self._lock = threading.Lock()
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    @torch.no_grad()  # not inference_mode: GPT-SoVITS may change the audio in place afterwards
+    def __call__(self, mel: torch.Tensor) -> torch.Tensor:
+        mel = mel.to(self.device, self.dtype)
+        plan = self.plan(mel.shape[2])
+        if plan.eager or self.device.type != "cuda":
+            self.calls["eager"] += 1
+            return self.module(mel)
+        lengths = tuple(w.frames for w in plan.windows)
+        with self._lock:
+            if len(set(lengths)) == len(lengths):  # one window, or a main and its tail: one graph
+                run = self._graph((mel.shape[0], mel.shape[1], lengths))
+            else:                                  # largest-bucket chunks: one graph, replayed per chunk
+                single = self._graph((mel.shape[0], mel.shape[1], lengths[:1]))
+                run = lambda windows: [single([w])[0] for w in windows]  # noqa: E731
+            pieces = bucketing.run_plan(mel, plan.windows, run, self.hop, _pad_right)
+            self.calls["graph"] += 1
+        return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+
+    def plan(self, frames: int) -> bucketing.Plan:
+        """The windows for a call: a length seen `exact_after` times before gets a graph of its own
+        (GPT-SoVITS' batched path repeats one chunk length; None: never), any other the buckets' plan."""
+        if len(self.seen) >= 4096:  # bounded: a service sees endless distinct lengths
+            self.seen.clear()
+        self.seen[frames] += 1
+        repeated = self.exact_after is not None and self.seen[frames] > self.exact_after
+        if repeated and frames <= self.buckets[-1] and frames not in self.buckets:
+            return bucketing.Plan((bucketing.Window(0, frames, 0, frames),))
+        return bucketing.plan(frames, self.buckets, self.context, self.lookahead)
+
+    def stats(self) -> dict:
+        """Graphs held (batch, bands, window lengths), the pool they share, calls by path."""
+        graphs = [{"batch": key[0], "windows": list(key[2])} for key in self.graphs]
+        return {"tier": TIER_FAST, "buckets": list(self.buckets), "tail_bucket": self.tail,
+                "fused_activations": self.fused_activations, "graphs": graphs,
+                "max_graphs": self.max_graphs, "graph_pool_bytes": self.pool_bytes, **self.calls}
+
+    # --- graphs --------------------------------------------------------------------------------
+
+    def _graph(self, key: Tuple) -> _Graph:
+        if key in self.graphs:
+            self.graphs.move_to_end(key)
+            return self.graphs[key]
+        while len(self.graphs) >= self.max_graphs:
+            self.graphs.popitem(last=False)
+            self.calls["dropped"] += 1
+        self.graphs[key] = self._capture(*key)
+        self.calls["captures"] += 1
+        return self.graphs[key]
+
+    def _capture(self, batch: int, bands: int, lengths: Tuple[int, ...]) -> _Graph:
+        """Warm up, then capture one forward per window; windows after the first on a side stream."""
+        inputs = [torch.zeros(batch, bands, n, device=self.device, dtype=self.dtype) for n in lengths]
+        for x in inputs:
+            x.normal_().mul_(2).sub_(5)  # a mel-like range, never zeros
+        side = torch.cuda.Stream(self.device)
+        warm = torch.cuda.Stream(self.device)
+        warm.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(warm):
+            for _ in range(self.warmup):
+                for x in inputs:
+                    self.module(x)
+        torch.cuda.current_stream(self.device).wait_stream(warm)
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()  # torch.cuda.graph empties the cache on entry: measure the pool's growth only
+        before = torch.cuda.memory_reserved(self.device)
+        graph = torch.cuda.CUDAGraph()
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self.pool):
+            main = torch.cuda.current_stream(self.device)
+            outputs = [self.module(inputs[0])]
+            for x in inputs[1:]:
+                side.wait_stream(main)
+                with torch.cuda.stream(side):
+                    outputs.append(self.module(x))
+                main.wait_stream(side)
+        torch.cuda.synchronize(self.device)
+        self.pool_bytes += torch.cuda.memory_reserved(self.device) - before
+        return _Graph(graph, inputs, outputs)
+
+
+def _pad_right(mel: torch.Tensor, frames: int) -> torch.Tensor:
+    """Pad with the last frame (replicate): any finite content does, the padding's audio is cut."""
+    return torch.cat([mel, mel[:, :, -1:].expand(-1, -1, frames - mel.shape[2])], dim=2)
