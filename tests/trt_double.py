@@ -201,8 +201,9 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
     is_rtx = module_name == "tensorrt_rtx"
 
     def enum_of(name):
-        values = [v for v, info in surface["classes"].get(name, {}).items() if info.get("kind") == "enum_value"]
-        return enum.IntEnum(name, {v: i for i, v in enumerate(values)}) if values else None
+        """The surface's enum with the real integer values (from the headers or the installed module)."""
+        values = {v: info["value"] for v, info in surface["classes"].get(name, {}).items() if info.get("kind") == "enum_value"}
+        return enum.IntEnum(name, values) if values else None
 
     for name in surface["classes"]:
         made = enum_of(name)
