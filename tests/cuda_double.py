@@ -7,7 +7,12 @@ address and run the plan's ONNX model on it. It is no looser than the layer it s
 - device work needs the primary context of its device current on the thread, as the driver does;
 - work is refused on destroyed streams, and copies that overrun one of its buffers fault;
 - a capturing stream records work instead of running it, a graph replays what was recorded, and a
-  capture is refused on a stream that is not non-blocking (the legacy stream would break it).
+  capture is refused on a stream that is not non-blocking (the legacy stream would break it);
+- work is asynchronous: each stream runs its queue on a worker thread of its own, events complete
+  when their stream reaches them, copies read host memory when they run (not when queued), and
+  queued work that touches freed memory fails (CUDA_ERROR_ILLEGAL_ADDRESS at the next synchronize),
+  so reuse before a copy completed and frees racing an enqueue show; torch's stream, which on CPU is
+  the host itself, runs in program order and blocks where the runtime makes it wait on an event.
 """
 from __future__ import annotations
 

@@ -13,7 +13,15 @@ A double is no looser than the API it stands for:
   context current for device work; version-compatible plans load only with
   `engine_host_code_allowed`; full TensorRT captures an enqueue only after a real run of that shape
   (deferred shape work), and TensorRT-RTX refuses capture by hand unless the plan was built with
-  REQUIRE_USER_ALLOCATION (its built-in whole-graph strategy needs nothing).
+  REQUIRE_USER_ALLOCATION (its built-in whole-graph strategy needs nothing);
+- where the binding raises, the double raises the same (`set_optimization_profile_async`:
+  RuntimeError; a null `Runtime` or `Builder`: pybind11's TypeError); two contexts sharing a profile
+  while one still has work queued are refused (undefined behaviour in TensorRT); the TensorRT-RTX
+  runtime cache needs a current context; deserialization checks the GPU against the plan's targets
+  or build GPU and hardware compatibility, and version-compatible plans against the runtime's
+  version; network creation flags must be known bits; enum values are the real ones;
+- failure paths can be produced: `world.failures` ("Runtime", "Builder", "create_execution_context",
+  "set_optimization_profile_async") and `world.validity` (what get_engine_validity answers).
 Execution runs the plan's ONNX model through ONNX Runtime on the CUDA double's host memory, so
 tests compare real audio; a `device_executor` replaces that on a GPU (host work cannot be captured).
 """
