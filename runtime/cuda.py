@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -31,6 +33,8 @@ EVENT_NO_TIMING = 2         # CU_EVENT_DISABLE_TIMING
 ALIGNMENT = 256             # TensorRT's requirement for every tensor address
 COMPUTE_CAPABILITY_MAJOR = 75  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
 COMPUTE_CAPABILITY_MINOR = 76  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR
+GRAPHS_OFF = "load the engine with cuda_graphs=False if this persists"
+REFUSED_IN_CAPTURE = f"TensorRT refused to enqueue during CUDA graph capture; {GRAPHS_OFF}"
 _layers: Dict[str, object] = {}
 _lock = threading.Lock()
 
@@ -246,24 +250,27 @@ class PycudaLayer(TorchInterop):
                      ctypes.c_void_p(event.handle), ctypes.c_uint(0))
 
     def capture(self, stream, enqueue: Callable[[], bool]) -> "Graph":
-        """pycuda has no graph API: begin/end capture and instantiate through the driver library."""
+        """pycuda has no graph API: begin/end capture and instantiate through the driver library. The
+        capture is ended and the captured graph destroyed however the enqueue ends (False, or raising)."""
         lib, native = driver_library(), ctypes.c_void_p(stream.handle)
-        _driver_call(lib.cuStreamBeginCapture_v2, "begin capture", native, ctypes.c_int(CAPTURE_THREAD_LOCAL))
+        _driver_call(lib.cuStreamBeginCapture_v2, "begin capture", native, ctypes.c_int(CAPTURE_THREAD_LOCAL), capture=True)
         graph, executable = ctypes.c_void_p(), ctypes.c_void_p()
         try:
-            enqueued = enqueue()
-        finally:
-            ended = lib.cuStreamEndCapture(native, ctypes.byref(graph))
-        try:
-            _driver_call(lambda: ended, "end capture")
+            try:
+                enqueued = enqueue()
+            finally:
+                ended = lib.cuStreamEndCapture(native, ctypes.byref(graph))
+            _driver_call(lambda: ended, "end capture", capture=True)
             if not enqueued:
-                raise EngineError("TensorRT refused to enqueue during CUDA graph capture")
-            _driver_call(lib.cuGraphInstantiateWithFlags, "instantiate", ctypes.byref(executable), graph, ctypes.c_ulonglong(0))
+                raise EngineError(REFUSED_IN_CAPTURE)
+            _driver_call(lib.cuGraphInstantiateWithFlags, "instantiate the graph", ctypes.byref(executable), graph,
+                         ctypes.c_ulonglong(0), capture=True)
         finally:
             if graph.value:
                 lib.cuGraphDestroy(graph)
-        return Graph(lambda s: _driver_call(lib.cuGraphLaunch, "launch", executable, ctypes.c_void_p(s.handle)),
-                     lambda: lib.cuGraphExecDestroy(executable))
+        return Graph(lambda s: _driver_call(lib.cuGraphLaunch, "launch the graph", executable, ctypes.c_void_p(s.handle),
+                                            capture=True),
+                     functools.partial(lib.cuGraphExecDestroy, executable))
 
 
 class PycudaStream:
@@ -284,6 +291,7 @@ class DriverEvent:
         native = ctypes.c_void_p()
         _driver_call(driver_library().cuEventCreate, "create an event", ctypes.byref(native), ctypes.c_uint(EVENT_NO_TIMING))
         self.native, self.handle = native, native.value
+        self._finalizer = released_on_collection(self, driver_library().cuEventDestroy_v2, native)
 
     def record(self, stream) -> None:
         _driver_call(driver_library().cuEventRecord, "record an event", self.native, ctypes.c_void_p(stream.handle))
@@ -293,17 +301,32 @@ class DriverEvent:
 
     def free(self) -> None:
         if self.native is not None:
+            self._finalizer.detach()
             _driver_call(driver_library().cuEventDestroy_v2, "destroy an event", self.native)
             self.native = None
 
 
-def _driver_call(function, step: str, *args) -> None:
+def released_on_collection(owner, destroy: Callable, *args) -> weakref.finalize:
+    """A raw driver handle (ctypes or cuda-bindings: neither frees on collection) destroyed when its
+    owner is collected without free(); not at interpreter exit, when the process frees it anyway."""
+    finalizer = weakref.finalize(owner, destroy, *args)
+    finalizer.atexit = False
+    return finalizer
+
+
+def _driver_call(function, step: str, *args, capture: bool = False) -> None:
+    """Call the driver library; a failed status is one EngineError, whose fix names cuda_graphs=False
+    only for the steps of a CUDA graph (other failures are the GPU's or the driver's)."""
     status = function(*args)
     if status != 0:
         name = ctypes.c_char_p()
         driver_library().cuGetErrorName(status, ctypes.byref(name))
-        raise EngineError(f"CUDA {step} failed ({(name.value or b'?').decode()}); load the engine with cuda_graphs=False "
-                          "if this happens during capture")
+        raise EngineError(failure(step, (name.value or b"?").decode(), capture))
+
+
+def failure(step: str, error_name: str, capture: bool) -> str:
+    """The one line for a failed CUDA step, with the fix that fits it."""
+    return f"CUDA {step} failed ({error_name}); {GRAPHS_OFF if capture else 'check the GPU and its driver (nvidia-smi)'}"
 
 
 # --- cuda-bindings -------------------------------------------------------------------------------
@@ -318,14 +341,18 @@ class CudaBindingsLayer(TorchInterop):
         except ImportError as error:
             raise EngineError(f"cuda-bindings is not importable ({one_line(error)}); {INSTALL['cuda-bindings']}") from None
         self.cu, self._contexts = driver, {}
-        self.check(driver.cuInit(0), "initialise the driver")
+        try:
+            initialised = driver.cuInit(0)
+        except RuntimeError as error:  # DynamicLibNotFoundError: no driver library to load on this machine
+            raise EngineError(f"the CUDA driver is not usable ({one_line(error)}); install the NVIDIA driver") from None
+        self.check(initialised, "initialise the driver")
 
-    def check(self, result, step: str):
+    def check(self, result, step: str, capture: bool = False):
         """cuda-bindings returns (status, value...); raise on a failed status, return the value."""
         status, *values = result
         if int(status) != 0:
             _, name = self.cu.cuGetErrorName(status)
-            raise EngineError(f"CUDA {step} failed ({(name or b'?').decode()}); check the GPU and driver")
+            raise EngineError(failure(step, (name or b"?").decode(), capture))
         return values[0] if len(values) == 1 else tuple(values) or None
 
     def device_count(self) -> int:
@@ -391,20 +418,22 @@ class CudaBindingsLayer(TorchInterop):
     def capture(self, stream, enqueue: Callable[[], bool]) -> "Graph":
         """Capture through the binding's own graph API (thread-local mode: other threads' work is left alone)."""
         mode = self.cu.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_THREAD_LOCAL
-        self.check(self.cu.cuStreamBeginCapture(stream.handle, mode), "begin capture")
+        self.check(self.cu.cuStreamBeginCapture(stream.handle, mode), "begin capture", capture=True)
+        ended = None
         try:
-            enqueued = enqueue()
-        finally:
-            ended = self.cu.cuStreamEndCapture(stream.handle)
-        graph = self.check(ended, "end capture")
-        try:
+            try:
+                enqueued = enqueue()
+            finally:
+                ended = self.cu.cuStreamEndCapture(stream.handle)
+            self.check(ended, "end capture", capture=True)
             if not enqueued:
-                raise EngineError("TensorRT refused to enqueue during CUDA graph capture")
-            executable = self.check(self.cu.cuGraphInstantiate(graph, 0), "instantiate the graph")
+                raise EngineError(REFUSED_IN_CAPTURE)
+            executable = self.check(self.cu.cuGraphInstantiate(ended[1], 0), "instantiate the graph", capture=True)
         finally:
-            self.cu.cuGraphDestroy(graph)
-        return Graph(lambda s: self.check(self.cu.cuGraphLaunch(executable, s.handle), "launch the graph"),
-                     lambda: self.cu.cuGraphExecDestroy(executable))
+            if ended is not None and int(ended[0]) == 0 and ended[1] is not None and int(ended[1]):
+                self.cu.cuGraphDestroy(ended[1])
+        return Graph(lambda s: self.check(self.cu.cuGraphLaunch(executable, s.handle), "launch the graph", capture=True),
+                     functools.partial(self.cu.cuGraphExecDestroy, executable))
 
 
 class BindingsObject:
@@ -414,12 +443,14 @@ class BindingsObject:
 
     def __init__(self, native, layer: CudaBindingsLayer):
         self.native, self.handle, self._layer = native, int(native), layer
+        self._finalizer = released_on_collection(self, getattr(layer.cu, self.DESTROY), native)
 
     def synchronize(self) -> None:
         self._layer.check(getattr(self._layer.cu, self.WAIT)(self.native), f"wait for a {self.NOUN}")
 
     def free(self) -> None:
         if self.native is not None:
+            self._finalizer.detach()
             self._layer.check(getattr(self._layer.cu, self.DESTROY)(self.native), f"destroy a {self.NOUN}")
             self.native = None
 
@@ -449,12 +480,11 @@ class Graph:
     """One instantiated capture: `launch(stream)` replays it with one call."""
 
     def __init__(self, launch: Callable, release: Callable[[], None]):
-        self._launch, self._release = launch, release
+        self._launch = launch
+        self._finalizer = released_on_collection(self, release)
 
     def launch(self, stream) -> None:
         self._launch(stream)
 
     def free(self) -> None:
-        if self._release is not None:
-            self._release()
-            self._release = None
+        self._finalizer()  # runs release once, now; nothing later

@@ -3,9 +3,14 @@
 A Slot is one execution context bound to one optimization profile, with its own non-blocking
 stream, device buffers sized once for that profile's largest shape and pinned host buffers. The
 engine keeps a small pool of slots per profile, so threads infer at once without sharing a
-context. CUDA goes through runtime/cuda.py (pycuda or cuda-bindings); TensorRT is imported when a
-plan is loaded, never by `import runtime`; torch only when the caller passes a torch tensor, which
-then runs zero-copy, ordered against the caller's stream with events.
+context. TensorRT requires every execution context in concurrent use to have its own optimization
+profile, so N slots for one profile need N copies of it in the plan (the same shapes listed N
+times in pipeline.toml): each slot's context takes a different copy. Contexts allocate their
+scratch memory for their own profile (ON_PROFILE_CHANGE), not the plan's largest.
+
+CUDA goes through runtime/cuda.py (pycuda or cuda-bindings); TensorRT is imported when a plan is
+loaded, never by `import runtime`; torch only when the caller passes a torch tensor, which then
+runs zero-copy, ordered against the caller's stream with events.
 
 Every bool TensorRT returns is checked: a refused shape, address, profile or enqueue is an
 EngineError, never a silent run with stale state.
@@ -13,10 +18,12 @@ EngineError, never a silent run with stale state.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import math
 import queue
+import threading
 import weakref
 from pathlib import Path
 from typing import Optional
@@ -25,7 +32,7 @@ import numpy as np
 
 from runtime import cuda
 from runtime.chunks import synthesize
-from runtime.errors import EngineError, RuntimeUserError
+from runtime.errors import EngineError, RuntimeUserError, one_line
 from runtime.files import atomic_output
 from runtime.manifest import KERNEL_SPECIALIZATIONS, batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
@@ -35,6 +42,8 @@ from runtime.tensorrt_log import tensorrt_logger
 
 log = logging.getLogger("runtime")
 RUNTIME_CACHE_SUFFIX = ".runtime-cache"
+CLOSED = "the engine was closed; load it again with runtime.load_engine"
+_CLOSED = object()  # put in each pool once an engine is closed, so a thread waiting for a slot wakes up
 
 
 class IOBuffers:
@@ -42,12 +51,17 @@ class IOBuffers:
     host buffers as large, and the non-blocking stream copies and execution are queued on."""
 
     def __init__(self, layer, input_elements: int, output_elements: int, input_dtype, output_dtype):
-        self.layer = layer
-        self.stream = layer.stream()
-        self.host_input = layer.pinned_array(input_elements, np.dtype(input_dtype))
-        self.host_output = layer.pinned_array(output_elements, np.dtype(output_dtype))
-        self.device_input = layer.device_buffer(self.host_input.array.nbytes)
-        self.device_output = layer.device_buffer(self.host_output.array.nbytes)
+        self.layer, made = layer, []
+        try:
+            self.stream = made_by(made, layer.stream)
+            self.host_input = made_by(made, layer.pinned_array, input_elements, np.dtype(input_dtype))
+            self.host_output = made_by(made, layer.pinned_array, output_elements, np.dtype(output_dtype))
+            self.device_input = made_by(made, layer.device_buffer, self.host_input.array.nbytes)
+            self.device_output = made_by(made, layer.device_buffer, self.host_output.array.nbytes)
+        except BaseException:
+            for thing in reversed(made):
+                thing.free()
+            raise
         self.nbytes = self.device_input.nbytes + self.device_output.nbytes
 
     def upload(self, array: np.ndarray) -> None:
@@ -69,6 +83,13 @@ class IOBuffers:
             buffer.free()
 
 
+def made_by(made: list, make, *args):
+    """make(*args), remembered in `made` so a later failure frees it."""
+    thing = make(*args)
+    made.append(thing)
+    return thing
+
+
 class Slot:
     """One execution context bound to one profile, its stream and buffers: one request at a time.
 
@@ -76,24 +97,40 @@ class Slot:
     per context, as trtexec keeps it: a new shape replaces the graph after a real run, and a capture
     that fails turns graphs off for this slot for good (logged once)."""
 
-    def __init__(self, layer, trt_engine, profile, manifest: dict, runtime_config=None, manual_graphs: bool = False):
-        self.layer, self.profile, self.hop = layer, profile, manifest["hop"]
+    def __init__(self, layer, make_context, profile, plan_profile: int, manifest: dict, manual_graphs: bool = False):
+        """`profile` gives the shapes served; `plan_profile` the plan's profile index the context takes
+        (a copy of `profile` no other slot uses). Whatever was made is freed if a later step fails."""
+        self.layer, self.profile, self.plan_profile, self.hop = layer, profile, plan_profile, manifest["hop"]
         self.input_name, self.output_name = manifest["input"]["name"], manifest["output"]["name"]
-        self.io = IOBuffers(layer, profile.max_batch * manifest["n_mels"] * profile.max_frames,
+        self.io = self.context = self.runtime_config = self.graph = self.graph_shape = None
+        self.events = ()
+        self.manual_graphs = manual_graphs
+        try:
+            self._make(make_context, manifest)
+        except BaseException:
+            self.free()
+            raise
+
+    def _make(self, make_context, manifest: dict) -> None:
+        profile = self.profile
+        self.io = IOBuffers(self.layer, profile.max_batch * manifest["n_mels"] * profile.max_frames,
                             profile.max_batch * profile.max_frames * self.hop,
                             manifest["input"]["dtype"], manifest["output"]["dtype"])
-        self.runtime_config = runtime_config  # must live as long as the context
-        self.context = (trt_engine.create_execution_context() if runtime_config is None
-                        else trt_engine.create_execution_context(runtime_config=runtime_config))
+        self.events = (self.layer.event(), self.layer.event())  # caller's work done, our work done
+        self.context, self.runtime_config = make_context()  # the config must live as long as the context
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (GPU memory full?); "
                               "free GPU memory or use fewer contexts")
-        if not self.context.set_optimization_profile_async(profile.index, self.io.stream.handle):
-            raise EngineError(f"TensorRT refused profile {profile.name!r}; rebuild the plan with `make engines`")
+        try:  # the binding raises rather than return False (pyCore.cpp: PY_ASSERT_RUNTIME_ERROR)
+            accepted = self.context.set_optimization_profile_async(self.plan_profile, self.io.stream.handle)
+        except RuntimeError as error:
+            accepted, refusal = False, one_line(error)
+        else:
+            refusal = "it returned False"
+        if not accepted:
+            raise EngineError(f"TensorRT refused profile {profile.name!r} (index {self.plan_profile}: {refusal}); "
+                              "rebuild the plan with `make engines`")
         self.io.stream.synchronize()
-        self.manual_graphs = manual_graphs
-        self.graph, self.graph_shape = None, None
-        self.events = (layer.event(), layer.event())  # caller's work done, our work done
 
     def run_host(self, mel: np.ndarray) -> np.ndarray:
         """numpy in, numpy out, through the pinned and device buffers on the slot's own stream."""
@@ -108,6 +145,7 @@ class Slot:
         TensorRT cannot take (not 256-byte aligned) goes through the slot's own buffers."""
         stream = self.io.stream
         caller_done, ours_done = self.events
+        self._drop_graph()  # this run changes the context's shape and addresses: the host graph is not replayed after it
         caller_done.record(caller_stream)
         self.layer.wait(stream, caller_done)
         in_bytes, out_bytes = math.prod(shape) * itemsizes[0], shape[0] * shape[2] * self.hop * itemsizes[1]
@@ -169,11 +207,16 @@ class Slot:
         self.graph, self.graph_shape = None, None
 
     def free(self) -> None:
+        """Wait for the slot's stream, then free graph, events, context and buffers (what exists of them)."""
+        if self.io is not None:
+            self.io.stream.synchronize()
         self._drop_graph()
         for event in self.events:
             event.free()
-        self.io.free()
-        self.context = self.runtime_config = None
+        self.context = self.runtime_config = None  # the context before the memory it was bound to
+        if self.io is not None:
+            self.io.free()
+        self.events, self.io = (), None
 
 
 class RuntimeCache:
@@ -207,22 +250,29 @@ class RuntimeCache:
 
 class Engine:
     """A loaded plan: `engine(mel)` turns a (batch, n_mels, frames) mel into (batch, 1, frames * hop)
-    float32 audio (numpy in, numpy out; a CUDA tensor in, a CUDA tensor out)."""
+    float32 audio (numpy in, numpy out; a CUDA tensor in, a CUDA tensor out).
+
+    close() (also at exit, and when the engine is collected unclosed) waits for every borrowed slot
+    to come back before freeing anything: memory bound to an enqueue outlives it."""
 
     def __init__(self, manifest: dict, layer, device: int, trt_objects: tuple, slots: list, runtime_cache):
         self.manifest, self.layer, self.device = manifest, layer, device
-        self._trt_objects, self._slots, self._runtime_cache = trt_objects, slots, runtime_cache
-        self.profiles = profiles_of(manifest)
+        self._slots = slots
+        self.profiles = served_profiles(manifest)
         self.sampling_rate, self.hop, self.n_mels = manifest["sampling_rate"], manifest["hop"], manifest["n_mels"]
         self.max_frames = max(p.max_frames for p in self.profiles)
         self._pools = {p.index: queue.Queue() for p in self.profiles}
         for slot in slots:
             self._pools[slot.profile.index].put(slot)
+        self._lock, self._closed = threading.Lock(), False
+        self._trt_objects = trt_objects
+        self._release = weakref.finalize(self, _free_engine, layer, device, slots, runtime_cache, trt_objects)
+        self._release.atexit = False  # at exit close() runs instead (_close_at_exit), which waits for borrowers
         self.device_memory: dict = {}
 
     def __call__(self, mel):
-        if self._slots is None:
-            raise RuntimeUserError("the engine was closed; load it again with runtime.load_engine")
+        if self._closed:
+            raise RuntimeUserError(CLOSED)
         device_tensor = is_torch(mel) and self.layer.tensor_device(mel) is not None
         if is_torch(mel) and not device_tensor:
             import torch
@@ -274,26 +324,41 @@ class Engine:
                 slot.run_device(mel[piece].data_ptr(), out[piece].data_ptr(), tuple(mel[piece].shape), caller, itemsizes)
         return out.float()
 
+    @contextlib.contextmanager
     def _slot(self, profile):
-        return _Borrowed(self._pools[profile.index], self.layer, self.device)
+        """A slot of `profile` for one piece, with the engine's primary context current. A slot taken
+        once close() began goes straight back: close() is waiting for it."""
+        pool = self._pools[profile.index]
+        slot = pool.get()
+        if slot is _CLOSED or self._closed:
+            pool.put(slot)
+            raise RuntimeUserError(CLOSED)
+        try:
+            with self.layer.activate(self.device):
+                yield slot
+        finally:
+            pool.put(slot)
 
     def stats(self) -> dict:
         return dict(self.device_memory)
 
     def close(self) -> None:
-        """Save the runtime cache, then free graphs, contexts, buffers and streams with the primary
-        context current (also at exit; safe from any thread, and twice)."""
-        if self._slots is None:
-            return
-        slots, self._slots = self._slots, None
-        with self.layer.activate(self.device):
-            if self._runtime_cache is not None:
-                self._runtime_cache.save()
-            for slot in slots:
-                slot.free()
-            if self._runtime_cache is not None:
-                self._runtime_cache.release()
-            self._pools = self._trt_objects = self._runtime_cache = None
+        """Take every slot back (waiting for threads still using one), then save the runtime cache
+        and free graphs, contexts, buffers and streams with the primary context current. Safe from
+        any thread, and twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        held = {index: [pool.get() for _ in range(sum(s.profile.index == index for s in self._slots))]
+                for index, pool in self._pools.items()}
+        try:
+            self._release()
+        finally:
+            self._slots = self._trt_objects = None
+            for pool in self._pools.values():
+                pool.put(_CLOSED)
+        del held
 
     def __enter__(self):
         return self
@@ -302,23 +367,29 @@ class Engine:
         self.close()
 
 
-class _Borrowed:
-    """A slot taken from its pool for one piece, with the engine's primary context current."""
-
-    def __init__(self, pool: queue.Queue, layer, device: int):
-        self.pool, self.layer, self.device = pool, layer, device
-
-    def __enter__(self) -> Slot:
-        self.slot = self.pool.get()
-        self.active = self.layer.activate(self.device)
-        self.active.__enter__()
-        return self.slot
-
-    def __exit__(self, *exc) -> None:
+def _free_engine(layer, device: int, slots: list, runtime_cache, trt_objects: tuple) -> None:
+    """Free what an engine made, the primary context current: the runtime cache saved first, every
+    slot (each waits for its stream), then the TensorRT objects, engine last."""
+    with layer.activate(device):
         try:
-            self.active.__exit__(*exc)
+            if runtime_cache is not None:
+                runtime_cache.save()
         finally:
-            self.pool.put(self.slot)
+            _free_slots(slots)
+            if runtime_cache is not None:
+                runtime_cache.release()
+
+
+def _free_slots(slots: list) -> None:
+    """Free every slot even when one fails to; the first failure is raised after all were tried."""
+    failure = None
+    for slot in slots:
+        try:
+            slot.free()
+        except Exception as error:  # noqa: BLE001 - re-raised below, once the others are freed
+            failure = failure or error
+    if failure is not None:
+        raise failure
 
 
 def _check_engine_matches(trt_engine, manifest: dict, plan_path: Path) -> None:
@@ -343,6 +414,61 @@ def _refuse_invalid(runtime, trt, logger, plan: bytes, plan_path: Path, gpu: Gpu
         detail = "; ".join(filter(None, [", ".join(reasons), logger.last_error])) or "no reason given"
         raise EngineError(f"{DISPLAY[trt.__name__]} judges {plan_path} invalid on {gpu.name} ({detail}); "
                           "update the NVIDIA driver or rebuild the plan with `make engines` for this GPU")
+
+
+def profile_copies(manifest: dict) -> dict:
+    """The plan's profile indices grouped by the profile they copy (equal min, opt and max), keyed by
+    the first of each group: the one requests are matched against."""
+    groups: dict = {}
+    for index, entry in enumerate(manifest["profiles"]):
+        groups.setdefault(tuple(tuple(entry[k]) for k in ("min", "opt", "max")), []).append(index)
+    return {indices[0]: indices for indices in groups.values()}
+
+
+def served_profiles(manifest: dict) -> list:
+    """One profile per distinct shape range (copies serve the same requests)."""
+    copies = profile_copies(manifest)
+    return [profile for profile in profiles_of(manifest) if profile.index in copies]
+
+
+def _check_contexts(manifest: dict, contexts_per_profile) -> None:
+    """N contexts of one profile run at once only on N copies of it: TensorRT requires each execution
+    context in concurrent use to have its own optimization profile (NvInferRuntime.h)."""
+    if isinstance(contexts_per_profile, bool) or not isinstance(contexts_per_profile, int) or contexts_per_profile < 1:
+        raise RuntimeUserError(f"contexts_per_profile must be a whole number of at least 1, not {contexts_per_profile!r}")
+    names = [p["name"] for p in manifest["profiles"]]
+    short = [(names[first], len(indices)) for first, indices in profile_copies(manifest).items()
+             if len(indices) < contexts_per_profile]
+    if short:
+        have = ", ".join(f"{name!r} {count}" for name, count in short)
+        raise RuntimeUserError(
+            f"contexts_per_profile={contexts_per_profile} needs {contexts_per_profile} copies of each profile in the plan "
+            f"(TensorRT gives every context in concurrent use its own profile); the plan has {have}; list each profile "
+            f"{contexts_per_profile} times in pipeline.toml and rebuild with `make engines`, or load with fewer contexts")
+
+
+def _context_maker(trt, trt_engine, cache, cuda_graphs: bool, specialization: str):
+    """A function making one (execution context, its runtime config). Scratch memory is allocated
+    for the context's own profile (ON_PROFILE_CHANGE; STATIC would reserve the largest profile's in
+    every context): through IRuntimeConfig where the surface has it (TensorRT 10.16, 11, RTX), else
+    as create_execution_context's strategy argument (older TensorRT 10)."""
+    strategy = trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE
+
+    def make():
+        if not hasattr(trt_engine, "create_runtime_config"):
+            return trt_engine.create_execution_context(strategy), None
+        if trt.__name__ == "tensorrt_rtx":
+            config = _rtx_runtime_config(trt, trt_engine, cache, cuda_graphs, specialization)
+        else:
+            config = trt_engine.create_runtime_config()
+        config.set_execution_context_allocation_strategy(strategy)
+        return trt_engine.create_execution_context(runtime_config=config), config
+    return make
+
+
+def _reserved_device_memory(trt_engine, slots: list) -> int:
+    """What the contexts reserve: each its own profile's scratch (ON_PROFILE_CHANGE)."""
+    return sum(trt_engine.get_device_memory_size_for_profile_v2(slot.plan_profile) for slot in slots)
 
 
 def _device_memory_per_context(trt_engine) -> int:
@@ -388,10 +514,11 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
     layer = cuda.cuda_layer(cuda_binding)
     gpu = Gpu(*layer.device_properties(device))
     check_runnable(manifest, gpu, None if trt is None else backend_of(trt))
+    _check_contexts(manifest, contexts_per_profile)
     is_rtx = trt.__name__ == "tensorrt_rtx"
     with layer.activate(device):
         logger = tensorrt_logger(trt, log)
-        runtime = trt.Runtime(logger)
+        runtime = _trt_runtime(trt, logger)
         if manifest.get("version_compatible"):
             runtime.engine_host_code_allowed = True  # a version-compatible plan carries its own lean runtime
         _refuse_invalid(runtime, trt, logger, plan, plan_path, gpu)
@@ -401,18 +528,42 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
                               f"{logger.last_error or 'no message'}; rebuild it with `make engines` for this GPU")
         _check_engine_matches(trt_engine, manifest, plan_path)
         cache = RuntimeCache(trt_engine, plan_path) if runtime_cache and is_rtx else None
-        slots = [Slot(layer, trt_engine, profile, manifest,
-                      _rtx_runtime_config(trt, trt_engine, cache, cuda_graphs, specialization) if is_rtx else None,
-                      manual_graphs=cuda_graphs and not is_rtx)
-                 for profile in profiles_of(manifest) for _ in range(contexts_per_profile)]
+        make_context = _context_maker(trt, trt_engine, cache, cuda_graphs, specialization)
+        slots = _make_slots(layer, make_context, manifest, contexts_per_profile, cuda_graphs and not is_rtx)
     engine = Engine(manifest, layer, device, (logger, runtime, trt_engine), slots, cache)
     per_context = _device_memory_per_context(trt_engine)
-    engine.device_memory = {"per_context": per_context, "contexts": len(slots), "io_buffers": sum(s.io.nbytes for s in slots)}
-    log.info("%s on %s via %s %s and %s: engine device memory %.1f MiB per context x %d, I/O buffers %.1f MiB", plan_path.name,
-             gpu.name, trt.__name__, trt.__version__, layer.name, per_context / 2**20, len(slots),
+    engine.device_memory = {"per_context": per_context, "contexts": len(slots),
+                            "reserved": _reserved_device_memory(trt_engine, slots),
+                            "io_buffers": sum(s.io.nbytes for s in slots)}
+    log.info("%s on %s via %s %s and %s: engine device memory %.1f MiB for %d contexts (%.1f MiB each at most), "
+             "I/O buffers %.1f MiB", plan_path.name, gpu.name, trt.__name__, trt.__version__, layer.name,
+             engine.device_memory["reserved"] / 2**20, len(slots), per_context / 2**20,
              engine.device_memory["io_buffers"] / 2**20)
     atexit.register(_close_at_exit, weakref.ref(engine))
     return engine
+
+
+def _trt_runtime(trt, logger):
+    """trt.Runtime(logger); a null factory return is pybind11's TypeError, said in one line."""
+    try:
+        return trt.Runtime(logger)
+    except TypeError as error:
+        raise EngineError(f"{DISPLAY[trt.__name__]} could not create its runtime ({logger.last_error or one_line(error)}); "
+                          "check the GPU, its driver and the TensorRT install (make doctor)") from None
+
+
+def _make_slots(layer, make_context, manifest: dict, contexts_per_profile: int, manual_graphs: bool) -> list:
+    """contexts_per_profile slots per served profile, each on its own copy of it; all freed if one fails."""
+    slots: list = []
+    profiles = {p.index: p for p in profiles_of(manifest)}
+    try:
+        for first, copies in profile_copies(manifest).items():
+            for copy in copies[:contexts_per_profile]:
+                slots.append(Slot(layer, make_context, profiles[first], copy, manifest, manual_graphs))
+    except BaseException:
+        _free_slots(slots)
+        raise
+    return slots
 
 
 def _close_at_exit(ref) -> None:

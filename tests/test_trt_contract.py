@@ -34,10 +34,12 @@ PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64]},
             {"name": "long", "min": [1, 1], "opt": [1, 64], "max": [1, 128]}]
 
 
-def small_settings(tmp_path, **build) -> dict:
+def small_settings(tmp_path, profiles=PROFILES, **build) -> dict:
+    """`profiles` listed twice: two copies of each, for two contexts per profile."""
     settings = copy.deepcopy(load_settings())
     for vocoder in VOCODERS:
-        settings["profiles"][vocoder] = copy.deepcopy(PROFILES)
+        settings["profiles"][vocoder] = [dict(p, name=f"{p['name']}-{i}" if i >= len(PROFILES) else p["name"])
+                                         for i, p in enumerate(copy.deepcopy(profiles))]
     settings["paths"]["timing_cache"] = str(tmp_path / "timing.cache")
     settings["build"].update(build)
     return settings
@@ -65,9 +67,9 @@ def world(request, monkeypatch):
     return install_on_cpu(monkeypatch, request.param)
 
 
-def built(world, onnx_path, tmp_path, precision="fp32", **build) -> runtime.Engine:
+def built(world, onnx_path, tmp_path, precision="fp32", profiles=PROFILES, **build) -> runtime.Engine:
     plan = build_plan(onnx_path, "v4", precision, tmp_path / f"v4.{precision}.plan", backend=world.trt.__name__,
-                      settings=small_settings(tmp_path, **build))
+                      settings=small_settings(tmp_path, profiles, **build))
     return plan
 
 
@@ -153,7 +155,13 @@ def test_build_load_and_host_path_give_onnx_runtimes_audio(world, onnx_v4, tmp_p
     manifest = runtime.read_manifest(plan)
     assert (manifest["backend"], manifest["backend_version"]) == (world.trt.__name__, world.trt.__version__)
     with runtime.load_engine(plan) as engine:
-        assert engine.device_memory["per_context"] == 0  # device_memory_size_v2 may be 0; not a reason to fall back
+        trt_engine = engine._trt_objects[2]
+        assert engine.device_memory["per_context"] == trt_engine.device_memory_size_v2
+        # ON_PROFILE_CHANGE: each context holds its own profile's scratch, not the largest one's twice
+        assert engine.device_memory["reserved"] == world.reserved == sum(
+            trt_engine.get_device_memory_size_for_profile_v2(i) for i in range(2))
+        strategy = world.trt.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE
+        assert all(s.runtime_config.get_execution_context_allocation_strategy() == strategy for s in engine._slots)
         for batch, frames, seed in ((1, 7, 0), (3, 40, 1), (1, 100, 2)):  # batch 3 splits on the short profile
             mel = speech(frames, batch, seed)
             np.testing.assert_array_equal(engine(mel), reference(onnx_v4, mel))
@@ -260,7 +268,7 @@ def test_plain_plan_needs_its_exact_version(world, onnx_v4, tmp_path, monkeypatc
 
 
 def test_close_frees_everything_with_the_context_current_from_any_thread(world, onnx_v4, tmp_path):
-    plan = built(world, onnx_v4, tmp_path)
+    plan = built(world, onnx_v4, tmp_path, profiles=PROFILES * 2)
     engine = runtime.load_engine(plan, contexts_per_profile=2)
     engine(speech(10))
     trt_engine = weakref.ref(engine._trt_objects[2])
@@ -372,7 +380,7 @@ def gpu_world(request, monkeypatch, tmp_path):
     name, cc = layer.device_properties(0)
     gpus = [cuda_module.DriverGpu(0, name, cc)]
     monkeypatch.setattr(cuda_module, "driver_state", lambda: cuda_module.DriverState("-", gpus, ""))
-    settings = small_settings(tmp_path)
+    settings = small_settings(tmp_path, PROFILES * 3)  # three copies of each profile: up to three contexts each
     world.plan = build_plan(identity_onnx(tmp_path / "copy.onnx"), "v4", "fp32", tmp_path / "v4.fp32.plan",
                             backend=world.trt.__name__, settings=settings)
     return world

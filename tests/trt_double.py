@@ -13,7 +13,15 @@ A double is no looser than the API it stands for:
   context current for device work; version-compatible plans load only with
   `engine_host_code_allowed`; full TensorRT captures an enqueue only after a real run of that shape
   (deferred shape work), and TensorRT-RTX refuses capture by hand unless the plan was built with
-  REQUIRE_USER_ALLOCATION (its built-in whole-graph strategy needs nothing).
+  REQUIRE_USER_ALLOCATION (its built-in whole-graph strategy needs nothing);
+- where the binding raises, the double raises the same (`set_optimization_profile_async`:
+  RuntimeError; a null `Runtime` or `Builder`: pybind11's TypeError); two contexts sharing a profile
+  while one still has work queued are refused (undefined behaviour in TensorRT); the TensorRT-RTX
+  runtime cache needs a current context; deserialization checks the GPU against the plan's targets
+  or build GPU and hardware compatibility, and version-compatible plans against the runtime's
+  version; network creation flags must be known bits; enum values are the real ones;
+- failure paths can be produced: `world.failures` ("Runtime", "Builder", "create_execution_context",
+  "set_optimization_profile_async") and `world.validity` (what get_engine_validity answers).
 Execution runs the plan's ONNX model through ONNX Runtime on the CUDA double's host memory, so
 tests compare real audio; a `device_executor` replaces that on a GPU (host work cannot be captured).
 """
@@ -25,6 +33,7 @@ import importlib.machinery
 import json
 import sys
 import types
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +129,20 @@ class World:
         self.whole_graph_replays = 0
         self.enqueues = 0
         self.refusals: list[str] = []  # every False TensorRT returned, with its message
+        self.failures: set[str] = set()  # calls made to fail as the real ones can: "Runtime", "Builder",
+        # "create_execution_context" (None), "set_optimization_profile_async" (raises)
+        self.validity: tuple | None = None  # (EngineValidity name, diagnostics) get_engine_validity reports
+        self.reserved = 0  # device memory the live contexts hold (the double's model, per profile)
+
+    def current_cc(self) -> tuple:
+        """The compute capability of the GPU whose context is current (the one a plan is loaded on)."""
+        return tuple(self.cuda.device_properties(self.cuda.current_device() or 0)[1])
+
+    def mark(self, stream_handle: int):
+        """A marker of what is queued on the stream now: `.done()` once the stream got past it."""
+        event = self.cuda.event()
+        event.record(self.cuda.foreign_stream(int(stream_handle)))
+        return event
 
     def require_context(self) -> None:
         self.cuda.require_context()
@@ -143,6 +166,16 @@ class DeviceWorld(World):
         if self.driver.cuCtxGetCurrent(ctypes.byref(context)) != 0 or not context.value:
             raise RuntimeError("CUDA_ERROR_INVALID_CONTEXT: no current context on this thread")
 
+    def current_cc(self) -> tuple:
+        return tuple(self.cuda.device_properties(0)[1])
+
+    def mark(self, stream_handle: int):
+        event = self.cuda.event()
+        event.record(self.cuda.foreign_stream(int(stream_handle)))
+        driver = self.driver
+        event.query = lambda: driver.cuEventQuery(ctypes.c_void_p(event.handle)) == 0
+        return event
+
     def is_capturing(self, stream_handle: int) -> bool:
         status = ctypes.c_int()
         if self.driver.cuStreamIsCapturing(ctypes.c_void_p(int(stream_handle)), ctypes.byref(status)) != 0:
@@ -158,6 +191,7 @@ def host_onnxruntime_executor(world: World, plan: dict, shape, source: int, targ
     out_shape = (shape[0], 1, shape[2] * plan["hop"])
 
     def run():
+        world.cuda.check_live((source, 1), (target, 1))
         mel = _view(source, shape, plan["dtypes"][0]).copy()
         (audio,) = _session(plan["onnx"]).run(None, {plan["inputs"][0]: mel})
         _view(target, out_shape, plan["dtypes"][1])[...] = audio.reshape(out_shape)
@@ -201,8 +235,9 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
     is_rtx = module_name == "tensorrt_rtx"
 
     def enum_of(name):
-        values = [v for v, info in surface["classes"].get(name, {}).items() if info.get("kind") == "enum_value"]
-        return enum.IntEnum(name, {v: i for i, v in enumerate(values)}) if values else None
+        """The surface's enum with the real integer values (from the headers or the installed module)."""
+        values = {v: info["value"] for v, info in surface["classes"].get(name, {}).items() if info.get("kind") == "enum_value"}
+        return enum.IntEnum(name, values) if values else None
 
     for name in surface["classes"]:
         made = enum_of(name)
@@ -341,9 +376,15 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
 
     class _Builder:
         def __init__(self, logger):
+            if "Builder" in world.failures:  # createInferBuilder returned null
+                raise TypeError("pybind11::init(): factory function returned nullptr")
             self._logger = logger
 
         def create_network(self, flags=0):
+            known = sum(1 << int(v) for v in module.NetworkDefinitionCreationFlag)
+            if int(flags) & ~known:
+                log(self._logger, f"network creation flags 0x{int(flags):x} hold bits no NetworkDefinitionCreationFlag has")
+                return None
             return INetworkDefinition(flags)
 
         def create_builder_config(self):
@@ -364,7 +405,9 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
                     "profiles": [p._shapes[network._onnx["inputs"][0]] for p in config._profiles],
                     "version_compatible": "VERSION_COMPATIBLE" in flags,
                     "require_user_allocation": "REQUIRE_USER_ALLOCATION" in flags,
-                    "targets": [c.name for _, c in sorted(config._targets.items())]}
+                    "targets": [c.name for _, c in sorted(config._targets.items())],
+                    "build_cc": list(world.current_cc()),
+                    "hardware": getattr(config.hardware_compatibility_level, "name", None) or "NONE"}
             return IHostMemory(json.dumps(plan).encode())
 
     def _build_problem(network, config):
@@ -386,9 +429,11 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
             self._blob = b""
 
         def serialize(self):
+            world.require_context()  # "a current CUDA context must be present" (the binding's docstring)
             return IHostMemory(b"runtime-cache:" + self._blob)
 
         def deserialize(self, blob):
+            world.require_context()
             data = bytes(blob)
             if not data.startswith(b"runtime-cache:"):
                 return False
@@ -400,6 +445,7 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
     class _IRuntimeConfig:
         def __init__(self):
             object.__setattr__(self, "_cache", None)
+            object.__setattr__(self, "_strategy", module.ExecutionContextAllocationStrategy.STATIC)
             for name in self._settable:
                 object.__setattr__(self, name, None)
             if "cuda_graph_strategy" in self._settable:
@@ -415,13 +461,23 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
         def get_runtime_cache(self):
             return self._cache
 
+        def set_execution_context_allocation_strategy(self, strategy=None):
+            object.__setattr__(self, "_strategy", strategy or module.ExecutionContextAllocationStrategy.STATIC)
+
+        def get_execution_context_allocation_strategy(self):
+            return self._strategy
+
     IRuntimeConfig = _optional(_IRuntimeConfig, surface, surface_name, "IRuntimeConfig")
 
     class _IExecutionContext:
-        def __init__(self, engine, config):
+        def __init__(self, engine, config, strategy):
             self._engine, self._config = engine, config
             self._profile, self._shape, self._addresses = 0, None, {}
             self._last_run_shape, self._shapes_seen = None, {}
+            self._on_profile_change = strategy == module.ExecutionContextAllocationStrategy.ON_PROFILE_CHANGE
+            self._reserved, self._in_flight = 0, None
+            self._reserve(engine._profile_memory(0) if self._on_profile_change else engine.device_memory_size_v2)
+            engine._contexts.add(self)
 
         def _error(self, message):
             world.refusals.append(message)
@@ -429,11 +485,23 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
             return False
 
         def set_optimization_profile_async(self, profile_index, stream_handle):
+            """Returns True or raises, as the binding does (PY_ASSERT_RUNTIME_ERROR in pyCore.cpp)."""
             world.require_context()
-            if not 0 <= int(profile_index) < len(self._engine._plan["profiles"]):
-                return self._error(f"profile index {profile_index} out of range")
+            if "set_optimization_profile_async" in world.failures or \
+                    not 0 <= int(profile_index) < len(self._engine._plan["profiles"]):
+                self._error(f"profile index {profile_index} out of range or refused")
+                raise RuntimeError("Error in set optimization profile async.")
             self._profile, self._shape = int(profile_index), None
+            self._reserve(self._engine._profile_memory(self._profile) if self._on_profile_change
+                          else self._engine.device_memory_size_v2)
             return True
+
+        def _reserve(self, nbytes):
+            world.reserved += nbytes - self._reserved
+            self._reserved = nbytes
+
+        def __del__(self):
+            world.reserved -= getattr(self, "_reserved", 0)
 
         @property
         def active_optimization_profile(self):
@@ -477,6 +545,11 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
             capturing = world.is_capturing(stream_handle)
             if capturing and not self._may_capture():
                 return False
+            sharing = [c for c in self._engine._contexts if c is not self and c._profile == self._profile
+                       and c._in_flight is not None and not c._in_flight.query()]
+            if sharing:  # undefined behaviour in TensorRT (NvInferRuntime.h): the double makes it loud
+                return self._error(f"two execution contexts in concurrent use share optimization profile {self._profile}; "
+                                   "each needs its own")
             world.enqueues += 1
             if not capturing:
                 self._last_run_shape = self._shape
@@ -484,6 +557,10 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
             names = self._engine._io_names()
             world.executor(world, self._engine._plan, self._shape, self._addresses[names[0]], self._addresses[names[1]],
                            stream_handle)
+            if not capturing:
+                if self._in_flight is not None:
+                    self._in_flight.free()
+                self._in_flight = world.mark(stream_handle)
             return True
 
         def _may_capture(self):
@@ -509,6 +586,12 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
     class _ICudaEngine:
         def __init__(self, plan, logger):
             self._plan, self._logger, self._hop = plan, logger, plan["hop"]
+            self._contexts = weakref.WeakSet()
+
+        def _profile_memory(self, index):
+            """The double's scratch model: 4 KiB per (batch x frame) of the profile's largest shape."""
+            high = self._plan["profiles"][index][2]
+            return 4096 * high[0] * high[-1]
 
         def _io_names(self):
             return self._plan["inputs"] + self._plan["outputs"]
@@ -529,26 +612,36 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
 
         @property
         def device_memory_size_v2(self):
-            return 0  # a valid answer (TensorRT reports 0 when it needs no scratch memory)
+            return max(self._profile_memory(i) for i in range(len(self._plan["profiles"])))
 
         @property
         def device_memory_size(self):
-            return 0
+            return self.device_memory_size_v2
+
+        def get_device_memory_size_for_profile_v2(self, profile_index):
+            return self._profile_memory(int(profile_index))
 
         def create_runtime_config(self):
             return IRuntimeConfig()
 
         def create_execution_context(self, strategy=None, runtime_config=None):
             world.require_context()
+            if "create_execution_context" in world.failures:
+                log(self._logger, "could not allocate the execution context's device memory")
+                return None  # what the binding returns when createExecutionContext fails
             if runtime_config is not None:
                 object.__setattr__(runtime_config, "_whole",
                                    is_rtx and runtime_config.cuda_graph_strategy == module.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE)
-            return IExecutionContext(self, runtime_config)
+                strategy = runtime_config._strategy
+            return IExecutionContext(self, runtime_config,
+                                     strategy or module.ExecutionContextAllocationStrategy.STATIC)
 
     ICudaEngine = _bind(_ICudaEngine, surface, surface_name, "ICudaEngine")
 
     class _Runtime:
         def __init__(self, logger):
+            if "Runtime" in world.failures:  # createInferRuntime returned null
+                raise TypeError("pybind11::init(): factory function returned nullptr")
             self._logger = logger
             for name in self._settable:
                 object.__setattr__(self, name, False if name == "engine_host_code_allowed" else None)
@@ -563,6 +656,10 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
             if plan.get("double") != module_name:
                 log(self._logger, f"the plan was built by {plan.get('double')}, not {module_name}")
                 return None
+            problem = _gpu_problem(plan) or _version_problem(plan)
+            if problem:
+                log(self._logger, problem)
+                return None
             if plan["version_compatible"] and not is_rtx:
                 if not self.engine_host_code_allowed:
                     log(self._logger, "a version-compatible plan needs engine_host_code_allowed to run its lean runtime")
@@ -573,7 +670,37 @@ def make_module(surface_name: str, world: World, version: str | None = None) -> 
             return ICudaEngine(plan, self._logger)
 
         def get_engine_validity(self, buffer):
-            return module.EngineValidity.VALID, 0
+            """What world.validity says (a name and diagnostics bits), else VALID: on CPU the real call
+            answers INVALID with diagnostics 0 ("Error reading CUDA GPU properties")."""
+            if world.validity is None:
+                return module.EngineValidity.VALID, 0
+            name, diagnostics = world.validity
+            return module.EngineValidity.__members__[name], int(diagnostics)
+
+    def _gpu_problem(plan):
+        """The GPU rules of deserialization: TensorRT-RTX needs a kernel target for this GPU; full
+        TensorRT the build GPU's compute capability, Ampere or later for AMPERE_PLUS."""
+        cc = world.current_cc()
+        if is_rtx:
+            wanted = f"SM{cc[0]}{cc[1]}"
+            if plan["targets"] and wanted not in plan["targets"]:
+                return f"the plan has no kernels for compute capability {wanted} (targets {plan['targets']})"
+            return None
+        if plan.get("hardware") == "AMPERE_PLUS":
+            return None if cc >= (8, 0) else f"a hardware-compatible plan needs Ampere or later, not SM{cc[0]}{cc[1]}"
+        if cc != tuple(plan.get("build_cc", cc)):
+            return f"the plan was built for compute capability {plan['build_cc']}, this GPU is {list(cc)}"
+        return None
+
+    def _version_problem(plan):
+        """A version-compatible plan runs on the same or a later runtime, one major up at most (10 on 11)."""
+        if not plan["version_compatible"] or is_rtx:
+            return None
+        built = tuple(int(p) for p in plan["version"].split("."))
+        running = tuple(int(p) for p in module.__version__.split("."))
+        if built > running or running[0] - built[0] > 1:
+            return f"a version-compatible plan of {plan['version']} cannot run on {module.__version__}"
+        return None
 
     module.Runtime = _bind(_Runtime, surface, surface_name, "Runtime")
     for name, value in (("IRuntimeConfig", IRuntimeConfig), ("IRuntimeCache", IRuntimeCache), ("ICudaEngine", ICudaEngine),

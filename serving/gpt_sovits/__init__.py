@@ -114,10 +114,7 @@ def engine_request(options: Mapping[str, Any], vocoder: str, precision: torch.dt
     if unknown:
         raise UserError(f"tts_infer.yaml `{YAML_SECTION}:` has unknown keys {', '.join(unknown)}; "
                         f"the known ones are {', '.join(YAML_KEYS)}")
-    try:
-        fallback_setting(options)
-    except ValueError as error:
-        raise UserError(f"tts_infer.yaml `{YAML_SECTION}:` {error}") from None
+    fallback_setting(options)
     name = options.get("tensorrt_precision") or ("fp16" if precision == torch.float16 else "fp32")
     check_precision(settings, name)
     workspace = options.get("tensorrt_workspace_size", settings["build"]["workspace_gib"])
@@ -373,7 +370,6 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
     if not isinstance(use, bool):
         raise UserError(f"use_tensorrt must be true or false, got {use!r}")
     engine_request(options, "v4", tts.precision, settings)  # bad keys fail now, not at the first model switch
-    fallback_setting(options)
     previous = getattr(tts.init_vocoder, "dropin_hooks", None)
     if previous is not None:  # installed before: start again from GPT-SoVITS' own methods
         previous.remove()

@@ -30,7 +30,7 @@ def fallback_setting(options: Mapping[str, Any]) -> str:
     """The `tensorrt_fallback` of the yaml section (default `fast`), checked."""
     value = options.get(FALLBACK_KEY, "fast")
     if value not in FALLBACKS:
-        raise UserError(f"tts_infer.yaml {FALLBACK_KEY} must be one of {', '.join(FALLBACKS)}, got {value!r}")
+        raise UserError(f"tts_infer.yaml `tensorrt:` {FALLBACK_KEY} must be one of {', '.join(FALLBACKS)}, got {value!r}")
     return value
 
 

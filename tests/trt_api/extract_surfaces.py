@@ -358,7 +358,8 @@ def member_from_call(call: str, args: list[str]) -> tuple[str, dict] | None:
     """(name, entry) for one chained call, or None for calls that add no member."""
     if call == "value":
         name = string_literal(args[0]) if args else None
-        return (name, {"kind": "enum_value"}) if name else None
+        entry = {"kind": "enum_value", "cpp": args[1]} if len(args) > 1 else {"kind": "enum_value"}
+        return (name, entry) if name else None
     if call not in DEF_KINDS:
         return None
     name = init_or_name(args)
@@ -410,8 +411,9 @@ def apply_chain(reg: dict, dotted: str, chain: list[tuple[str, list[str]]]) -> N
     for call, args in chain:
         if call == "export_values" and "." in dotted:
             parent = reg["classes"][dotted.rsplit(".", 1)[0]]
-            for v in [n for n, e in cls["members"].items() if e["kind"] == "enum_value"]:
-                parent["members"][v] = {"kind": "enum_value"}
+            for v, e in cls["members"].items():
+                if e["kind"] == "enum_value":
+                    parent["members"][v] = dict(e)
             continue
         found = member_from_call(call, args)
         if found:
@@ -445,6 +447,74 @@ def parse_sources(files: dict[str, str]) -> dict:
         if "." not in dotted:
             reg["module"][dotted] = {"kind": cls["kind"]}
     return reg
+
+
+# --------------------------------------------------------------------------- enum values
+
+ENUMERATOR = re.compile(r"^\s*(?:TRT_DEPRECATED_ENUM\s+)?(\w+)\s*(?:TRT_DEPRECATED_ENUM\s*)?(?:=\s*(.+?))?\s*$", re.DOTALL)
+
+
+def integer_of(expression: str, known: dict[str, int]) -> int:
+    """The value of one enumerator's initialiser: literals (U/L suffixes), shifts, ors and earlier names."""
+    text = re.sub(r"(?<=[0-9a-fA-Fx])[uUlL]+\b", "", expression.strip())
+    tree = ast.parse(text, mode="eval")
+
+    def value(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in known:
+            return known[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -value(node.operand)
+        if isinstance(node, ast.BinOp):
+            ops = {ast.LShift: lambda a, b: a << b, ast.BitOr: lambda a, b: a | b, ast.Add: lambda a, b: a + b,
+                   ast.Sub: lambda a, b: a - b}
+            if type(node.op) in ops:
+                return ops[type(node.op)](value(node.left), value(node.right))
+        raise ValueError(f"cannot evaluate enumerator initialiser {expression!r}")
+    return value(tree.body)
+
+
+def header_enums(headers: list[str]) -> dict[str, dict[str, int]]:
+    """C++ enum name -> {enumerator: integer}, from the public headers (enum class bodies)."""
+    enums: dict[str, dict[str, int]] = {}
+    constants = {m.group(1): int(m.group(2), 0) for text in headers for m in
+                 re.finditer(r"\bconstexpr\s+[\w:]+\s+(\w+)\s*\{?\s*=?\s*(0x[0-9a-fA-F]+|\d+)[uUlL]*\s*\}?\s*;", text)}
+    for text in headers:
+        for m in re.finditer(r"\benum\s+(?:class\s+)?(\w+)\s*(?::\s*[\w:]+\s*)?\{", text):
+            close = matching_close(text, m.end() - 1)
+            values: dict[str, int] = {}
+            following = 0
+            for item in split_args(text[m.end():close]):
+                found = ENUMERATOR.match(item)
+                if not found or not item.strip():
+                    continue
+                name, initialiser = found.groups()
+                try:
+                    following = integer_of(initialiser, {**constants, **values}) if initialiser else following
+                except (ValueError, SyntaxError):
+                    break  # an initialiser this parser cannot evaluate: the rest of this enum stays unknown
+                values[name] = following
+                following += 1
+            enums.setdefault(m.group(1), values)
+    return enums
+
+
+def resolve_enum_values(reg: dict, enums: dict[str, dict[str, int]]) -> None:
+    """Give every enum_value its integer: the pybind `.value("NAME", Enum::kNAME)` argument looked up
+    in the headers' enum bodies (`"value"`); one the headers do not define is reported and left out."""
+    for dotted, cls in reg["classes"].items():
+        for name, entry in cls["members"].items():
+            cpp = entry.pop("cpp", None)
+            if entry["kind"] != "enum_value" or cpp is None:
+                continue
+            parts = [p for p in re.split(r"\s*::\s*", cpp.strip()) if p]
+            table = enums.get(parts[-2]) if len(parts) >= 2 else None
+            if table is None or parts[-1] not in table:
+                if dotted in CLASSES:
+                    print(f"warning: no header value for {dotted}.{name} ({cpp})", file=sys.stderr)
+                continue
+            entry["value"] = table[parts[-1]]
 
 
 # --------------------------------------------------------------------------- bool return types
@@ -600,7 +670,7 @@ def apply_python_for(node: ast.For, reg: dict) -> None:
             target = ast.unparse(call.args[0])
             for value, entry in reg["classes"][m.group(1)]["members"].items():
                 if entry["kind"] == "enum_value" and target in reg["classes"]:
-                    reg["classes"][target]["members"][value] = {"kind": "enum_value"}
+                    reg["classes"][target]["members"][value] = dict(entry)
 
 
 def apply_python_layer(text: str, reg: dict) -> None:
@@ -660,7 +730,9 @@ def surface_from_sources(tree, version: str | None, surface: str | None) -> dict
     named = {}
     for text in files.values():
         named.update(named_callables(text))
-    resolve_returns(reg, named, header_classes(read_headers(tree)))
+    headers = read_headers(tree)
+    resolve_returns(reg, named, header_classes(headers))
+    resolve_enum_values(reg, header_enums(headers))
     init_py = tree.read(INIT_PY)
     if init_py:
         apply_python_layer(init_py, reg)
@@ -700,7 +772,7 @@ def introspect_member(owner: type, name: str, value) -> dict | None:
     if isinstance(value, type):
         return {"kind": "enum" if is_enum_type(value) else "class"}
     if is_enum_type(type(value)):
-        return {"kind": "enum_value"}
+        return {"kind": "enum_value", "value": int(value)}
     if callable(value):
         entry = {"kind": "method"}
         return {**entry, "returns": "bool"} if signature_returns_bool(value, name) else entry
