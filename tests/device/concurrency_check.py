@@ -150,8 +150,10 @@ def many_calls_flat_memory(world, layer, calls: int = CALLS) -> dict:
     if not on_gpu:
         torch.cuda.synchronize = lambda: None
     with runtime.load_engine(world.plan, contexts_per_profile=1, cuda_graphs=True) as engine:
-        for i in range(50):  # warm: every shape of the cycle once, torch's allocator too
+        for i in range(50):  # warm: every shape of the cycle once, torch's CUDA state and allocator too
             engine(mel(8 + i % 25, i))
+            if on_gpu:
+                engine(torch.randn((1, 1, 8 + i % 25), device="cuda"))
         torch.cuda.synchronize()
         baseline = used_device_bytes(layer)
         start = time.perf_counter()
