@@ -281,7 +281,7 @@ def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray
 
     def fused_module():
         from export.checkpoints import load_vocoder
-        module = load_vocoder(vocoder)
+        module = load_vocoder(vocoder, settings=models.settings)
         fuse_activations(module)  # before .half(): the kernel's constants stay float32
         module = module.to("cuda")
         return module.half() if half else module
@@ -290,7 +290,8 @@ def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray
         from export.checkpoints import load_vocoder
         window = architecture_window(vocoder)
         # exact_after=None: every call planned into buckets, as a length's first call is (the timed runs repeat one length)
-        return FastVocoder(load_vocoder(vocoder).to("cuda"), hop, context=window.context, lookahead=window.lookahead,
+        module = load_vocoder(vocoder, settings=models.settings).to("cuda")
+        return FastVocoder(module, hop, context=window.context, lookahead=window.lookahead,
                            precision=torch.half, fuse=vocoder == "v3", exact_after=None)
 
     x = torch.from_numpy(mel).cuda()

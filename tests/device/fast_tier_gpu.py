@@ -307,7 +307,7 @@ def main() -> int:
     report["copy_tb_per_s"] = copy_bandwidth()
     log("copy bandwidth", report["copy_tb_per_s"], "TB/s")
     began = time.time()
-    v3, v4 = load_vocoder("v3").eval(), load_vocoder("v4").eval()
+    v3, v4 = (load_vocoder(v, settings=load_settings()).eval() for v in ("v3", "v4"))
     log(f"loaded in {time.time() - began:.1f} s")
     if not args.skip_exactness:
         torch.backends.cudnn.allow_tf32 = False
