@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.settings import VOCODERS  # noqa: E402
+
 ACTIVATION = re.compile(r"Total Activation Memory: (\d+) bytes")
 
 
@@ -75,4 +77,4 @@ def main(vocoders) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["v4", "v3"])
+    main(sys.argv[1:] or list(VOCODERS))

@@ -22,7 +22,7 @@ def string_literals(folders: tuple[str, ...]) -> set[str]:
     """Every string constant in the folders' Python files, exactly as written (no substrings)."""
     found = set()
     for folder in folders:
-        for source in sorted((REPO_ROOT / folder).glob("*.py")):
+        for source in sorted((REPO_ROOT / folder).rglob("*.py")):
             tree = ast.parse(source.read_text(encoding="utf-8"), filename=str(source))
             found |= {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     return found

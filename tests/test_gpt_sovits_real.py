@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import gsv_real
-from pipeline.settings import load_settings
+from pipeline.settings import VOCODERS, load_settings
 
 pytestmark = pytest.mark.skipif(gsv_real.gsv_root() is None, reason=gsv_real.SKIP_REASON)
 TESTS = Path(__file__).resolve().parent
@@ -44,7 +44,7 @@ def gsv(tmp_path_factory):
     os.chdir(work)
     gsv_real.install_stubs(root)
     gsv_real.write_vocoders(work)
-    for seed, version in enumerate(("v3", "v4")):
+    for seed, version in enumerate(VOCODERS):
         gsv_real.write_s2_checkpoint(work / gsv_real.S2_FILES[version], version, seed)
     gsv_real.write_t2s_checkpoint(work)
     engines = work / "engines"
@@ -101,7 +101,7 @@ def test_tensorrt_section_survives_gpt_sovits_save_configs(gsv):
     assert yaml_options(tts) == section
 
 
-@pytest.mark.parametrize("version", ["v3", "v4"])
+@pytest.mark.parametrize("version", VOCODERS)
 def test_upstream_synthesis_through_the_drop_in_matches_upstream_alone(gsv, version):
     from serving.gpt_sovits import EngineVocoder
 
@@ -130,7 +130,7 @@ def test_upstream_synthesis_through_the_drop_in_matches_upstream_alone(gsv, vers
     assert tts.vocoder_stats.snapshot()["tensorrt_calls"] == 2
 
 
-@pytest.mark.parametrize("version", ["v3", "v4"])
+@pytest.mark.parametrize("version", VOCODERS)
 def test_streaming_matches_upstream_non_streaming_over_two_cfm_chunks(gsv, version):
     from serving.gpt_sovits import stream_vocoder_synthesis
 

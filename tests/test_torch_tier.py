@@ -15,7 +15,7 @@ from export.float64 import float64_evaluation  # noqa: E402
 from export.vocoders import AntiAliasedSnake, BigVGAN, BigVGANConfig  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.quality import audio_errors, bar_for, failures, max_error_over_peak, snr_db  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
+from pipeline.settings import VOCODERS, load_settings  # noqa: E402
 from serving.torch_tier import buckets as bucketing  # noqa: E402
 from serving.torch_tier import polyphase  # noqa: E402
 from serving.torch_tier.fast import FastVocoder, choose_tier  # noqa: E402
@@ -205,7 +205,7 @@ def test_bucketed_windows_give_the_single_pass_exactly():
 
 def test_stream_windows_are_buckets():
     from runtime.streaming import architecture_window
-    for vocoder in ("v3", "v4"):
+    for vocoder in VOCODERS:
         w = architecture_window(vocoder)
         buckets = bucketing.default_buckets(w.context, w.lookahead)
         assert set(bucketing.stream_windows(w.context, w.lookahead)) <= set(buckets)

@@ -168,7 +168,7 @@ def build_command(settings: dict[str, Any]) -> str:
     checkpoints, with its engines/ copied here afterwards."""
     if sys.version_info >= (3, 11) and all(importlib.util.find_spec(name) for name in PIPELINE_MODULES):
         return f"{Path(sys.executable).name} -m serving.gpt_sovits build"
-    v3, v4 = (gpt_sovits_checkpoint(settings, vocoder) for vocoder in ("v3", "v4"))
+    v3, v4 = (gpt_sovits_checkpoint(settings, vocoder) for vocoder in VOCODERS)
     return f'make engines CHECKPOINT_V3="{v3}" CHECKPOINT_V4="{v4}"'
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export.checkpoints import load_vocoder  # noqa: E402
 from export.mels import sample_mel  # noqa: E402
 from pipeline.quality import audio_errors, bar_for, failures, max_error_over_peak, snr_db  # noqa: E402
-from pipeline.settings import load_settings  # noqa: E402
+from pipeline.settings import VOCODERS, load_settings  # noqa: E402
 from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window  # noqa: E402
 from serving.torch_tier.fast import FastVocoder, choose_tier  # noqa: E402
 from serving.torch_tier.fused import FusedAntiAliasedSnake, fuse_activations  # noqa: E402
@@ -307,7 +307,7 @@ def main() -> int:
     report["copy_tb_per_s"] = copy_bandwidth()
     log("copy bandwidth", report["copy_tb_per_s"], "TB/s")
     began = time.time()
-    v3, v4 = (load_vocoder(v, settings=load_settings()).eval() for v in ("v3", "v4"))
+    v3, v4 = (load_vocoder(v, settings=load_settings()).eval() for v in VOCODERS)
     log(f"loaded in {time.time() - began:.1f} s")
     if not args.skip_exactness:
         torch.backends.cudnn.allow_tf32 = False
