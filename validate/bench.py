@@ -238,7 +238,13 @@ def _torch_eager(models: Models, vocoder: str, mel: np.ndarray, half: bool, devi
 def _torch_cudagraph(models: Models, vocoder: str, mel: np.ndarray):
     import torch
     module = models.torch_module(vocoder, "cuda", True)
-    static_in = torch.from_numpy(mel).cuda().half()
+    return _graph_replay(module, torch.from_numpy(mel).cuda().half()), ["one captured graph per shape"]
+
+
+def _graph_replay(module, static_in):
+    """`module` on `static_in` captured in one CUDA graph (after three warm-up runs on a side
+    stream, as torch asks); the returned function replays it and gives the graph's output."""
+    import torch
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side), torch.inference_mode():
@@ -249,10 +255,10 @@ def _torch_cudagraph(models: Models, vocoder: str, mel: np.ndarray):
     with torch.cuda.graph(graph), torch.inference_mode():
         static_out = module(static_in)
 
-    def run():
+    def replay():
         graph.replay()
         return static_out
-    return run, ["one captured graph per shape"]
+    return replay
 
 
 def fast_tier_reason(backend: str, vocoder: str) -> str | None:
@@ -308,20 +314,7 @@ def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray
             with torch.inference_mode():
                 return module(x)
         return run, ["fused anti-aliased activation (Triton)"]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(3):
-            module(x)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.inference_mode():
-        static_out = module(x)
-
-    def replay():
-        graph.replay()
-        return static_out
-    return replay, ["fused anti-aliased activation (Triton)", "one captured graph per shape"]
+    return _graph_replay(module, x), ["fused anti-aliased activation (Triton)", "one captured graph per shape"]
 
 
 def _torch_compile(models: Models, vocoder: str, mel: np.ndarray, batch: int, frames: int):
