@@ -182,12 +182,17 @@ def _tree_with_small_profiles(root: Path, onnx_v4: Path) -> dict:
     (onnx_dir / "v4.source").write_text("\n", encoding="utf-8")  # what the Makefile's stamp holds with no CHECKPOINT_V4
     shutil.copy(onnx_v4, onnx_dir / "v4.onnx")
     shutil.copy(onnx_v4, onnx_dir / "v4.fp32.onnx")
-    past = time.time() - 1000  # sources, then venv, then ONNX, then cleaned ONNX: everything up to date
+    variables = {"VOCODERS": "v4", "PRECISIONS": "fp32", "VENV": "venv", "PYTHON": sys.executable, "BUILDER": "trtexec"}
+    # reading the Makefile writes each stage's closure stamp (engines/.stamps/): let it, then date them too
+    subprocess.run(["make", "-n", "-C", str(root), "engines", *(f"{k}={v}" for k, v in variables.items())],
+                   capture_output=True, check=True)
+    stamps = sorted((root / "engines" / ".stamps").iterdir())
+    past = time.time() - 1000  # sources and stamps, then venv, then ONNX, then cleaned ONNX: everything up to date
     ordered = [*(p for p in root.rglob("*") if p.is_file() and "engines" not in p.parts and p.parent.name != "venv"),
-               root / "venv" / ".installed", onnx_dir / "v4.source", onnx_dir / "v4.onnx", onnx_dir / "v4.fp32.onnx"]
+               *stamps, root / "venv" / ".installed", onnx_dir / "v4.source", onnx_dir / "v4.onnx", onnx_dir / "v4.fp32.onnx"]
     for step, path in enumerate(ordered):
         os.utime(path, (past + step, past + step))
-    return {"VOCODERS": "v4", "PRECISIONS": "fp32", "VENV": "venv", "PYTHON": sys.executable, "BUILDER": "trtexec"}
+    return variables
 
 
 def _make(root: Path, variables: dict) -> subprocess.CompletedProcess:
