@@ -431,11 +431,16 @@ def served_profiles(manifest: dict) -> list:
     return [profile for profile in profiles_of(manifest) if profile.index in copies]
 
 
-def _check_contexts(manifest: dict, contexts_per_profile) -> None:
+def _check_context_count(contexts_per_profile) -> None:
+    """A whole number of at least 1, checked before anything is read or made (0 used to hang)."""
+    if isinstance(contexts_per_profile, bool) or not isinstance(contexts_per_profile, int) or contexts_per_profile < 1:
+        raise RuntimeUserError(f"contexts_per_profile must be a whole number of at least 1, not {contexts_per_profile!r}; "
+                               "pass 1 (or more for concurrent callers)")
+
+
+def _check_contexts(manifest: dict, contexts_per_profile: int) -> None:
     """N contexts of one profile run at once only on N copies of it: TensorRT requires each execution
     context in concurrent use to have its own optimization profile (NvInferRuntime.h)."""
-    if isinstance(contexts_per_profile, bool) or not isinstance(contexts_per_profile, int) or contexts_per_profile < 1:
-        raise RuntimeUserError(f"contexts_per_profile must be a whole number of at least 1, not {contexts_per_profile!r}")
     names = [p["name"] for p in manifest["profiles"]]
     short = [(names[first], len(indices)) for first, indices in profile_copies(manifest).items()
              if len(indices) < contexts_per_profile]
@@ -500,9 +505,7 @@ def load_engine(plan_path, *, device: int = 0, contexts_per_profile: int = 1, cu
     TensorRT-RTX uses its built-in whole-graph strategy. `kernel_specialization` (TensorRT-RTX:
     lazy, eager or none) defaults to the manifest's. `cuda_binding` forces pycuda or cuda-bindings.
     """
-    if isinstance(contexts_per_profile, bool) or not isinstance(contexts_per_profile, int) or contexts_per_profile < 1:
-        raise RuntimeUserError(f"contexts_per_profile must be a positive integer, got {contexts_per_profile!r}; "
-                               "pass 1 (or more for concurrent callers)")
+    _check_context_count(contexts_per_profile)
     plan_path = Path(plan_path)
     manifest = read_manifest(plan_path)
     specialization = kernel_specialization or manifest["rtx_kernel_specialization"]

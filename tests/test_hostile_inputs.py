@@ -550,7 +550,7 @@ def test_python_api_accepts_float64_non_contiguous_and_long_mels(inputs):
 @pytest.mark.parametrize("contexts", [0, -1, 1.5])
 def test_python_api_refuses_contexts_per_profile_below_one(contexts, inputs):
     """0 contexts used to load an engine without slots, whose first call waited forever."""
-    with pytest.raises(runtime.RuntimeUserError, match="contexts_per_profile must be a positive integer"):
+    with pytest.raises(runtime.RuntimeUserError, match="contexts_per_profile must be a whole number of at least 1"):
         runtime.load_engine(inputs.plan, contexts_per_profile=contexts)
 
 
