@@ -62,8 +62,8 @@ def main(vocoders) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for vocoder in vocoders:
-            module = load_vocoder(vocoder)
-            onnx_path = onnx_from_module(module, vocoder, Path(tmp) / f"{vocoder}.onnx", measure_stream=False)
+            module = load_vocoder(vocoder, settings=settings)
+            onnx_path = onnx_from_module(module, vocoder, Path(tmp) / f"{vocoder}.onnx", settings=settings, measure_stream=False)
             n_mels = int(read_metadata(onnx_path)["n_mels"])
             profiles = profiles_for(settings, vocoder)
             figures = activation_per_profile(onnx_path, profiles, n_mels)

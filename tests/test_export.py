@@ -322,8 +322,9 @@ def test_every_bigvgan_v2_variant_exports_and_verifies(variant, tmp_path):
                            **BIGVGAN_V2_VARIANTS[variant])
     folder = tmp_path / f"bigvgan_v2_{variant}"
     save_v3_checkpoint(folder, BigVGAN(config))
-    module = load_vocoder("v3", folder)
-    output = onnx_from_module(module, "v3", tmp_path / "v3.onnx", measure_stream=False)  # verify_export ran inside
+    module = load_vocoder("v3", folder, settings=load_settings())
+    # verify_export runs inside
+    output = onnx_from_module(module, "v3", tmp_path / "v3.onnx", settings=load_settings(), measure_stream=False)
     metadata = read_metadata(output)
     hop = int(np.prod(config.upsample_rates))
     assert (metadata["n_mels"], metadata["hop"], metadata["sampling_rate"]) == (config.num_mels, hop, config.sampling_rate)
