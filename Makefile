@@ -12,9 +12,6 @@ PRECISIONS  ?= fp32 fp16
 CHECKPOINT_V3 ?=
 CHECKPOINT_V4 ?=
 BUILDER     ?= python
-# `make test` runs the suite in this many processes, one test file at a time each (a file's fixtures
-# are made once): half the suite's time is single-threaded Python, so 2 fit the 2-core CI machine
-TEST_WORKERS ?= 2
 ONNX_DIR    := engines/onnx
 
 STAMPS      := engines/.stamps
@@ -109,7 +106,7 @@ triton: engines
 	$(PYTHON) -m serving.triton
 
 test: $(VENV)/.installed
-	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PYTHON) -m pytest
 
 lint: $(VENV)/.installed
 	$(PYTHON) -m ruff check .
