@@ -650,7 +650,7 @@ def test_non_ascii_path_without_utf8_file_names_is_one_line(tmp_path):
 # Runs `python -m export` as a user would, except that the check after torch's export announces itself
 # and waits: the signal then lands, every time, while the temporary ONNX file is written and not renamed.
 HELD_EXPORT = """
-import sys, time
+import time
 import export.to_onnx
 def held_verify(*args, **kwargs):
     print("holding", flush=True)
@@ -658,7 +658,6 @@ def held_verify(*args, **kwargs):
 export.to_onnx.verify_export = held_verify
 from export.__main__ import main
 from runtime.errors import run_main
-sys.argv[0] = "export"
 raise SystemExit(run_main(main))
 """
 
