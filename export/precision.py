@@ -1,9 +1,9 @@
 """Typed models for TensorRT's strongly typed networks, with the float32 regions chosen by measurement.
 
 TensorRT 11 and TensorRT-RTX take each layer's precision from the ONNX types, so the half model is
-decided here. onnxconverter-common's float16 converter does the mechanics (weights stored in half,
-Cast nodes at the model's edges and around every node kept in float32); this module decides which
-nodes stay float32, per checkpoint, in three measured steps:
+decided here. `HalfConverter` does the mechanics (weights stored in half, Casts where a tensor
+crosses between a float32 and a half region, by onnxconverter-common's rules); this module decides
+which nodes stay float32, per checkpoint, in three measured steps:
 
 1. a per-layer error study (Polygraphy marks every tensor as an output, ONNX Runtime runs the
    float32 and the all-half model) scores every node;
@@ -23,19 +23,17 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 from tqdm import tqdm
 
 from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import metadata_of
-from pipeline.onnx_tools import cpu_session, reroute, run_audio
+from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import audio_errors, bar_for, meets_bar, rounded, worst
 from pipeline.settings import check_precision, precision_file_for
 
@@ -64,66 +62,152 @@ def read_precision_file(model_path: str | Path) -> dict | None:
 
 # --- mechanics ---------------------------------------------------------------------------------
 
+FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+TYPE_SUFFIX = {FLOAT: "float", HALF: "half"}
+HALF_MAX = 65504.0  # float16's largest finite value: larger weights are clamped to it
+HALF_TINY = 1e-7    # weights nearer zero than this are moved out to it (onnxconverter-common's rule)
+
+
+class HalfConverter:
+    """Typed copies of one float32 model, each with its own set of nodes left in float32.
+
+    Every node reads and writes the type of its region; a Cast sits only where a tensor crosses
+    from one region to the other (one per tensor and direction), so adjacent float32 nodes exchange
+    float32 directly. Weights read by half nodes are stored in half, converted once per model: the
+    bisection makes a dozen typed copies of the same model. The rules follow onnxconverter-common's
+    `convert_float_to_float16` (values clamped the same way, outputs identical in ONNX Runtime, see
+    tests/test_precision.py), without its quadratic node sorting. The models are the clean stage's:
+    shape-inferred, no subgraphs, no tensor-valued attributes.
+    """
+
+    def __init__(self, model: onnx.ModelProto):
+        graph = model.graph
+        self.model = model
+        self.weights = {tensor.name: tensor for tensor in graph.initializer}
+        self.declared = {v.name: v for v in (*graph.input, *graph.value_info, *graph.output)}
+        self.half_weights: dict[str, onnx.TensorProto] = {}
+
+    def typed(self, float32_nodes: set[str] | list[str], io_dtype: str = "float32") -> onnx.ModelProto:
+        """The model with `float32_nodes` in float32, every other node in half; `io_dtype` "float32"
+        keeps mel and audio float32, "half" makes them half."""
+        kept, graph = set(float32_nodes), self.model.graph
+        io_type = FLOAT if io_dtype == "float32" else HALF
+        types = {name: io_type for name in self._floats(graph.input)}
+        types.update({out: FLOAT if node.name in kept else HALF
+                      for node in graph.node for out in node.output if self._is_float(out)})
+        renamed = {out.name: f"{out.name}_{TYPE_SUFFIX[types[out.name]]}" for out in graph.output
+                   if out.name in types and types[out.name] != io_type}
+        readers = self._weight_readers(kept)
+        nodes, casts, value_info = [], {}, []
+        for node in graph.node:
+            want = FLOAT if node.name in kept else HALF
+            typed_node = onnx.NodeProto()
+            typed_node.CopyFrom(node)
+            for index, name in enumerate(node.input):
+                if name in readers:
+                    typed_node.input[index] = self._weight_name(name, want, readers[name])
+                elif name in types and types[name] != want:
+                    typed_node.input[index] = self._cast(renamed.get(name, name), name, want, casts, nodes, value_info)
+                elif name in renamed:
+                    typed_node.input[index] = renamed[name]
+            typed_node.output[:] = [renamed.get(out, out) for out in node.output]
+            nodes.append(typed_node)
+        for original, internal in renamed.items():
+            self._cast(internal, original, io_type, casts, nodes, value_info, output=original)
+        return self._assemble(nodes, value_info, types, readers, renamed, io_type)
+
+    def _floats(self, values) -> list[str]:
+        return [v.name for v in values if v.type.tensor_type.elem_type == FLOAT]
+
+    def _is_float(self, name: str) -> bool:
+        return name in self.declared and self.declared[name].type.tensor_type.elem_type == FLOAT
+
+    def _weight_readers(self, kept: set[str]) -> dict[str, set[int]]:
+        """Each float32 weight and the types of the nodes that read it."""
+        readers: dict[str, set[int]] = {}
+        for node in self.model.graph.node:
+            for name in node.input:
+                if name in self.weights and self.weights[name].data_type == FLOAT:
+                    readers.setdefault(name, set()).add(FLOAT if node.name in kept else HALF)
+        return readers
+
+    @staticmethod
+    def _weight_name(name: str, want: int, types: set[int]) -> str:
+        """A weight read in both types keeps its name in float32; its half copy gets a suffix."""
+        return f"{name}_half" if want == HALF and FLOAT in types else name
+
+    def _cast(self, source: str, original: str, to: int, casts: dict, nodes: list, value_info: list,
+              output: str | None = None) -> str:
+        """The name of `source` cast to `to`, adding the Cast (and its declaration) the first time."""
+        key = (source, to)
+        if key not in casts:
+            casts[key] = output or f"{original}_as_{TYPE_SUFFIX[to]}"
+            nodes.append(onnx.helper.make_node("Cast", [source], [casts[key]], name=f"{casts[key]}_cast", to=to))
+            if output is None:
+                value_info.append(self._declaration(original, casts[key], to))
+        return casts[key]
+
+    def _declaration(self, original: str, name: str, elem_type: int) -> onnx.ValueInfoProto:
+        declared = onnx.ValueInfoProto()
+        declared.CopyFrom(self.declared[original])
+        declared.name = name
+        declared.type.tensor_type.elem_type = elem_type
+        return declared
+
+    def _half_weight(self, name: str) -> onnx.TensorProto:
+        if name not in self.half_weights:
+            values = onnx.numpy_helper.to_array(self.weights[name])
+            self.half_weights[name] = onnx.numpy_helper.from_array(half_values(values), name)
+        return self.half_weights[name]
+
+    def _assemble(self, nodes, value_info, types, readers, renamed, io_type) -> onnx.ModelProto:
+        model, graph = self.model, self.model.graph
+        typed = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name,
+                                producer_version=model.producer_version, domain=model.domain,
+                                model_version=model.model_version, doc_string=model.doc_string)
+        typed.opset_import.extend(model.opset_import)
+        typed.metadata_props.extend(model.metadata_props)
+        typed.graph.name = graph.name
+        typed.graph.node.extend(nodes)
+        for name, tensor in self.weights.items():
+            used = readers.get(name, {FLOAT})
+            if FLOAT in used:
+                typed.graph.initializer.append(tensor)
+            if HALF in used:
+                half = typed.graph.initializer.add()
+                half.CopyFrom(self._half_weight(name))
+                half.name = self._weight_name(name, HALF, used)
+        typed.graph.value_info.extend(self._retyped(declared, types) for declared in graph.value_info)
+        typed.graph.value_info.extend(self._declaration(original, internal, types[original])
+                                      for original, internal in renamed.items())
+        typed.graph.value_info.extend(value_info)
+        typed.graph.input.extend(self._retyped(declared, types) for declared in graph.input)
+        io_types = {name: io_type for name in types}
+        typed.graph.output.extend(self._retyped(declared, io_types) for declared in graph.output)
+        return typed
+
+    @staticmethod
+    def _retyped(declared: onnx.ValueInfoProto, types: dict[str, int]) -> onnx.ValueInfoProto:
+        copy = onnx.ValueInfoProto()
+        copy.CopyFrom(declared)
+        if declared.name in types:
+            copy.type.tensor_type.elem_type = types[declared.name]
+        return copy
+
+
+def half_values(values: np.ndarray) -> np.ndarray:
+    """float32 weights in float16 without changing sign or finiteness: magnitudes past float16's
+    range are clamped to its largest value, nonzero ones below HALF_TINY are raised to it."""
+    magnitude = np.abs(values)
+    clamped = np.where((magnitude > HALF_MAX) & np.isfinite(values), np.sign(values) * HALF_MAX, values)
+    clamped = np.where((magnitude > 0) & (magnitude < HALF_TINY), np.sign(values) * HALF_TINY, clamped)
+    return clamped.astype(np.float16)
+
 
 def to_half(model: onnx.ModelProto, float32_nodes: set[str] | list[str], io_dtype: str = "float32") -> onnx.ModelProto:
-    """float16 copy of `model` with `float32_nodes` left in float32, Casts between, no cast chains."""
-    work = onnx.ModelProto()
-    work.CopyFrom(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tiny weights clamped to float16's range, one warning each
-        half = _converter().convert_float_to_float16(
-            work, keep_io_types=io_dtype == "float32", node_block_list=sorted(float32_nodes),
-            disable_shape_infer=True, max_finite_val=65504.0)
-    return merge_casts(half, keep_float_outputs=io_dtype == "float32")
-
-
-def _converter():
-    from onnxconverter_common import float16
-    return float16
-
-
-def merge_casts(model: onnx.ModelProto, keep_float_outputs: bool) -> onnx.ModelProto:
-    """Cast(a->b) then Cast(b->a) reads the original; two Casts of one tensor to one type become one.
-
-    With `keep_float_outputs`, a graph output the converter casts to half although its producer was
-    kept float32 (its keep_io_types misses that case) is float32 again, as the caller asked.
-    """
-    graph = gs.import_onnx(model)
-    outputs = {id(tensor) for tensor in graph.outputs}
-    for node in graph.nodes:
-        if node.op != "Cast" or id(node.outputs[0]) in outputs:
-            continue
-        source = node.inputs[0]
-        producer = source.inputs[0] if source.inputs else None
-        if producer is not None and producer.op == "Cast" and _np_type(node.attrs["to"]) == producer.inputs[0].dtype:
-            reroute(node.outputs[0], producer.inputs[0])
-            continue
-        twins = [c for c in source.outputs if c is not node and c.op == "Cast" and c.attrs["to"] == node.attrs["to"]
-                 and c.outputs and id(c.outputs[0]) not in outputs]
-        for twin in twins:
-            reroute(twin.outputs[0], node.outputs[0])
-    if keep_float_outputs:
-        _drop_half_casts_of_float_outputs(graph)
-    graph.cleanup().toposort()
-    merged = gs.export_onnx(graph)
-    merged.metadata_props.extend(model.metadata_props)
-    return merged
-
-
-def _drop_half_casts_of_float_outputs(graph: gs.Graph) -> None:
-    """Output <- Cast(to half) <- float32 tensor becomes output <- that tensor, under the output's name."""
-    for index, output in enumerate(graph.outputs):
-        cast = output.inputs[0] if output.inputs else None
-        if output.dtype != np.float16 or cast is None or cast.op != "Cast" or cast.inputs[0].dtype != np.float32:
-            continue
-        source = cast.inputs[0]
-        cast.outputs.clear()
-        source.name = output.name
-        graph.outputs[index] = source
-
-
-def _np_type(onnx_type: int) -> np.dtype:
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(onnx_type))
+    """float16 copy of `model` with `float32_nodes` left in float32 (one conversion; a search over many
+    plans of one model keeps a HalfConverter)."""
+    return HalfConverter(model).typed(float32_nodes, io_dtype)
 
 
 # --- measuring ---------------------------------------------------------------------------------
@@ -291,10 +375,11 @@ class Planner:
         self.model32, self.bar, self.io_dtype, self.config = model32, bar, io_dtype, config
         self.vocoder = metadata_of(model32)["vocoder"]
         self.verify_frames = verify_frames or self.config["verify_frames"][self.vocoder]
+        self.converter = HalfConverter(model32)
         self.trials: list[dict] = []
 
     def measure(self, float32_nodes: set[str], references: dict) -> tuple[onnx.ModelProto, dict[str, dict]]:
-        typed = to_half(self.model32, float32_nodes, self.io_dtype)
+        typed = self.converter.typed(float32_nodes, self.io_dtype)
         return typed, errors_by_frames(cpu_session(typed), references)
 
     def plan(self) -> tuple[onnx.ModelProto, dict]:
@@ -306,7 +391,7 @@ class Planner:
         if not meets_bar(worst(list(plain_errors.values())), self.bar, margin):
             order = self._candidate_order(plain)
             count = self._bisect(order, plan_refs, margin)
-        chosen = plain if count == 0 else to_half(self.model32, float32_set(order, count), self.io_dtype)
+        chosen = plain if count == 0 else self.converter.typed(float32_set(order, count), self.io_dtype)
         del plain
         typed, count, verified = self._verified(order, count, chosen)
         report = self._report(order, count, plain_errors, verified)
