@@ -662,13 +662,20 @@ raise SystemExit(run_main(main))
 """
 
 
+def _as_in_a_terminal():
+    """A shell starts a background job (`make test &`, nohup) with SIGINT ignored, and Python keeps an
+    ignored SIGINT; the export must then ignore Ctrl-C, so the child gets a terminal's default here."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_real_signal_during_an_export_leaves_nothing(tmp_path, signum):
     """A real SIGINT (Ctrl-C) or SIGTERM (kill, a service manager) to the export while its temporary
     ONNX file is on disk: exit 130, no output and no temporary or lock file."""
     output = tmp_path / "v4.onnx"
     process = subprocess.Popen([sys.executable, "-c", HELD_EXPORT, "--vocoder", "v4", "--output", str(output)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_as_in_a_terminal)
     assert process.stdout.readline() == "holding\n", process.communicate(timeout=60)
     assert list(tmp_path.glob(".v4.onnx.*.tmp")), list(tmp_path.iterdir())
     process.send_signal(signum)
