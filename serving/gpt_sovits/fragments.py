@@ -93,7 +93,7 @@ class _Emitter:
 
     def fragment(self, semantic_tokens, phones, speed: float = 1.0, sample_steps: int = 32):
         """using_vocoder_synthesis's audio, each piece sent on as it becomes final, then the silence."""
-        from serving.gpt_sovits import stream_vocoder_synthesis
+        from serving.gpt_sovits.synthesis import stream_vocoder_synthesis
 
         pieces = []
         rate = self.tts.vocoder_configs["sr"]

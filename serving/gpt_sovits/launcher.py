@@ -24,7 +24,9 @@ from typing import Any, Callable, Optional
 import torch
 
 from pipeline.errors import UserError
-from serving.gpt_sovits import YAML_SECTION, _DropIn, install, load_runtime_engine
+from serving.gpt_sovits.dropin import DropIn, install
+from serving.gpt_sovits.options import YAML_SECTION
+from serving.gpt_sovits.plans import load_runtime_engine
 
 log = logging.getLogger("serving")
 
@@ -174,7 +176,7 @@ def webui_options(root: Path) -> dict[str, Any]:
     return section
 
 
-def wrap_webui_vocoders(namespace: dict, dropin: _DropIn) -> None:
+def wrap_webui_vocoders(namespace: dict, dropin: DropIn) -> None:
     """Wrap inference_webui.py's init_bigvgan/init_hifigan in `namespace` (its globals): after each,
     the model it put in place is served through the engine (or stays, with the reason said once)."""
     for version, loader, model in WEBUI_VOCODERS:
@@ -245,6 +247,6 @@ def launch(name: str, argv: list[str], *, root: Path | None = None, check_revisi
     if options.get("use_tensorrt", True) is False:
         log.info("use_tensorrt is off in %s; GPT-SoVITS keeps its PyTorch vocoder [tier: pytorch]", TTS_INFER_YAML)
         return run_script(root / entry.script, argv)
-    dropin = _DropIn(options, settings, load_engine)
+    dropin = DropIn(options, settings, load_engine)
     names = tuple(loader for _, loader, _ in WEBUI_VOCODERS)
     return run_script(root / entry.script, argv, (names, lambda namespace: wrap_webui_vocoders(namespace, dropin)))
