@@ -1,11 +1,13 @@
-"""python -m serving.gpt_sovits [--any-revision] webui|webui-fast|api [GPT-SoVITS' own arguments]
+"""python -m serving.gpt_sovits webui|webui-fast|api [GPT-SoVITS' own arguments]
 python -m serving.gpt_sovits build [--vocoders v3 v4] [--precisions fp16 fp32]
 
 Run from the GPT-SoVITS folder with GPT-SoVITS' Python (`runtime\\python.exe` in the Windows bundle).
 The first three start GPT-SoVITS' own inference_webui.py, inference_webui_fast.py or api_v2.py with
-the TensorRT vocoder drop-in attached (serving/gpt_sovits/launcher.py); everything after the name
-goes to GPT-SoVITS unchanged. `build` makes the engines for the vocoder checkpoints this GPT-SoVITS
-loads (export, clean, build: the commands `make engines` runs), with a progress bar.
+the TensorRT vocoder drop-in attached (serving/gpt_sovits/launcher.py), or unchanged with one line
+where this revision lacks what the drop-in relies on (serving/gpt_sovits/revision.py); everything
+after the name goes to GPT-SoVITS unchanged. `--any-revision` is accepted and does nothing (every
+revision is checked by what its code has). `build` makes the engines for the vocoder checkpoints
+this GPT-SoVITS loads (export, clean, build: the commands `make engines` runs), with a progress bar.
 """
 from __future__ import annotations
 
@@ -13,17 +15,19 @@ import sys
 
 from runtime.errors import EXIT_USER_ERROR, RuntimeUserError, one_line
 
-USAGE = ("usage: python -m serving.gpt_sovits [--any-revision] webui|webui-fast|api [GPT-SoVITS arguments]\n"
+USAGE = ("usage: python -m serving.gpt_sovits webui|webui-fast|api [GPT-SoVITS arguments]\n"
          "       python -m serving.gpt_sovits build [--vocoders v3 v4] [--precisions fp16 fp32]")
 
 
 def main(argv=None) -> int:
     from pipeline.errors import UserError
-    from serving.gpt_sovits.launcher import ENTRY_POINTS, launch
+    from serving.gpt_sovits.launcher import launch
+    from serving.gpt_sovits.revision import ENTRY_SCRIPTS
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    check_revision = "--any-revision" not in argv[:1]
-    if not check_revision:
+    if argv[:1] == ["--any-revision"]:
+        print("--any-revision is no longer needed and does nothing: the launcher reads what each revision's "
+              "code has, and starts GPT-SoVITS unchanged where the drop-in cannot attach", file=sys.stderr)
         argv = argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
@@ -33,9 +37,9 @@ def main(argv=None) -> int:
         from serving.gpt_sovits.bundle_build import main as build_main
 
         return build_main(rest)
-    if name not in ENTRY_POINTS:
-        raise UserError(f"unknown entry point {name!r}; use one of {', '.join(ENTRY_POINTS)} or build")
-    launch(name, rest, check_revision=check_revision)
+    if name not in ENTRY_SCRIPTS:
+        raise UserError(f"unknown entry point {name!r}; use one of {', '.join(ENTRY_SCRIPTS)} or build")
+    launch(name, rest)
     return 0
 
 

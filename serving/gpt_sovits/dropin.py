@@ -203,6 +203,9 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
     if not isinstance(use, bool):
         raise UserError(f"use_tensorrt must be true or false, got {use!r}")
     engine_request(options, "v4", tts.precision, settings)  # bad keys fail now, not at the first model switch
+    if not hasattr(tts, "init_vocoder"):  # a TTS with no v3/v4 vocoder (GPT-SoVITS 20250228v3)
+        log.info("this GPT-SoVITS' TTS has no v3/v4 vocoder (no init_vocoder): nothing for the drop-in to serve")
+        return None
     previous = getattr(tts.init_vocoder, "dropin_hooks", None)
     if previous is not None:  # installed before: start again from GPT-SoVITS' own methods
         previous.remove()
