@@ -339,18 +339,27 @@ def test_launcher_starts_each_entry_point_as_the_revision_allows(gsv, entry, var
 
 
 def test_standin_is_no_looser_than_upstream(gsv):
-    """tests/gpt_sovits_standin.py's TTS keeps upstream's attribute names and vocoder_configs keys."""
+    """tests/gpt_sovits_standin.py's TTS keeps upstream's attribute names, vocoder_configs keys and
+    values, and this revision's form of the reference, and streams as upstream's does."""
     import gpt_sovits_standin
+    from serving.gpt_sovits import stream_vocoder_synthesis
 
     needs_tts(gsv)
     tts = make_tts(gsv, "v4")
+    pair = isinstance(tts.prompt_cache["refer_spec"][0], tuple)
     vocoder = SimpleNamespace(sampling_rate=tts.vocoder_configs["sr"], hop=tts.vocoder_configs["upsample_rate"])
-    standin = gpt_sovits_standin.StandInTTS("v4", vocoder, todo_frames=100)
+    standin = gpt_sovits_standin.StandInTTS("v4", vocoder, todo_frames=200, refer_pair=pair)
     assert set(standin.vocoder_configs) == set(tts.vocoder_configs)
     for key in ("sr", "upsample_rate", "overlapped_len"):
         assert standin.vocoder_configs[key] == tts.vocoder_configs[key]
     assert (standin.configs.use_vocoder, standin.configs.sampling_rate) == (True, tts.configs.sampling_rate)
     assert set(standin.prompt_cache) <= set(tts.prompt_cache) | {"raw_audio", "raw_sr"}
+    assert isinstance(standin.prompt_cache["refer_spec"][0], tuple) == pair
     for name in ("configs", "precision", "vocoder", "vocoder_configs", "prompt_cache", "vits_model"):
         assert hasattr(tts, name) and hasattr(standin, name)
-    assert callable(standin.using_vocoder_synthesis_batched_infer)
+    for name in ("using_vocoder_synthesis", "using_vocoder_synthesis_batched_infer", "init_vocoder"):
+        assert list(inspect.signature(getattr(standin, name)).parameters) == \
+            list(inspect.signature(getattr(tts, name)).parameters)
+    standin.vocoder = lambda mel: torch.zeros(1, 1, mel.shape[2] * vocoder.hop)
+    pieces = list(stream_vocoder_synthesis(standin, torch.zeros(1, 1, 30, dtype=torch.long), torch.zeros(1, 5)))
+    assert sum(piece.shape[0] for piece in pieces) == int(30 * 4) * vocoder.hop
