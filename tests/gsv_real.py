@@ -115,7 +115,7 @@ def materialise(label: str, target: Path) -> Path:
 
 # a local edit as users make them: (file, upstream's text, the edited text)
 LOCAL_EDITS = (
-    ("GPT_SoVITS/inference_webui.py", r"(def get_tts_wav\([^)]*?top_k=)20", r"\g<1>15"),
+    ("GPT_SoVITS/inference_webui.py", r"(def get_tts_wav\([\s\S]*?top_k=)20", r"\g<1>15"),
     ("GPT_SoVITS/TTS_infer_pack/TTS.py", r"\nclass TTS:\n", "\n# a local note\nclass TTS:  # edited here\n"),
     ("api_v2.py", r'("--port", type=int, default=)"9880"', r'\g<1>"9881"'),
 )

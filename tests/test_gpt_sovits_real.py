@@ -45,13 +45,19 @@ def snr_db(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module", params=REVISIONS or ["none"])
-def gsv(request, tmp_path_factory):
-    """One revision's tree, and a GPT-SoVITS working folder with random weights in upstream's layouts
-    (cwd: TTS.py reads its paths from the working directory at import) and fp32 plans naming those
-    vocoder checkpoints. Its modules are dropped afterwards, so the next revision imports its own."""
+def source(request, tmp_path_factory):
+    """One revision's tree (extracted from git or copied from the checkout), and its variants as made."""
     label = request.param
     base = tmp_path_factory.mktemp(f"gsv-{label}")
-    root = gsv_real.materialise(label, base / "plain")
+    return SimpleNamespace(label=label, base=base, trees={"plain": gsv_real.materialise(label, base / "plain")})
+
+
+@pytest.fixture(scope="module")
+def gsv(source):
+    """A GPT-SoVITS working folder for `source` with random weights in upstream's layouts (cwd: TTS.py
+    reads its paths from the working directory at import) and fp32 plans naming those vocoder
+    checkpoints. Its modules are dropped afterwards, so the next revision imports its own."""
+    label, base, root = source.label, source.base, source.trees["plain"]
     versions = check(root, "webui").vocoders  # 20250228v3: v3 only
     tts = check(root, "api")
     work = base / "work"
@@ -69,7 +75,7 @@ def gsv(request, tmp_path_factory):
     settings["paths"]["engines"] = str(engines)
     upstream = None if tts.missing else importlib.import_module("TTS_infer_pack.TTS")
     yield SimpleNamespace(label=label, root=root, base=base, work=work, engines=engines, upstream=upstream,
-                          settings=settings, versions=versions, tts_missing=tts.missing, trees={"plain": root})
+                          settings=settings, versions=versions, tts_missing=tts.missing, trees=source.trees)
     os.chdir(previous)
     gsv_real.forget(root)
 
@@ -278,11 +284,11 @@ def stub_front_end(tts, fragments: dict) -> None:
                             ref_audio_path=None)
 
 
-def tree(gsv, variant: str) -> Path:
+def tree(source, variant: str) -> Path:
     """This revision's tree as it is, with CRLF line ends, or with a local edit (gsv_real.variant)."""
-    if variant not in gsv.trees:
-        gsv.trees[variant] = gsv_real.variant(gsv_real.materialise(gsv.label, gsv.base / variant), variant)
-    return gsv.trees[variant]
+    if variant not in source.trees:
+        source.trees[variant] = gsv_real.variant(gsv_real.materialise(source.label, source.base / variant), variant)
+    return source.trees[variant]
 
 
 def start(gsv, mode: str, entry: str, root: Path, version: str):
@@ -301,16 +307,16 @@ def start(gsv, mode: str, entry: str, root: Path, version: str):
     return console, json.loads(report.read_text(encoding="utf-8"))
 
 
-def test_revision_check_is_the_same_with_crlf_and_a_local_edit(gsv):
+def test_revision_check_is_the_same_with_crlf_and_a_local_edit(source):
     """What the launcher reads from this revision's code (ast only) is the same for the tree as it is,
     with CRLF line ends and with a local edit, for every entry point."""
     for entry in ("api", "webui-fast", "webui"):
-        found = {variant: check(tree(gsv, variant), entry) for variant in gsv_real.VARIANTS}
-        print(f"{gsv.label} {entry}: missing {len(found['plain'].missing)}, vocoders {found['plain'].vocoders}, "
+        found = {variant: check(tree(source, variant), entry) for variant in gsv_real.VARIANTS}
+        print(f"{source.label} {entry}: missing {len(found['plain'].missing)}, vocoders {found['plain'].vocoders}, "
               f"streaming {found['plain'].streaming or '-'}")
         assert found["crlf"] == found["plain"] == found["edited"]
-        if gsv.label in gsv_real.SUPPORTED:
-            assert bool(found["plain"].missing) == ((gsv.label, entry) in UNCHANGED)
+        if source.label in gsv_real.SUPPORTED:
+            assert bool(found["plain"].missing) == ((source.label, entry) in UNCHANGED)
 
 
 # every entry point as the tree is; CRLF and the local edit with api (api_v2.py and TTS.py edited) and

@@ -252,4 +252,4 @@ def check(root: Path, entry: str) -> Revision:
     missing += where(TTS_FILE, tts_file_missing(Source(root, TTS_FILE)))
     missing += where(MODELS_FILE, models_file_missing(Source(root, MODELS_FILE)))
     streaming = streaming_kind(entry_source) if entry == "api" else ""
-    return Revision(script, tuple(missing), ("v3", "v4"), streaming)
+    return Revision(script, tuple(missing), () if missing else ("v3", "v4"), streaming)
