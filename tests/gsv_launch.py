@@ -56,7 +56,8 @@ def webui_report(namespace: dict) -> dict:
 def tts_report(namespace: dict) -> dict:
     tts = namespace["tts_pipeline"]
     version = tts.configs.version
-    return {version: plan_name(getattr(tts, "vocoder", None)), "run_is_the_launchers": hasattr(type(tts).run, "__wrapped__")}
+    return {version: plan_name(getattr(tts, "vocoder", None)),
+            "run_is_the_launchers": getattr(type(tts), "_gsv_vocoder_trt", False)}
 
 
 def main() -> int:

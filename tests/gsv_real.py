@@ -16,7 +16,8 @@ scripts. What is stubbed (`install_stubs`), and why:
 - the T2S model (AR.models.t2s_lightning_module: pytorch-lightning), `peft` (LoRA only; its merge is
   the identity here): heavy, and not on the vocoder path (the tests hand semantic tokens in);
 - `torchaudio` (no wheel pinned to this torch 2.13; the references are given at the CFM's own rate, so
-  TTS.py's resample is never called) and the UI/server packages (`gradio`, `fastapi`, `uvicorn`,
+  TTS.py's resample is never called), `pandas` where it is not installed (20250228v3's tools/my_utils
+  imports it for nothing on this path) and the UI/server packages (`gradio`, `fastapi`, `uvicorn`,
   `pydantic`: their objects are recorded, servers never started).
 Installed for real, on PYTHONPATH for this run (pip install --target): einops, x-transformers 1.44.4
 (later releases need einx and more), ffmpeg-python, psutil. One
@@ -29,6 +30,7 @@ config.json (upsample_initial_channel 64 here instead of 1536).
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import os
@@ -50,7 +52,8 @@ SKIP_REASON = ("GSV_SOURCE names no GPT-SoVITS (set it to a GPT-SoVITS git direc
                "or to checkouts outside this repository, separated by os.pathsep)")
 V3_DIR = "GPT_SoVITS/pretrained_models/models--nvidia--bigvgan_v2_24khz_100band_256x"
 V4_FILE = "GPT_SoVITS/pretrained_models/gsv-v4-pretrained/vocoder.pth"
-S2_FILES = {"v3": "GPT_SoVITS/pretrained_models/s2Gv3.pth", "v4": "GPT_SoVITS/pretrained_models/gsv-v4-pretrained/s2Gv4.pth"}
+S2_FILES = {"v2": "GPT_SoVITS/pretrained_models/gsv-v2final-pretrained/s2G2333k.pth",
+            "v3": "GPT_SoVITS/pretrained_models/s2Gv3.pth", "v4": "GPT_SoVITS/pretrained_models/gsv-v4-pretrained/s2Gv4.pth"}
 T2S_FILE = "GPT_SoVITS/pretrained_models/s1v3.ckpt"
 V3_CONFIG = {"resblock": "1", "num_gpus": 0, "batch_size": 32, "learning_rate": 0.0001, "adam_b1": 0.8, "adam_b2": 0.99,
              "lr_decay": 0.9999996, "seed": 1234, "upsample_rates": [4, 4, 2, 2, 2, 2],
@@ -187,10 +190,11 @@ class StubT2S(torch.nn.Module):
 
 
 def install_stubs(root: Path) -> None:
-    """The stubs above in sys.modules, GPT-SoVITS' folders on sys.path (as its scripts put them)."""
-    for path in (str(root), str(root / "GPT_SoVITS")):
-        if path not in sys.path:
-            sys.path.append(path)
+    """The stubs above in sys.modules, GPT-SoVITS' folders on sys.path as webui.py's users.pth puts
+    them (20250228v3's BigVGAN imports its `activations` from GPT_SoVITS/BigVGAN through it)."""
+    for path in (root, root / "GPT_SoVITS", root / "GPT_SoVITS" / "BigVGAN", root / "tools"):
+        if str(path) not in sys.path:
+            sys.path.append(str(path))
     stubs = {
         "transformers": permissive("transformers"),
         "peft": permissive("peft", get_peft_model=identity_lora),
@@ -207,6 +211,8 @@ def install_stubs(root: Path) -> None:
         "gradio": permissive("gradio"), "fastapi": permissive("fastapi"), "fastapi.responses": permissive("fastapi.responses"),
         "uvicorn": permissive("uvicorn"), "pydantic": permissive("pydantic", BaseModel=_BaseModel),
     }
+    if importlib.util.find_spec("pandas") is None:  # 20250228v3's tools/my_utils imports it; never used here
+        stubs["pandas"] = permissive("pandas")
     for name, module in stubs.items():
         sys.modules.setdefault(name, module)
     import feature_extractor  # the real package, with its cnhubert stubbed
@@ -258,20 +264,23 @@ def s2_config(root: Path, version: str) -> dict:
 
 
 def write_s2_checkpoint(root: Path, path: Path, version: str, seed: int) -> None:
-    """A SoVITS v3/v4 checkpoint as GPT-SoVITS saves it (process_ckpt.my_save2's format: torch.save
-    bytes whose first two bytes name the model version)."""
-    from module.models import SynthesizerTrnV3
+    """A SoVITS checkpoint as GPT-SoVITS saves it: v3/v4 in process_ckpt.my_save2's format (torch.save
+    bytes whose first two bytes name the model version); v2 (SynthesizerTrn) as a plain torch.save,
+    which is all a revision without v3/v4 in TTS.py (20250228v3) loads."""
+    from module.models import SynthesizerTrn, SynthesizerTrnV3
 
     hps = s2_config(root, version)
     torch.manual_seed(seed)
-    model = SynthesizerTrnV3(hps["data"]["filter_length"] // 2 + 1, hps["train"]["segment_size"] // hps["data"]["hop_length"],
-                             n_speakers=hps["data"]["n_speakers"], **hps["model"])
+    synthesizer = SynthesizerTrn if version == "v2" else SynthesizerTrnV3
+    model = synthesizer(hps["data"]["filter_length"] // 2 + 1, hps["train"]["segment_size"] // hps["data"]["hop_length"],
+                        n_speakers=hps["data"]["n_speakers"], **hps["model"])
     buffer = io.BytesIO()
     torch.save({"weight": model.state_dict(), "config": hps, "info": "random weights", "lora_rank": 4}, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
     # v3: the head of a full v3 model; v4 has none (trained v4 models are LoRAs over the base s2Gv4.pth,
     # which upstream knows by its md5): a v4 LoRA whose base is this same file
-    path.write_bytes({"v3": b"02", "v4": b"04"}[version] + buffer.getvalue()[2:])
+    head = {"v2": buffer.getvalue()[:2], "v3": b"02", "v4": b"04"}[version]
+    path.write_bytes(head + buffer.getvalue()[2:])
 
 
 def write_vocoders(work: Path, versions: tuple[str, ...] = ("v3", "v4"), seed: int = 5) -> None:

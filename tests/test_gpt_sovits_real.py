@@ -335,6 +335,9 @@ def test_launcher_starts_each_entry_point_as_the_revision_allows(gsv, entry, var
     root = tree(gsv, variant)
     revision = check(root, entry)
     version = "v4" if "v4" in gsv.versions else "v3"
+    if revision.missing and entry != "webui":  # a TTS.py without v3/v4 (20250228v3) loads a v2 model
+        version = "v2"
+        gsv_real.write_s2_checkpoint(gsv.root, gsv.work / gsv_real.S2_FILES[version], version, seed=9)
     gsv_real.write_yaml(gsv.work, version, None)  # no tensorrt: section: the defaults serve
     console, served = start(gsv, "launcher", entry, root, version)
     print(f"{gsv.label} {variant} {entry}:\n  " + "\n  ".join(console))
