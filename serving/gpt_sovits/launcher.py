@@ -8,6 +8,8 @@ never builds a `TTS`). Nothing in GPT-SoVITS' files is edited: the launcher
 - runs inference_webui.py's top-level statements in two steps, so that between the definition of
   `init_bigvgan`/`init_hifigan` and their first call, both are wrapped: whatever they put in
   `bigvgan_model`/`hifigan_model` is served through the engine, at start and after every switch.
+Before that, revision.py reads from the revision's source whether it has all of this; where it
+does not, the entry point starts as `python <script>` would start it, with one line saying why.
 """
 from __future__ import annotations
 
