@@ -9,10 +9,11 @@ binding or TensorRT, which load with the first plan):
     with engine.stream() as stream:      # audio while the mel is still coming (runtime/streaming.py)
         audio = stream.push(mel_chunk)   # ... and stream.finish() for the rest
 """
+from runtime.batching import choose_profile
 from runtime.chunks import plan_chunks, synthesize
 from runtime.engine import Engine, load_engine
 from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError
-from runtime.manifest import check_plan_bytes, choose_profile, read_manifest
+from runtime.manifest import check_plan_bytes, read_manifest
 from runtime.mel import check_mel
 from runtime.runnable import check_runnable, plan_blocker, why_not_runnable
 from runtime.streaming import Stream

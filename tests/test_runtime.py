@@ -20,10 +20,11 @@ from factories import write_plan
 from pipeline.onnx_tools import cpu_session
 from pipeline.quality import snr_db
 from runtime.__main__ import main as runtime_main
+from runtime.batching import batch_pieces, choose_profile
 from runtime.chunks import handovers, plan_chunks
 from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError, run_main
 from runtime.files import atomic_output
-from runtime.manifest import batch_pieces, choose_profile, profiles_of
+from runtime.manifest import profiles_of
 from runtime.runnable import BackendInfo, Gpu, check_runnable
 from runtime.wav import to_pcm16, write_wav
 
