@@ -106,7 +106,7 @@ def _plan_file_problem(manifest: dict, plan_path: Path) -> str | None:
 
 
 def _schema_problem(manifest: object) -> str | None:
-    """The first way `manifest` breaks the schema of docs/architecture.md, or None."""
+    """The first way `manifest` breaks the schema of docs/design/architecture.md, or None."""
     if not isinstance(manifest, dict):
         return "not a JSON object"
     if manifest.get("format") != FORMAT:

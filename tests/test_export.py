@@ -299,7 +299,7 @@ def test_stage_folders_run_from_the_repository_not_site_packages():
         assert Path(line).resolve().is_relative_to(REPO) and "site-packages" not in line
 
 
-# --- the other BigVGAN v2 variants: every one the README names exports and verifies ----------
+# --- the other BigVGAN v2 variants: every one the export guide names exports and verifies ----------
 
 # upstream's config.json sizes of each variant (nvidia/bigvgan_v2_*; 24 kHz 100-band is v3 itself, tested
 # above at full size); channels and resblocks cut in

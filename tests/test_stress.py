@@ -2,7 +2,7 @@
 Snake log-alpha/beta in [-1, 1] drive v3's activations into the thousands (PyTorch float32 itself then
 strays past the export bar from float64) and v4's past float16's range. Each must export through the
 float32-aware oracle, and its planned fp16 must meet the bar; v3 at one short length here (the full
-lengths are `make engines` on the same checkpoint, see README)."""
+lengths are `make engines` on the same checkpoint, see docs/guides/export-and-build.md)."""
 from __future__ import annotations
 
 import copy
