@@ -14,7 +14,7 @@ except ModuleNotFoundError:  # Python 3.9 and 3.10 (GPT-SoVITS' own environment)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = REPO_ROOT / "pipeline.toml"
-# The vocoders the code is written for (models/vocoders.py builds exactly these two): architecture,
+# The vocoders the code is written for (export/vocoders.py builds exactly these two): architecture,
 # not configuration, so not a key of pipeline.toml. Every --vocoder choice and v3/v4 loop uses this.
 VOCODERS = ("v3", "v4")
 
