@@ -292,7 +292,7 @@ def test_infer_returning_the_wrong_length_is_an_engine_error():
 
 
 def test_chunked_v4_under_onnx_runtime_matches_one_pass(onnx_v4):
-    from models.mels import sample_mel
+    from vocoder_models.mels import sample_mel
     from pipeline.onnx_metadata import read_metadata
 
     session = cpu_session(onnx_v4)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from models.vocoders import BigVGAN, HiFiGAN
+from vocoder_models.vocoders import BigVGAN, HiFiGAN
 from pipeline.files import atomic_output
 
 V3_WEIGHTS = "bigvgan_generator.pt"
