@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from export.synthetic import synthetic_vocoder
-from vocoder_models.layouts import V3_CONFIG, V3_WEIGHTS, fold_weight_norm
-from vocoder_models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS
 from runtime.errors import reason_of
+from vocoder_models.layouts import V3_CONFIG, V3_WEIGHTS, fold_weight_norm
+from vocoder_models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 
 log = logging.getLogger("export")
 

@@ -36,13 +36,13 @@ from build.__main__ import main as build_command
 from build.plan import build_plan
 from export.__main__ import main as export_main
 from export.clean import main as clean_main
-from vocoder_models.layouts import save_v4_checkpoint
 from pipeline.settings import VOCODERS, load_settings
 from runtime.__main__ import main as runtime_main
 from runtime.errors import run_main
 from serving.triton import main as triton_main
 from trt_double import install_on_cpu
 from validate.__main__ import main as validate_main
+from vocoder_models.layouts import save_v4_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64]},

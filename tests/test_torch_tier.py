@@ -12,7 +12,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from export.float64 import float64_evaluation  # noqa: E402
-from vocoder_models.vocoders import AntiAliasedSnake, BigVGAN, BigVGANConfig  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.quality import audio_errors, bar_for, failures, max_error_over_peak, snr_db  # noqa: E402
 from pipeline.settings import VOCODERS, load_settings  # noqa: E402
@@ -25,6 +24,7 @@ from serving.torch_tier.fused import (  # noqa: E402
     is_antialiased_snake,
     snake_terms,
 )
+from vocoder_models.vocoders import AntiAliasedSnake, BigVGAN, BigVGANConfig  # noqa: E402
 
 pytest.importorskip("triton")
 from serving.torch_tier.kernel import antialiased_snake  # noqa: E402

@@ -17,10 +17,10 @@ from onnx import numpy_helper
 
 import runtime
 from factories import write_plan
-from vocoder_models.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
 from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
 from validate import metrics
+from vocoder_models.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
 
 
 def small_settings(tmp_path: Path) -> dict:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vocoder_models.mels import MEL_SPECS, log_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import VOCODERS
 from runtime.limits import MAX_SAMPLING_RATE, MAX_WAV_CHANNELS, MIN_SAMPLING_RATE, within
+from vocoder_models.mels import MEL_SPECS, log_mel
 
 log = logging.getLogger("validate")
 
