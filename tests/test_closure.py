@@ -115,7 +115,7 @@ def test_a_stage_that_starts_loading_another_file_is_remade(tree):
 GPT_SOVITS_TOP_LEVEL = {
     "AR", "BigVGAN", "ERes2NetV2", "GPT_SoVITS", "TTS_infer_pack", "bs_roformer", "bsroformer", "config",
     "datasets1", "export_torch_script", "f5_tts", "feature_extractor", "fusion", "inference_webui", "kaldi",
-    "lib", "mdxnet", "vocoder_models", "module", "my_utils", "pooling_layers", "process_ckpt", "slicer2", "sv", "text",
+    "lib", "mdxnet", "models", "module", "my_utils", "pooling_layers", "process_ckpt", "slicer2", "sv", "text",
     "tools", "utils", "vr",
 }
 
