@@ -127,7 +127,9 @@ def mean_of_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
 
 
 def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> torch.Tensor:
-    """BigVGAN's windowed-sinc low-pass filter, shape (1, 1, kernel_size), summing to one."""
+    """BigVGAN's windowed-sinc low-pass filter, shape (1, 1, kernel_size), summing to one; computed on
+    the CPU even where the module is laid out on torch's meta device (a few values, and meta's
+    decompositions of these ops are slow)."""
     half_size = kernel_size // 2
     delta_f = 4 * half_width
     attenuation = 2.285 * (half_size - 1) * math.pi * delta_f + 7.95
@@ -137,11 +139,11 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> to
         beta = 0.5842 * (attenuation - 21) ** 0.4 + 0.07886 * (attenuation - 21.0)
     else:
         beta = 0.0
-    window = torch.kaiser_window(kernel_size, beta=beta, periodic=False)
+    window = torch.kaiser_window(kernel_size, beta=beta, periodic=False, device="cpu")
     if kernel_size % 2 == 0:
-        time = torch.arange(-half_size, half_size) + 0.5
+        time = torch.arange(-half_size, half_size, device="cpu") + 0.5
     else:
-        time = torch.arange(kernel_size) - half_size
+        time = torch.arange(kernel_size, device="cpu") - half_size
     taps = 2 * cutoff * window * torch.sinc(2 * cutoff * time)
     return (taps / taps.sum()).view(1, 1, kernel_size)
 
