@@ -10,7 +10,8 @@ Four guarantees, all here so that no command needs its own:
   files where users and Makefiles expect them, and the lock is released by the OS when a writer dies;
 - temporaries a killed writer left (`.NAME.*.tmp`) are swept when the next writer takes the lock;
 - an output that exists and is not a regular file (a device such as /dev/null, a FIFO, a socket, a
-  folder) is refused before anything is written, never replaced; so is `-` (see STDOUT_REFUSED).
+  folder) is refused before anything is written, never replaced; so is `-` (see STDOUT_REFUSED); an
+  output that is a symbolic link is written through to its target, the link kept.
 Names beside a long output (`.NAME.lock`, `.NAME.*.tmp`) are shortened to fit the file system's
 255 bytes: the name's first bytes and a hash of the whole name, so they stay unique and sweepable.
 
@@ -102,20 +103,27 @@ def input_file(path: PathLike, what: str, fix: str) -> Path:
     return path
 
 
-def refuse_special_output(path: Path) -> None:
-    """One line when `path` exists and is not a regular file: renaming over a device (/dev/null), a
-    FIFO or a socket would replace it with a regular file; over a folder it fails late. `-` is refused
-    too: it would be a file named '-' in the working folder, not standard output."""
+def output_target(path: PathLike) -> Path:
+    """The file an output path names, to be replaced: a symbolic link is followed to its target and
+    written through, the link kept (renaming over the link would replace the link itself: /dev/stdout
+    is one); one line when that target exists and is not a regular file (renaming over a device such
+    as /dev/null, a FIFO or a socket would replace it with a regular file; over a folder it fails
+    late), or for `-` (a file named '-' in the working folder, not standard output)."""
+    path = Path(path)
     if str(path) == "-":
         raise RuntimeUserError(STDOUT_REFUSED)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     try:
         mode = os.stat(path).st_mode
     except OSError:
-        return  # missing (the usual case) or unreadable: the write itself reports it
-    kind = kind_of(mode)
-    if kind is not None:
-        raise RuntimeUserError(f"output {path} is {kind}, not a regular file, and is never replaced; "
-                               "name a file to write")
+        pass  # missing (the usual case) or unreadable: the write itself reports it
+    else:
+        kind = kind_of(mode)
+        if kind is not None:
+            raise RuntimeUserError(f"output {path} is {kind}, not a regular file, and is never replaced; "
+                                   "name a file to write")
+    return path
 
 
 @contextlib.contextmanager
@@ -123,9 +131,8 @@ def atomic_output(path: PathLike, inputs: Iterable[PathLike] = ()) -> Iterator[P
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds. A failed
     write (a full disk, a vanished folder) becomes one line naming the file; nothing is left behind.
     `inputs`: the files the command reads; `path` naming one of them is refused, as is a `path` that
-    exists and is not a regular file."""
-    path = Path(path)
-    refuse_special_output(path)
+    exists and is not a regular file (`output_target`: a link is written through)."""
+    path = output_target(path)
     refuse_input_as_output(path, inputs)
     created = missing_folders(path.parent)
     try:

@@ -939,3 +939,33 @@ def test_a_signal_inside_tensorrts_callback_stops_the_build(signum, onnx_v4, tmp
     assert result.returncode == 130, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith("error: interrupted"), result.stderr[-2000:]
     assert not output.parent.exists() or list(output.parent.iterdir()) == []
+
+
+# ---- writing: the atomic writer itself -----------------------------------------------------------
+
+
+def test_an_output_that_is_a_link_is_written_through(tmp_path):
+    """Renaming over a symbolic link replaced the link itself (run as root against /dev/stdout, that
+    broke the system's link): the target is written, the link stays."""
+    target, link = tmp_path / "real.wav", tmp_path / "link.wav"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    with runtime.files.atomic_output(link) as tmp:
+        tmp.write_bytes(b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.wav", "real.wav"]
+
+
+@pytest.mark.parametrize("name", ["a" * 251 + ".wav", "é" * 125 + ".wav"], ids=["255-ascii", "254-utf8"])
+def test_the_longest_legal_output_names_are_written_and_swept(name, tmp_path):
+    """The temporary and lock names beside an output of 255 bytes fit too, and a killed writer's
+    temporary of such a name is swept by the next writer."""
+    output = tmp_path / name
+    with runtime.files.atomic_output(output) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255
+        stale = tmp.with_name(tmp.name.replace(".tmp", "").rsplit(".", 1)[0] + ".k1ll3d00.tmp")
+        stale.write_bytes(b"left by a killed writer")
+        tmp.write_bytes(b"whole")
+    with runtime.files.atomic_output(output) as tmp:
+        tmp.write_bytes(b"again")
+    assert [p.name for p in tmp_path.iterdir()] == [name] and output.read_bytes() == b"again"

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT, VOCODERS, check_precision, load_settings, output_paths
 from runtime.errors import CommandParser
-from runtime.files import refuse_special_output
+from runtime.files import output_target
 
 
 def stage_commands(settings: dict, vocoder: str, checkpoint: Path, precisions: list[str]) -> list[tuple[str, list[str]]]:
@@ -57,7 +57,7 @@ def check_arguments(settings: dict, vocoders: list[str], precisions: list[str]) 
     for vocoder in vocoders:
         for precision in precisions:
             for path in output_paths(settings, vocoder, precision).values():
-                refuse_special_output(Path(path))
+                output_target(path)
 
 
 def main(argv=None) -> int:
