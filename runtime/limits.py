@@ -11,6 +11,7 @@ MAX_FRAMES = 10 ** 7               # mel frames of one request, profile or strea
 MAX_BATCH = 4096                   # batch items of a profile
 MAX_N_MELS = 1024                  # mel bands (the vocoders take 80 to 128)
 MAX_HOP = 4096                     # audio samples per mel frame (BigVGAN's largest is 512)
+MAX_DILATION = 1024                # of a convolution in a vocoder's config.json (BigVGAN's largest is 5)
 MIN_SAMPLING_RATE = 1000           # Hz, of a WAV or a manifest
 MAX_SAMPLING_RATE = 768_000
 MAX_WAV_CHANNELS = 64

@@ -550,6 +550,13 @@ SIZES = [
         lambda i: ["--vocoder", "v3", "--checkpoint", v3_folder(lambda c: c.update(upsample_initial_channel=1536 * 1024))(i),
                    "--output", i.out / "v3.onnx"], "error", "does not match the BigVGAN layout",
         damage=bigvgan_built_only_on_meta),
+] + [
+    Row(f"sizes: BigVGAN config whose {what} leaves the weights' shapes alone", export_main,
+        lambda i, change=change: ["--vocoder", "v3", "--checkpoint", v3_folder(change)(i), "--output", i.out / "v3.onnx"],
+        "error", says, damage=bigvgan_built_only_on_meta)
+    for what, change, says in (("hop is 4 million", lambda c: c.update(upsample_rates=[1000, 1000, 2, 2, 2, 2]), "hop"),
+                               ("dilation is 10**9", lambda c: c.update(resblock_dilation_sizes=[[1, 3, 10 ** 9]] * 3),
+                                "resblock_dilation_sizes is 1000000000"))
 ]
 
 ROWS = EXPORT + CLEAN + BUILD + RUNTIME + VALIDATE + WRITING + INPUTS + SIZES
