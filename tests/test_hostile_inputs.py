@@ -421,11 +421,17 @@ def special_output(kind: str, name: str = "audio.wav") -> Callable:
 
 
 def special_input(kind: str, name: str) -> Callable:
-    """(inputs) -> an input path that is not a regular file: a FIFO (a reader would wait forever) or a folder."""
+    """(inputs) -> an input path that is not a regular file: a FIFO (a reader would wait forever) or a
+    folder; or, for "data-fifo", the v4 ONNX whose external-data file is a FIFO."""
     def path(i):
         target = i.folder / name
         if kind == "fifo":
             os.mkfifo(target)
+        elif kind == "data-fifo":
+            onnx.save(onnx.load(str(i.onnx)), str(target), save_as_external_data=True, location="f.weights",
+                      size_threshold=0)
+            (i.folder / "f.weights").unlink()
+            os.mkfifo(i.folder / "f.weights")
         else:
             target.mkdir()
         return target
@@ -526,6 +532,8 @@ INPUTS = [
         damage=lambda i, mp: (i.manifest().unlink(), os.mkfifo(i.manifest()))),
     Row("inputs: export --checkpoint a FIFO", export_main, export_argv(special_input("fifo", "v.pth")), "error", "is a FIFO"),
     Row("inputs: build ONNX a FIFO", build_main, build_argv(special_input("fifo", "f.onnx")), "error", "is a FIFO"),
+    Row("inputs: build ONNX whose external data is a FIFO", build_main, build_argv(special_input("data-fifo", "f.onnx")),
+        "error", "is a FIFO"),
     Row("inputs: clean ONNX a folder", clean_main, clean_argv(special_input("folder", "f.onnx")), "error", "is a folder"),
     Row("inputs: validate mel WAV a FIFO", validate_main, mel_argv(special_input("fifo", "in.wav")), "error", "is a FIFO"),
     Row("inputs: validate compare candidate a FIFO", validate_main,
