@@ -24,8 +24,9 @@ def main() -> int:
     sys.argv = ["webui.py", "zh_CN"]
     webui = runpy.run_path("webui.py", run_name="__main__")
     switch = webui["change_tts_inference"]
-    next(switch("GPT_SoVITS/pretrained_models/bert", "GPT_SoVITS/pretrained_models/hubert", "0", gpt_path, sovits_path,
-                parallel))
+    for _ in switch("GPT_SoVITS/pretrained_models/bert", "GPT_SoVITS/pretrained_models/hubert", "0", gpt_path,
+                    sovits_path, parallel):  # gradio's updates: it yields them before it starts the process
+        pass
     return switch.__globals__["p_tts_inference"].wait(timeout=CHILD_TIMEOUT_S)
 
 

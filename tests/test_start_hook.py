@@ -58,6 +58,16 @@ def command(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           encoding="utf-8", env=clean_env(PYTHONPATH=str(REPO)))
 
 
+def in_process(monkeypatch, packages: Path, cwd: Path, *args: str) -> int:
+    """The same command in this process (no second torch import), with `packages` as this Python's
+    site-packages."""
+    from serving.gpt_sovits.__main__ import run
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(site, "getsitepackages", lambda: [str(packages)])
+    return run(list(args))
+
+
 def fake_gpt_sovits(folder: Path) -> Path:
     """A folder shaped like GPT-SoVITS' (its entry scripts print and exit with their first argument)."""
     for script in ("api_v2.py", "GPT_SoVITS/inference_webui.py", "GPT_SoVITS/inference_webui_fast.py"):
@@ -88,40 +98,44 @@ def test_enable_then_disable_leaves_site_packages_as_it_was(hooked):
     assert disabled.returncode == 0 and disabled.stdout.strip() == \
         f"disabled: removed {pth}; GPT-SoVITS starts with its own vocoder"
     assert sorted(p.name for p in packages.iterdir()) == before
-    again = command(python, "disable", cwd=gpt_sovits)
-    assert again.returncode == 0 and again.stdout.startswith("nothing to remove: no gsv_vocoder_trt_start.pth")
 
 
-def test_enable_refuses_a_folder_that_is_not_gpt_sovits(hooked, tmp_path):
-    python, packages, _ = hooked
-    done = command(python, "enable", cwd=tmp_path)
-    assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and "not a GPT-SoVITS folder" in done.stderr
-    assert not (packages / start_hook.PTH_NAME).exists()
+
+def test_disable_without_the_hook_says_so(monkeypatch, tmp_path, capsys):
+    packages = tmp_path / "site-packages"
+    packages.mkdir()
+    assert in_process(monkeypatch, packages, tmp_path, "disable") == 0
+    expected = f"nothing to remove: no {start_hook.PTH_NAME} in this Python's site-packages ({packages})\n"
+    assert capsys.readouterr().out == expected
 
 
-def test_enable_refuses_a_python_without_writable_site_packages(monkeypatch, tmp_path, capsys):
-    from serving.gpt_sovits.__main__ import run
+def test_enable_refuses_a_folder_that_is_not_gpt_sovits(monkeypatch, tmp_path, capsys):
+    packages = tmp_path / "site-packages"
+    packages.mkdir()
+    assert in_process(monkeypatch, packages, tmp_path, "enable") == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: ") and "not a GPT-SoVITS folder" in err
+    assert list(packages.iterdir()) == []
 
-    monkeypatch.chdir(fake_gpt_sovits(tmp_path))
-    monkeypatch.setattr(site, "getsitepackages", lambda: [str(tmp_path / "missing" / "site-packages")])
-    assert run(["enable"]) == 2
+
+def test_enable_refuses_a_python_without_site_packages(monkeypatch, tmp_path, capsys):
+    assert in_process(monkeypatch, tmp_path / "missing" / "site-packages", fake_gpt_sovits(tmp_path), "enable") == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("error: ") and "no site-packages folder" in error
 
 
-def test_disable_leaves_a_file_of_that_name_it_did_not_write(hooked):
-    python, packages, gpt_sovits = hooked
-    foreign = packages / start_hook.PTH_NAME
+def test_disable_leaves_a_file_of_that_name_it_did_not_write(monkeypatch, tmp_path, capsys):
+    foreign = tmp_path / "site-packages" / start_hook.PTH_NAME
+    foreign.parent.mkdir()
     foreign.write_text("/some/path\n", encoding="utf-8")
-    done = command(python, "disable", cwd=gpt_sovits)
-    assert done.returncode == 2 and "was not written by" in done.stderr and foreign.read_text(encoding="utf-8") == "/some/path\n"
+    assert in_process(monkeypatch, foreign.parent, tmp_path, "disable") == 2
+    assert "was not written by" in capsys.readouterr().err and foreign.read_text(encoding="utf-8") == "/some/path\n"
 
 
-def test_a_program_that_is_no_entry_point_is_untouched(hooked):
+def test_a_program_that_is_no_entry_point_is_untouched(hooked, monkeypatch):
     """webui.py itself, pip, training scripts: the hook's one line compares a name and stops there."""
     python, packages, gpt_sovits = hooked
-    assert command(python, "enable", cwd=gpt_sovits).returncode == 0
+    assert in_process(monkeypatch, packages, gpt_sovits, "enable") == 0
     probe = gpt_sovits / "webui.py"
     probe.write_text("import sys\nprint(sorted(m for m in sys.modules if 'gsv' in m or m.split('.')[0] == 'serving'),"
                      f" {str(REPO)!r} in sys.path)\n", encoding="utf-8")
