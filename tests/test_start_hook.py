@@ -250,3 +250,20 @@ def test_go_webui_start_reaches_the_drop_in(real, tmp_path, parallel, entry):
         assert served["v3_after_switch"] == "v3.fp32.plan" and served["v4_after_switch"] is None
     else:
         assert served["run_is_the_launchers"]
+
+
+def test_api_v2_started_directly_reaches_the_drop_in(real, tmp_path):
+    """`runtime\\python.exe api_v2.py -a 127.0.0.1 -p 9880`, no webui.py: the same hook serves it."""
+    python, work = real
+    report = tmp_path / "served.json"
+    env = clean_env(GSV_START_ENGINES=str(work / "engines"), GSV_START_REPORT=str(report))
+    done = subprocess.run([str(python), "api_v2.py", "-a", "127.0.0.1", "-p", "9880"], cwd=work, capture_output=True,
+                          encoding="utf-8", env=env, timeout=900)
+    console = [line for line in done.stderr.splitlines() if line.startswith("[gsv-vocoder-trt]")]
+    print("\n".join(console))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    served = json.loads(report.read_text(encoding="utf-8"))
+    assert served["entry"] == "api" and served["server_started"] and served["run_is_the_launchers"]
+    assert served["v4"] == "v4.fp32.plan" and served["argv"][1:] == ["-a", "127.0.0.1", "-p", "9880"]
+    assert str(REPO) not in served["path_at_start"]
+    assert any("api_v2.py started through" in line for line in console)
