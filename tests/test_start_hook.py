@@ -188,6 +188,17 @@ def test_a_failing_import_starts_gpt_sovits_unchanged_with_one_line(hooked, tmp_
                                   "ModuleNotFoundError: No module named 'serving.gpt_sovits.launcher'")
 
 
+def test_a_gpt_sovits_the_launcher_refuses_still_starts(hooked, monkeypatch):
+    """A GPT-SoVITS-shaped folder that is no revision the launcher knows: the script runs once, with
+    its own exit code, after the launcher's line saying why the drop-in is not attached."""
+    python, packages, gpt_sovits = hooked
+    assert in_process(monkeypatch, packages, gpt_sovits, "enable") == 0
+    done = run_entry(python, gpt_sovits, "GPT_SoVITS/inference_webui_fast.py", "3")
+    assert done.returncode == 3 and done.stdout.count("GPT-SoVITS ran ['3']") == 1, done.stderr
+    assert "Traceback" not in done.stderr and "[gsv-vocoder-trt]" in done.stderr
+    print(done.stderr)
+
+
 # --- GPT-SoVITS' real webui.py and inference UIs ------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -83,13 +83,14 @@ def entry_point(filename: str):
     """(launcher entry name, GPT-SoVITS folder) of the script `filename`, or None."""
     from serving.gpt_sovits.launcher import ENTRY_POINTS
 
-    path = os.path.normcase(os.path.abspath(filename))
+    path = os.path.abspath(filename)
     for name, entry in ENTRY_POINTS.items():
         parts = entry.script.split("/")
         root = path
         for _ in parts:
             root = os.path.dirname(root)
-        if os.path.join(root, *map(os.path.normcase, parts)) == path and os.path.isdir(os.path.join(root, "GPT_SoVITS")):
+        same = os.path.normcase(os.path.join(root, *parts)) == os.path.normcase(path)  # Windows: any case
+        if same and os.path.isdir(os.path.join(root, "GPT_SoVITS")):
             return name, root
     return None
 
@@ -117,8 +118,10 @@ def raise_as_launcher(error: Exception) -> None:
 
 
 def reason(error: Exception) -> str:
+    """A user error's message (it names the problem and the fix); any other error with its type."""
     text = " ".join(str(error).split())
-    return text if type(error).__name__ in ("UserError", "RuntimeUserError") else f"{type(error).__name__}: {text}"
+    user = any(cls.__name__ == "RuntimeUserError" for cls in type(error).__mro__)  # runtime.errors may not import
+    return text if user else f"{type(error).__name__}: {text}"
 
 
 # --- enable and disable: the .pth file ----------------------------------------------------------------
