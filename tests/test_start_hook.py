@@ -139,10 +139,15 @@ def test_a_program_that_is_no_entry_point_is_untouched(hooked, monkeypatch):
     probe = gpt_sovits / "webui.py"
     probe.write_text("import sys\nprint(sorted(m for m in sys.modules if 'gsv' in m or m.split('.')[0] == 'serving'),"
                      f" {str(REPO)!r} in sys.path)\n", encoding="utf-8")
-    for flags in (["-I"], ["-s"], []):
-        done = subprocess.run([str(python), *flags, "webui.py", "zh_CN"], cwd=gpt_sovits, capture_output=True,
+    elsewhere = gpt_sovits.parent / "another program" / "api_v2.py"  # an entry script's name, no GPT-SoVITS around it
+    elsewhere.parent.mkdir()
+    shutil.copy(probe, elsewhere)
+    loaded_by_name = "['gsv_vocoder_trt_start'] False\n"  # the hook module alone: no launcher, no project on the path
+    for script, flags, seen in ((probe, ["-I"], "[] False\n"), (probe, ["-s"], "[] False\n"), (probe, [], "[] False\n"),
+                                (elsewhere, [], loaded_by_name)):
+        done = subprocess.run([str(python), *flags, script.name, "zh_CN"], cwd=script.parent, capture_output=True,
                               encoding="utf-8", env=clean_env())
-        assert (done.returncode, done.stdout, done.stderr) == (0, "[] False\n", "")
+        assert (done.returncode, done.stdout, done.stderr) == (0, seen, ""), script
 
 
 def write_pth(packages: Path, project: Path) -> Path:

@@ -62,6 +62,8 @@ def install(project: str, pth: str) -> None:
 def start(project: str, pth: str, filename: str) -> None:
     """Run `filename`'s entry point through the launcher and exit; return (GPT-SoVITS then runs
     unchanged) when it is no entry point of a GPT-SoVITS folder or anything fails before it starts."""
+    if not in_gpt_sovits_folder(filename):  # a script of that name elsewhere: not even the launcher's import
+        return
     saved_path, saved_finders, main = list(sys.path), list(sys.meta_path), sys.modules.get("__main__")
     try:
         sys.path.insert(0, project)
@@ -77,6 +79,12 @@ def start(project: str, pth: str, filename: str) -> None:
         sys.stderr.write(f"{PREFIX} not attached, GPT-SoVITS starts with its own vocoder: {reason(error)}\n")
         return
     raise SystemExit(0)
+
+
+def in_gpt_sovits_folder(filename: str) -> bool:
+    """Whether the script's folder, or the one above it, holds GPT-SoVITS' GPT_SoVITS folder."""
+    folder = os.path.dirname(os.path.abspath(filename))
+    return any(os.path.isdir(os.path.join(place, "GPT_SoVITS")) for place in (folder, os.path.dirname(folder)))
 
 
 def entry_point(filename: str):
