@@ -76,7 +76,7 @@ def start(project: str, pth: str, filename: str) -> None:
         if sys.modules.get("__main__") is not main:  # the script had started: the error is its own
             raise_as_launcher(error)
         sys.path[:], sys.meta_path[:] = saved_path, saved_finders
-        sys.stderr.write(f"{PREFIX} not attached, GPT-SoVITS starts with its own vocoder: {reason(error)}\n")
+        say(f"{PREFIX} not attached, GPT-SoVITS starts with its own vocoder: {reason(error)}")
         return
     raise SystemExit(0)
 
@@ -120,9 +120,15 @@ def raise_as_launcher(error: Exception) -> None:
     from runtime.errors import EXIT_USER_ERROR, RuntimeUserError, one_line
 
     if isinstance(error, RuntimeUserError):
-        sys.stderr.write(f"error: {one_line(error, limit=None)}\n")
+        say(f"error: {one_line(error, limit=None)}")
         raise SystemExit(EXIT_USER_ERROR) from None
     raise error
+
+
+def say(line: str) -> None:
+    """One line on stderr, where there is one (pythonw.exe has none)."""
+    if sys.stderr is not None:
+        sys.stderr.write(line + "\n")
 
 
 def reason(error: Exception) -> str:
@@ -149,7 +155,7 @@ def pth_text(project: Path, pth: Path, script_names: tuple[str, ...]) -> str:
             " s.loader.exec_module(m)\n"
             f" m.install({ascii(str(project))}, {ascii(str(pth))})\n"
             "except Exception as e:\n"
-            f" sys.stderr.write({ascii(moved)} % (type(e).__name__, e))\n")
+            f" sys.stderr and sys.stderr.write({ascii(moved)} % (type(e).__name__, e))\n")
     started = "(getattr(sys, 'argv', None) or [''])[0].replace(chr(92), '/').rsplit('/', 1)[-1].lower()"
     line = (f"import sys; exec({ascii(boot)}, {{'sys': sys}}) if {ascii(MODULE_NAME)} not in sys.modules "
             f"and {started} in {ascii(script_names)} else None")
