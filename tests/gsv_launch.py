@@ -27,29 +27,23 @@ def main() -> int:
     settings = load_settings()
     settings["paths"]["engines"] = engines
     namespace = launch(entry, [], root=root, settings=settings, load_engine=gsv_real.EngineDouble)
-    report.write_text(json.dumps(served(entry, namespace)), encoding="utf-8")
-    return 0
-
-
-def served(entry: str, namespace: dict) -> dict:
-    """What serves in the entry point's globals once it has run to its (stubbed) server's start; for
-    inference_webui.py, also after get_tts_wav's switch to a v3 model (init_bigvgan)."""
-    found = {}
+    served = {}
     if entry == "webui":
         gradio = sys.modules["gradio"]
         app = gradio.Blocks.return_value.__enter__.return_value
-        found.update(v4=plan_name(namespace["hifigan_model"]), server_started=app.queue.return_value.launch.called,
-                     get_tts_wav_calls_init_bigvgan="init_bigvgan" in namespace["get_tts_wav"].__code__.co_names)
+        served.update(v4=plan_name(namespace["hifigan_model"]), server_started=app.queue.return_value.launch.called,
+                      get_tts_wav_calls_init_bigvgan="init_bigvgan" in namespace["get_tts_wav"].__code__.co_names)
         namespace["init_bigvgan"]()  # what get_tts_wav does for a v3 model once BigVGAN is not loaded
-        found.update(v3_after_switch=plan_name(namespace["bigvgan_model"]),
-                     v4_after_switch=plan_name(namespace["hifigan_model"]))
+        served.update(v3_after_switch=plan_name(namespace["bigvgan_model"]),
+                      v4_after_switch=plan_name(namespace["hifigan_model"]))
     else:
         tts = namespace["tts_pipeline"]
         started = sys.modules["uvicorn"].run.called if entry == "api" else \
             sys.modules["gradio"].Blocks.return_value.__enter__.return_value.queue.return_value.launch.called
-        found.update(v4=plan_name(tts.vocoder), server_started=started,
-                     run_is_the_launchers=hasattr(type(tts).run, "__wrapped__"))
-    return found
+        served.update(v4=plan_name(tts.vocoder), server_started=started,
+                      run_is_the_launchers=hasattr(type(tts).run, "__wrapped__"))
+    report.write_text(json.dumps(served), encoding="utf-8")
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ that loads this file, by path, in every process whose script is one of GPT-SoVIT
 Its audit hook is registered before the start hook's (its .pth sorts first), so at `cpython.run_file`
 it runs first: the stubs (the text front end, BERT, cnhubert, the UI packages), plans read from
 GSV_START_ENGINES, `runtime.load_engine` giving the engine double; then the start hook attaches the
-drop-in. At exit it writes what serves (gsv_launch.served) to GSV_START_REPORT, with the sys.path
+drop-in. At exit it writes what serves to GSV_START_REPORT, with the sys.path
 this process had before any hook ran (the project must not be on it).
 """
 from __future__ import annotations
@@ -51,10 +51,28 @@ def attach_doubles(path_at_start: list[str]) -> None:
 
 
 def write_report(path_at_start: list[str]) -> None:
-    import gsv_launch
-
     entry = ENTRIES[Path(sys.argv[0]).name]
-    report = gsv_launch.served(entry, vars(sys.modules["__main__"]))
+    report = served(entry, vars(sys.modules["__main__"]))
     report.update(entry=entry, argv=sys.argv, path_at_start=path_at_start,
                   start_hook_loaded="gsv_vocoder_trt_start" in sys.modules)
     Path(os.environ["GSV_START_REPORT"]).write_text(json.dumps(report), encoding="utf-8")
+
+
+def served(entry: str, namespace: dict) -> dict:
+    """The v4 vocoder's server and whether the (stubbed) server started; inference_webui.py: also
+    after a switch to v3 (init_bigvgan, as its get_tts_wav calls it); the TTS entry points: whether
+    TTS.run is the launcher's."""
+    from gsv_launch import plan_name
+
+    if entry == "api":
+        started = sys.modules["uvicorn"].run.called
+    else:
+        started = sys.modules["gradio"].Blocks.return_value.__enter__.return_value.queue.return_value.launch.called
+    if entry != "webui":
+        tts = namespace["tts_pipeline"]
+        return {"v4": plan_name(tts.vocoder), "server_started": started,
+                "run_is_the_launchers": hasattr(type(tts).run, "__wrapped__")}
+    found = {"v4": plan_name(namespace["hifigan_model"]), "server_started": started}
+    namespace["init_bigvgan"]()
+    return {**found, "v3_after_switch": plan_name(namespace["bigvgan_model"]),
+            "v4_after_switch": plan_name(namespace["hifigan_model"])}

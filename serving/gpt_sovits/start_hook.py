@@ -87,13 +87,19 @@ def in_gpt_sovits_folder(filename: str) -> bool:
     return any(os.path.isdir(os.path.join(place, "GPT_SoVITS")) for place in (folder, os.path.dirname(folder)))
 
 
-def entry_point(filename: str):
-    """(launcher entry name, GPT-SoVITS folder) of the script `filename`, or None."""
+def entry_scripts() -> dict[str, str]:
+    """The launcher's entry points: name ("webui", "webui-fast", "api") -> script, relative to the
+    GPT-SoVITS folder."""
     from serving.gpt_sovits.launcher import ENTRY_POINTS
 
+    return {name: entry.script for name, entry in ENTRY_POINTS.items()}
+
+
+def entry_point(filename: str):
+    """(launcher entry name, GPT-SoVITS folder) of the script `filename`, or None."""
     path = os.path.abspath(filename)
-    for name, entry in ENTRY_POINTS.items():
-        parts = entry.script.split("/")
+    for name, script in entry_scripts().items():
+        parts = script.split("/")
         root = path
         for _ in parts:
             root = os.path.dirname(root)
@@ -106,11 +112,11 @@ def entry_point(filename: str):
 def run_entry(name: str, root: str, pth: str) -> None:
     import logging
 
-    from serving.gpt_sovits.launcher import ENTRY_POINTS, console_handler, launch
+    from serving.gpt_sovits.launcher import console_handler, launch
 
     console_handler()
     logging.getLogger("serving").info("%s started through %s (`python -m serving.gpt_sovits disable` removes it)",
-                                      ENTRY_POINTS[name].script, pth)
+                                      entry_scripts()[name], pth)
     launch(name, sys.argv[1:], root=Path(root))
 
 
@@ -169,9 +175,8 @@ def enable(gpt_sovits: Path, project: Path) -> Path:
     """Write the .pth into the site-packages of the Python running this (GPT-SoVITS' own), for the
     GPT-SoVITS folder `gpt_sovits`; returns its path."""
     from pipeline.files import atomic_output
-    from serving.gpt_sovits.launcher import ENTRY_POINTS
 
-    scripts = [entry.script for entry in ENTRY_POINTS.values()]
+    scripts = list(entry_scripts().values())
     if not any((gpt_sovits / script).is_file() for script in scripts):
         raise user_error(f"{gpt_sovits} is not a GPT-SoVITS folder (none of {', '.join(scripts)} found); run enable "
                          "from the folder that holds api_v2.py and GPT_SoVITS, with GPT-SoVITS' own Python "
