@@ -389,7 +389,74 @@ VALIDATE = [
         damage=lambda i, mp: i.edit_manifest(lambda m: m["input"].update(shape=5))),
 ]
 
-ROWS = EXPORT + CLEAN + BUILD + RUNTIME + VALIDATE
+
+
+# ---- configuration values: pipeline.toml, checked whole at load (pipeline/schema.py) -------------
+
+def pipeline_toml(change: Callable[[str], str] | None = None, make: Callable[[Path], None] | None = None) -> Callable:
+    """Damage for the configuration-values class: every command reads, in place of the repository's
+    pipeline.toml, a copy changed by `change` (text -> text), or what `make` puts at its path."""
+    def damage(i, monkeypatch):
+        from pipeline.settings import CONFIG_PATH
+        path = i.folder.parent / "pipeline.toml"
+        if make is not None:
+            make(path)
+        else:
+            path.write_text(change(CONFIG_PATH.read_text(encoding="utf-8")), encoding="utf-8")
+        monkeypatch.setattr("pipeline.settings.CONFIG_PATH", path)
+    return damage
+
+
+def replaced(old: str, new: str, last: bool = False) -> Callable[[str], str]:
+    def change(text: str) -> str:
+        assert old in text, old
+        head, _, tail = text.rpartition(old) if last else text.partition(old)
+        return head + new + tail
+    return change
+
+
+TRITON = lambda i: ["--engines", i.folder, "--output", i.out / "triton", "--force-rtx"]  # noqa: E731
+BUILD_V4 = build_argv(ONNX)
+
+CONFIG_VALUES = [
+    Row("config: workspace_gib = inf", build_command, BUILD_V4, "error", "[build] workspace_gib is inf",
+        damage=pipeline_toml(replaced("workspace_gib = 4.0", "workspace_gib = inf"))),
+    Row("config: workspace_gib = nan", build_command, BUILD_V4, "error", "[build] workspace_gib is nan",
+        damage=pipeline_toml(replaced("workspace_gib = 4.0", "workspace_gib = nan"))),
+    Row("config: a profile of 10**9 frames (runtime/limits.py)", build_command, BUILD_V4, "error",
+        "max[1] is 1000000000; use an integer from 1 to 10000000",
+        damage=pipeline_toml(replaced("max = [1, 4000]", "max = [1, 1000000000]", last=True))),
+    Row("config: dynamic_batching = \"false\" (a string)", triton_main, TRITON, "error",
+        "[serving] dynamic_batching is the text 'false'; use true or false",
+        damage=pipeline_toml(replaced("dynamic_batching = true", 'dynamic_batching = "false"'))),
+    Row("config: a misspelt key", export_main, export_argv(CHECKPOINT), "error", "unknown key 'workspace_gb'",
+        damage=pipeline_toml(replaced("workspace_gib = 4.0", "workspace_gb = 4.0"))),
+    Row("config: pipeline.toml is a folder", clean_main, clean_argv(ONNX), "error", "not a regular file",
+        damage=pipeline_toml(make=Path.mkdir)),
+    Row("config: an array nested 100,000 deep", validate_main, lambda i: ["bench", "--frames", "1"], "error",
+        "nests arrays or tables deeper", damage=pipeline_toml(lambda text: text + "deep = " + "[" * 100_000 + "]" * 100_000)),
+    Row("config: preferred_batch_sizes = [\"a\"]", triton_main, TRITON, "error", "preferred_batch_sizes[0] is the text 'a'",
+        damage=pipeline_toml(replaced("preferred_batch_sizes = []", 'preferred_batch_sizes = ["a"]'))),
+    Row("config: max_queue_delay_microseconds = 1e30", triton_main, TRITON, "error", "max_queue_delay_microseconds is 1e+30",
+        damage=pipeline_toml(replaced("max_queue_delay_microseconds = 2000", "max_queue_delay_microseconds = 1e30"))),
+    Row("config: instance_count = 10**12", triton_main, TRITON, "error", "instance_count is 1000000000000",
+        damage=pipeline_toml(replaced("instance_count = 1 ", "instance_count = 1000000000000 "))),
+    # tried again: values of my own in the same class
+    Row("config: a precision named ../escaped (a path in every file name)", clean_main, clean_argv(ONNX), "error",
+        "use a plain name", damage=pipeline_toml(lambda text: text + '\n[precisions."../escaped"]\nonnx_type = "float32"\n')),
+    Row("config: an integer of 5,000 digits", build_command, BUILD_V4, "error", "a value Python cannot read",
+        damage=pipeline_toml(replaced("optimization_level = 3 ", "optimization_level = 1" + "0" * 5000 + " "))),
+    Row("config: opset = 17.0 (a float)", export_main, export_argv(CHECKPOINT), "error", "[export] opset is 17.0",
+        damage=pipeline_toml(replaced("opset = 17 ", "opset = 17.0 "))),
+    Row("config: report_precision naming no precision", validate_main, lambda i: ["report"], "error",
+        "report_precision is the text 'int8', not a precision", damage=pipeline_toml(replaced('"fp16"\nreport_inputs', '"int8"\nreport_inputs'))),
+    Row("config: a table of profiles for a vocoder v5", build_command, BUILD_V4, "error", "unknown key 'v5'",
+        damage=pipeline_toml(lambda text: text + '\n[[profiles.v5]]\nname = "a"\nmin = [1, 1]\nopt = [1, 1]\nmax = [1, 1]\n')),
+    Row("config: pipeline.toml is a FIFO (nothing ever written to it)", export_main, export_argv(CHECKPOINT), "error",
+        "not a regular file", damage=pipeline_toml(make=lambda path: os.mkfifo(path))),
+]
+
+ROWS = EXPORT + CLEAN + BUILD + RUNTIME + VALIDATE + CONFIG_VALUES
 
 
 def _stale_temporaries(inputs: Inputs) -> None:
