@@ -37,7 +37,7 @@ from serving.gpt_sovits.plans import (
     rebuild_reasons,
 )
 from serving.gpt_sovits.stats import VocoderStats
-from serving.torch_tier.dropin import FALLBACK_KEY, TierVocoder, fallback_vocoder
+from serving.torch_tier.fallback import FALLBACK_KEY, TierVocoder, fallback_vocoder
 
 log = logging.getLogger("serving")
 
@@ -128,7 +128,7 @@ class DropIn:
 
     def pytorch_fallback(self, module: nn.Module, request: EngineRequest, reason: str | None) -> nn.Module:
         """The one place that chooses what serves when no engine can (`reason`; None: already said):
-        the fast tier where it can run, else GPT-SoVITS' module as it is (serving/torch_tier/dropin.py)."""
+        the fast tier where it can run, else GPT-SoVITS' module as it is (serving/torch_tier/fallback.py)."""
         return fallback_vocoder(module, request.vocoder, request.precision, reason, self.options, self.stats.record)
 
     def servable_plan(self, request: EngineRequest) -> Path:

@@ -14,7 +14,7 @@ import torch
 
 from pipeline.errors import UserError
 from pipeline.settings import check_precision
-from serving.torch_tier.dropin import FALLBACK_KEY, fallback_setting
+from serving.torch_tier.fallback import FALLBACK_KEY, fallback_setting
 
 YAML_SECTION = "tensorrt"
 YAML_KEYS = ("use_tensorrt", "tensorrt_precision", "tensorrt_workspace_size", "tensorrt_max_batch_size", FALLBACK_KEY)
