@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,47 +36,34 @@ from serving.gpt_sovits.plans import (
     rebuild_reasons,
 )
 from serving.gpt_sovits.stats import VocoderStats
-from serving.torch_tier.fallback import FALLBACK_KEY, TierVocoder, fallback_vocoder
+from serving.timed import TimedVocoder
+from serving.torch_tier.fallback import FALLBACK_KEY, fallback_vocoder
 
 log = logging.getLogger("serving")
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-class EngineVocoder(nn.Module):
-    """Stands where GPT-SoVITS keeps its vocoder module: same call, same tensors in and out (dtype
-    and device of the mel), an engine inside. `.half()`, `.to()` and `.cpu()` reach the PyTorch
-    vocoder it keeps, which serves from the first engine failure on."""
+class EngineVocoder(TimedVocoder):
+    """Stands where GPT-SoVITS keeps its vocoder module (serving/timed.py: same call and tensors, each
+    call checked, timed and recorded), an engine inside. `.half()`, `.to()` and `.cpu()` reach the
+    PyTorch vocoder it keeps, which serves from the first engine failure on."""
 
     def __init__(self, pytorch: nn.Module, engine, plan: Path, stats: VocoderStats):
-        super().__init__()
-        self.pytorch = pytorch
+        super().__init__(pytorch, engine.sampling_rate, engine.manifest["n_mels"], stats.record)
         self.engine = engine
         self.plan = plan
-        self.stats = stats
         self.manifest = engine.manifest
-        self.sampling_rate = int(engine.sampling_rate)
         self.io_dtype = TORCH_DTYPES[engine.manifest["input"]["dtype"]]
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        start = time.perf_counter()
-        backend = "tensorrt" if self.engine is not None else "pytorch"
+    def vocode(self, mel: torch.Tensor) -> tuple[str, torch.Tensor]:
         if self.engine is not None:
             try:
-                audio = self._engine_audio(mel)
-            except Exception as error:  # noqa: BLE001 - any engine failure hands over to PyTorch
+                return "tensorrt", self._engine_audio(mel)
+            except Exception as error:  # noqa: BLE001 - the mel was checked: this is the engine failing
                 log.warning("%s failed (%s); the PyTorch vocoder serves from now on", self.plan.name, reason_of(error))
-                self.engine, backend = None, "pytorch"
-        if self.engine is None:
-            audio = self.pytorch(mel)
-        if audio.is_cuda:
-            torch.cuda.synchronize(audio.device)
-        seconds = time.perf_counter() - start
-        audio_seconds = audio.shape[-1] / self.sampling_rate
-        self.stats.record(backend, seconds, audio_seconds)
-        log.debug("vocoder %s: %s mel in %.1f ms, real-time factor %.4f",
-                  backend, tuple(mel.shape), seconds * 1000, seconds / audio_seconds)
-        return audio
+                self.engine = None
+        return "pytorch", self.pytorch(mel)
 
     def _engine_audio(self, mel: torch.Tensor) -> torch.Tensor:
         """The engine's audio as the PyTorch vocoder would return it: mel's dtype, mel's device.
@@ -89,7 +75,7 @@ class EngineVocoder(nn.Module):
 
 def unwrapped(vocoder):
     """GPT-SoVITS' own PyTorch vocoder, whether or not the drop-in wraps it."""
-    return vocoder.pytorch if isinstance(vocoder, (EngineVocoder, TierVocoder)) else vocoder
+    return vocoder.pytorch if isinstance(vocoder, TimedVocoder) else vocoder
 
 
 class DropIn:
