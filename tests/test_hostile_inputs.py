@@ -750,3 +750,61 @@ def test_real_signal_during_an_export_leaves_nothing(tmp_path, signum):
     assert process.returncode == 130, (process.returncode, stderr)
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- the drop-in's call path: one caller's bad mel costs that call only (serving/timed.py) --------
+
+BAD_CALL_MELS = {
+    "one NaN value": (lambda: _with(speech_mel(20), np.nan), "NaN or Inf"),
+    "one -Inf value (a log of zero)": (lambda: _with(speech_mel(20), -np.inf), "NaN or Inf"),
+    "no frames": (lambda: np.zeros((1, 100, 0), np.float32), "empty"),
+    "no batch items": (lambda: np.zeros((0, 100, 20), np.float32), "empty"),
+    "no batch axis": (lambda: speech_mel(20)[0], "(batch, n_mels, frames)"),
+    "80 bands": (lambda: np.zeros((1, 80, 20), np.float32), "80 bands"),
+    "integers": (lambda: np.zeros((1, 100, 20), np.int64), "floating point"),
+}
+
+
+def _with(mel: np.ndarray, value: float) -> np.ndarray:
+    mel[0, 50, 10] = value
+    return mel
+
+
+def drop_in_vocoders(inputs: Inputs, module, monkeypatch) -> dict:
+    """The drop-in's call-path class: both vocoders GPT-SoVITS is given, around its PyTorch v4 module and
+    recording into one VocoderStats: the engine (the runtime over the TensorRT-RTX double, the plan of
+    `inputs`) and the fast tier (as where CUDA and Triton are present; on this CPU it runs the module)."""
+    from serving.gpt_sovits.dropin import EngineVocoder
+    from serving.gpt_sovits.plans import load_runtime_engine
+    from serving.gpt_sovits.stats import VocoderStats
+    from serving.torch_tier import fallback
+
+    stats = VocoderStats(16)
+    monkeypatch.setattr(fallback, "choose_tier", lambda device, setting: ("pytorch-fast", "as on a CUDA machine"))
+    tier = fallback.fallback_vocoder(module, "v4", "fp32", None, {}, stats.record)
+    engine = EngineVocoder(module, load_runtime_engine(inputs.plan), inputs.plan, stats)
+    return {"tensorrt": engine, "pytorch-fast": tier, "stats": stats}
+
+
+@pytest.mark.parametrize("kind", BAD_CALL_MELS, ids=[f"drop-in call: mel with {kind}" for kind in BAD_CALL_MELS])
+def test_a_bad_mel_is_refused_for_its_call_only(kind, inputs, vocoder_v4, monkeypatch, caplog):
+    import logging
+
+    from pipeline.errors import UserError
+    make, says = BAD_CALL_MELS[kind]
+    vocoders = drop_in_vocoders(inputs, vocoder_v4, monkeypatch)
+    good = torch.from_numpy(speech_mel(20))
+    for backend in ("tensorrt", "pytorch-fast"):
+        vocoder = vocoders[backend]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="serving"), torch.inference_mode():
+            with pytest.raises(UserError) as refused:
+                vocoder(torch.from_numpy(make()))
+            audio = vocoder(good)
+        assert "\n" not in str(refused.value) and says in str(refused.value), str(refused.value)
+        assert [r.getMessage() for r in caplog.records if "refused" not in r.getMessage()] == []  # no hand-over line
+        assert len(caplog.records) == 1
+        assert audio.shape == (1, 1, 20 * 480) and bool(torch.isfinite(audio).all())
+    snapshot = vocoders["stats"].snapshot()
+    assert snapshot["tensorrt_calls"] == 1 and snapshot["pytorch_fast_calls"] == 1 and snapshot["pytorch_calls"] == 0
+    assert vocoders["tensorrt"].engine is not None  # the engine still serves the process
