@@ -46,9 +46,9 @@ def shown(value: Any) -> str:
         cut = value[:SHOWN_CHARACTERS]
         return f"the text {cut!r}" + ("..." if len(value) > SHOWN_CHARACTERS else "")
     if isinstance(value, (list, tuple)):
-        return f"a list of {len(value)} items"
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
     if isinstance(value, Mapping):
-        return f"a table of {len(value)} keys"
+        return f"a table of {len(value)} key{'' if len(value) == 1 else 's'}"
     if value is None:
         return "empty (null)"
     return f"a {type(value).__name__}"
@@ -217,12 +217,13 @@ def missing(source: str, path: Tuple[Any, ...]) -> UserError:
     return UserError(f"{source}: {where(path)} {MISSING}")
 
 
-def checked(spec: Any, value: Any, source: str) -> Any:
-    """`value` when `spec` accepts it, else one UserError line: source, key and the fix."""
+def checked(spec: Any, value: Any, source: str, name: Callable[[Sequence[Any]], str] = where) -> Any:
+    """`value` when `spec` accepts it, else one UserError line: source, key (as `name` writes its
+    path) and the fix."""
     try:
         spec.check(value, ())
     except Invalid as invalid:
-        raise UserError(f"{source}: {where(invalid.path)} {invalid.problem}") from None
+        raise UserError(f"{source}: {name(invalid.path)} {invalid.problem}") from None
     return value
 
 

@@ -291,10 +291,12 @@ def test_fallback_serves_the_fast_tier_where_it_can_and_counts_its_calls(monkeyp
 
 
 def test_tensorrt_fallback_plain_turns_the_fast_tier_off_and_bad_values_are_refused():
+    from pipeline.settings import load_settings
+    from serving.gpt_sovits.options import checked_options
     from serving.torch_tier.fallback import fallback_setting
     assert fallback_setting({}) == "fast" and fallback_setting({"tensorrt_fallback": "plain"}) == "plain"
-    with pytest.raises(UserError, match="tensorrt_fallback must be one of fast, plain"):
-        fallback_setting({"tensorrt_fallback": "fastest"})
+    with pytest.raises(UserError, match="tensorrt_fallback is the text 'fastest'; use one of fast, plain"):
+        checked_options({"tensorrt_fallback": "fastest"}, "tts_infer.yaml", load_settings())
 
 
 def test_a_stream_on_the_tier_runs_bucket_windows_only():
@@ -367,6 +369,6 @@ def test_drop_in_serves_the_fast_tier_when_no_engine_loads(tmp_path, monkeypatch
 def test_drop_in_refuses_an_unknown_fallback_in_one_line(tmp_path):
     from pipeline.errors import UserError
     from serving import gpt_sovits
-    with pytest.raises(UserError, match="tensorrt_fallback must be one of fast, plain"):
+    with pytest.raises(UserError, match="tensorrt_fallback is the text 'turbo'; use one of fast, plain"):
         gpt_sovits.install(TinyTTS(tiny_hifigan()), {"use_tensorrt": True, "tensorrt_fallback": "turbo"},
                            settings=drop_in_settings(tmp_path))

@@ -23,7 +23,7 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.settings import VOCODERS, load_settings, output_paths
 from runtime.errors import reason_of
-from serving.gpt_sovits.options import EngineRequest, engine_request, yaml_options
+from serving.gpt_sovits.options import EngineRequest, engine_request, install_options
 from serving.gpt_sovits.plans import (
     build_command,
     check_engine,
@@ -37,11 +37,12 @@ from serving.gpt_sovits.plans import (
 )
 from serving.gpt_sovits.stats import VocoderStats
 from serving.timed import TimedVocoder
-from serving.torch_tier.fallback import FALLBACK_KEY, fallback_vocoder
+from serving.torch_tier.fallback import fallback_vocoder
 
 log = logging.getLogger("serving")
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+TTS_ATTRIBUTES = ("configs", "precision", "vocoder", "vocoder_configs", "init_vocoder")  # what install() uses
 
 
 class EngineVocoder(TimedVocoder):
@@ -177,23 +178,21 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
 
     `options` are the tts_infer.yaml keys (default: its `tensorrt:` section; without one, the engine
     of GPT-SoVITS' version and precision). `settings` are pipeline.toml's, loaded here once when not
-    given. Returns the running stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off.
-    `load_engine` provides the engine (default: runtime.load_engine). `fallback` ("fast" or "plain")
-    overrides the yaml's tensorrt_fallback: what serves where no engine can.
+    given. Returns the running stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off
+    or the yaml section is refused (one warning says why). `load_engine` provides the engine (default:
+    runtime.load_engine). `fallback` ("fast" or "plain") overrides the yaml's tensorrt_fallback: what
+    serves where no engine can. A bad keyword, or a `tts` that is not GPT-SoVITS' TTS, raises UserError.
     """
+    require_tts(tts)
     settings = settings if settings is not None else load_settings()
-    options = yaml_options(tts) if options is None else dict(options)
-    if fallback is not None:
-        options[FALLBACK_KEY] = fallback
-    use = options.get("use_tensorrt", True)
-    if not isinstance(use, bool):
-        raise UserError(f"use_tensorrt must be true or false, got {use!r}")
-    engine_request(options, "v4", tts.precision, settings)  # bad keys fail now, not at the first model switch
+    options = install_options(tts, options, fallback, settings)
     previous = getattr(tts.init_vocoder, "dropin_hooks", None)
     if previous is not None:  # installed before: start again from GPT-SoVITS' own methods
         previous.remove()
         del tts.vocoder_stats
-    if not use:
+    if options is None:
+        return None
+    if not options.get("use_tensorrt", True):
         log.info("use_tensorrt is off; GPT-SoVITS keeps its PyTorch vocoder [tier: pytorch]")
         return None
     dropin = DropIn(options, settings, load_engine)
@@ -201,3 +200,12 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
     tts.vocoder_stats = dropin.stats
     hooks.attach()
     return dropin.stats
+
+
+def require_tts(tts) -> None:
+    """One line when `tts` lacks what the drop-in uses of GPT-SoVITS' TTS (TTS_infer_pack/TTS.py)."""
+    lacking = [name for name in TTS_ATTRIBUTES if not hasattr(tts, name)]
+    lacking += [f"configs.{name}" for name in ("version", "device") if not lacking and not hasattr(tts.configs, name)]
+    if lacking:
+        raise UserError(f"install() takes GPT-SoVITS' TTS object (GPT_SoVITS/TTS_infer_pack/TTS.py), got "
+                        f"{type(tts).__name__[:40]!r} without {lacking[0]}; pass the TTS your code built")
