@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
-from export.vocoders import BigVGANConfig, HiFiGANConfig
+from models.vocoders import BigVGANConfig, HiFiGANConfig
 from runtime.streaming import architecture_window
 from serving.timed import TimedVocoder
 from serving.torch_tier.fast import TIER_FAST, FastVocoder, choose_tier
