@@ -20,7 +20,7 @@ from runtime.targets import RTX_TARGET_SETS, parse_sm
 
 SHOWN_CHARACTERS = 40
 MISSING = "is missing; add it back (the repository's pipeline.toml has every key)"
-# The vocoders the code is written for (models/vocoders.py builds exactly these two): architecture,
+# The vocoders the code is written for (vocoder_models/vocoders.py builds exactly these two): architecture,
 # not configuration, so not a key of pipeline.toml; its per-vocoder tables have exactly these keys.
 # Every --vocoder choice and v3/v4 loop uses this (pipeline/settings.py's VOCODERS).
 VOCODERS = ("v3", "v4")
