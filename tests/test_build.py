@@ -301,7 +301,7 @@ def test_cli_one_line_errors(onnx_v4, tmp_path, capsys, monkeypatch, argv_tail, 
 @pytest.mark.parametrize("profile, expected", [
     ({"name": "bad", "min": [1, 600], "opt": [1, 500], "max": [4, 1000]}, "frames must satisfy min <= opt <= max"),
     ({"name": "bad", "min": [1, 1], "opt": [8, 500], "max": [4, 1000]}, "batch must satisfy min <= opt <= max"),
-    ({"name": "bad", "min": [1, 1], "opt": [1, 500]}, "needs min, opt and max"),
+    ({"name": "bad", "min": [1, 1], "opt": [1, 500]}, r"\[profiles.v4\[0\]\] max is missing"),
 ])
 def test_bad_profiles(onnx_v4, tmp_path, profile, expected):
     with pytest.raises(UserError, match=expected) as error:

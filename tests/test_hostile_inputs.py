@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import logging
 import os
 import pickle
 import signal
@@ -567,7 +568,75 @@ SIZES = [
                                 "resblock_dilation_sizes is 1000000000"))
 ]
 
-ROWS = EXPORT + CLEAN + BUILD + RUNTIME + VALIDATE + WRITING + INPUTS + SIZES
+
+
+# ---- configuration values: pipeline.toml, checked whole at load (pipeline/schema.py) -------------
+
+def pipeline_toml(change: Callable[[str], str] | None = None, make: Callable[[Path], None] | None = None) -> Callable:
+    """Damage for the configuration-values class: every command reads, in place of the repository's
+    pipeline.toml, a copy changed by `change` (text -> text), or what `make` puts at its path."""
+    def damage(i, monkeypatch):
+        from pipeline.settings import CONFIG_PATH
+        path = i.folder.parent / "pipeline.toml"
+        if make is not None:
+            make(path)
+        else:
+            path.write_text(change(CONFIG_PATH.read_text(encoding="utf-8")), encoding="utf-8")
+        monkeypatch.setattr("pipeline.settings.CONFIG_PATH", path)
+    return damage
+
+
+def replaced(old: str, new: str, last: bool = False) -> Callable[[str], str]:
+    def change(text: str) -> str:
+        assert old in text, old
+        head, _, tail = text.rpartition(old) if last else text.partition(old)
+        return head + new + tail
+    return change
+
+
+TRITON = lambda i: ["--engines", i.folder, "--output", i.out / "triton", "--force-rtx"]  # noqa: E731
+BUILD_V4 = build_argv(ONNX)
+
+CONFIG_VALUES = [
+    Row("config: workspace_gib = inf", build_command, BUILD_V4, "error", "[build] workspace_gib is inf",
+        damage=pipeline_toml(replaced("workspace_gib = 4.0", "workspace_gib = inf"))),
+    Row("config: workspace_gib = nan", build_command, BUILD_V4, "error", "[build] workspace_gib is nan",
+        damage=pipeline_toml(replaced("workspace_gib = 4.0", "workspace_gib = nan"))),
+    Row("config: a profile of 10**9 frames (runtime/limits.py)", build_command, BUILD_V4, "error",
+        "max[1] is 1000000000; use an integer from 1 to 10000000",
+        damage=pipeline_toml(replaced("max = [1, 4000]", "max = [1, 1000000000]", last=True))),
+    Row("config: dynamic_batching = \"false\" (a string)", triton_main, TRITON, "error",
+        "[serving] dynamic_batching is the text 'false'; use true or false",
+        damage=pipeline_toml(replaced("dynamic_batching = true", 'dynamic_batching = "false"'))),
+    Row("config: a misspelt key", export_main, export_argv(CHECKPOINT), "error", "unknown key 'workspace_gb'",
+        damage=pipeline_toml(replaced("workspace_gib = 4.0", "workspace_gb = 4.0"))),
+    Row("config: pipeline.toml is a folder", clean_main, clean_argv(ONNX), "error", "not a regular file",
+        damage=pipeline_toml(make=Path.mkdir)),
+    Row("config: an array nested 100,000 deep", validate_main, lambda i: ["bench", "--frames", "1"], "error",
+        "nests arrays or tables deeper", damage=pipeline_toml(lambda text: text + "deep = " + "[" * 100_000 + "]" * 100_000)),
+    Row("config: preferred_batch_sizes = [\"a\"]", triton_main, TRITON, "error", "preferred_batch_sizes[0] is the text 'a'",
+        damage=pipeline_toml(replaced("preferred_batch_sizes = []", 'preferred_batch_sizes = ["a"]'))),
+    Row("config: max_queue_delay_microseconds = 1e30", triton_main, TRITON, "error", "max_queue_delay_microseconds is 1e+30",
+        damage=pipeline_toml(replaced("max_queue_delay_microseconds = 2000", "max_queue_delay_microseconds = 1e30"))),
+    Row("config: instance_count = 10**12", triton_main, TRITON, "error", "instance_count is 1000000000000",
+        damage=pipeline_toml(replaced("instance_count = 1 ", "instance_count = 1000000000000 "))),
+    # tried again: values of my own in the same class
+    Row("config: a precision named ../escaped (a path in every file name)", clean_main, clean_argv(ONNX), "error",
+        "use a plain name", damage=pipeline_toml(lambda text: text + '\n[precisions."../escaped"]\nonnx_type = "float32"\n')),
+    Row("config: an integer of 5,000 digits", build_command, BUILD_V4, "error", "a value Python cannot read",
+        damage=pipeline_toml(replaced("optimization_level = 3 ", "optimization_level = 1" + "0" * 5000 + " "))),
+    Row("config: opset = 17.0 (a float)", export_main, export_argv(CHECKPOINT), "error", "[export] opset is 17.0",
+        damage=pipeline_toml(replaced("opset = 17 ", "opset = 17.0 "))),
+    Row("config: report_precision naming no precision", validate_main, lambda i: ["report"], "error",
+        "report_precision is the text 'int8', not a precision",
+        damage=pipeline_toml(replaced('"fp16"\nreport_inputs', '"int8"\nreport_inputs'))),
+    Row("config: a table of profiles for a vocoder v5", build_command, BUILD_V4, "error", "unknown key 'v5'",
+        damage=pipeline_toml(lambda text: text + '\n[[profiles.v5]]\nname = "a"\nmin = [1, 1]\nopt = [1, 1]\nmax = [1, 1]\n')),
+    Row("config: pipeline.toml is a FIFO (nothing ever written to it)", export_main, export_argv(CHECKPOINT), "error",
+        "not a regular file", damage=pipeline_toml(make=lambda path: os.mkfifo(path))),
+]
+
+ROWS = EXPORT + CLEAN + BUILD + RUNTIME + VALIDATE + WRITING + INPUTS + SIZES + CONFIG_VALUES
 
 
 def _stale_temporaries(inputs: Inputs) -> None:
@@ -984,3 +1053,180 @@ def test_the_longest_legal_output_names_are_written_and_swept(name, tmp_path):
     with runtime.files.atomic_output(output) as tmp:
         tmp.write_bytes(b"again")
     assert [p.name for p in tmp_path.iterdir()] == [name] and output.read_bytes() == b"again"
+
+
+# ---- the drop-in's call path: one caller's bad mel costs that call only (serving/timed.py) --------
+
+BAD_CALL_MELS = {
+    "one NaN value": (lambda: _with(speech_mel(20), np.nan), "NaN or Inf"),
+    "one -Inf value (a log of zero)": (lambda: _with(speech_mel(20), -np.inf), "NaN or Inf"),
+    "no frames": (lambda: np.zeros((1, 100, 0), np.float32), "empty"),
+    "no batch items": (lambda: np.zeros((0, 100, 20), np.float32), "empty"),
+    "no batch axis": (lambda: speech_mel(20)[0], "(batch, n_mels, frames)"),
+    "80 bands": (lambda: np.zeros((1, 80, 20), np.float32), "80 bands"),
+    "integers": (lambda: np.zeros((1, 100, 20), np.int64), "floating point"),
+}
+
+
+def _with(mel: np.ndarray, value: float) -> np.ndarray:
+    mel[0, 50, 10] = value
+    return mel
+
+
+def drop_in_vocoders(inputs: Inputs, module, monkeypatch) -> dict:
+    """The drop-in's call-path class: both vocoders GPT-SoVITS is given, around its PyTorch v4 module and
+    recording into one VocoderStats: the engine (the runtime over the TensorRT-RTX double, the plan of
+    `inputs`) and the fast tier (as where CUDA and Triton are present; on this CPU it runs the module)."""
+    from serving.gpt_sovits.dropin import EngineVocoder
+    from serving.gpt_sovits.plans import load_runtime_engine
+    from serving.gpt_sovits.stats import VocoderStats
+    from serving.torch_tier import fallback
+
+    stats = VocoderStats(16)
+    monkeypatch.setattr(fallback, "choose_tier", lambda device, setting: ("pytorch-fast", "as on a CUDA machine"))
+    tier = fallback.fallback_vocoder(module, "v4", "fp32", None, {}, stats.record)
+    engine = EngineVocoder(module, load_runtime_engine(inputs.plan), inputs.plan, stats)
+    return {"tensorrt": engine, "pytorch-fast": tier, "stats": stats}
+
+
+@pytest.mark.parametrize("kind", BAD_CALL_MELS, ids=[f"drop-in call: mel with {kind}" for kind in BAD_CALL_MELS])
+def test_a_bad_mel_is_refused_for_its_call_only(kind, inputs, vocoder_v4, monkeypatch, caplog):
+    import logging
+
+    from pipeline.errors import UserError
+    make, says = BAD_CALL_MELS[kind]
+    vocoders = drop_in_vocoders(inputs, vocoder_v4, monkeypatch)
+    good = torch.from_numpy(speech_mel(20))
+    for backend in ("tensorrt", "pytorch-fast"):
+        vocoder = vocoders[backend]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="serving"), torch.inference_mode():
+            with pytest.raises(UserError) as refused:
+                vocoder(torch.from_numpy(make()))
+            audio = vocoder(good)
+        assert "\n" not in str(refused.value) and says in str(refused.value), str(refused.value)
+        assert [r.getMessage() for r in caplog.records if "refused" not in r.getMessage()] == []  # no hand-over line
+        assert len(caplog.records) == 1
+        assert audio.shape == (1, 1, 20 * 480) and bool(torch.isfinite(audio).all())
+    snapshot = vocoders["stats"].snapshot()
+    assert snapshot["tensorrt_calls"] == 1 and snapshot["pytorch_fast_calls"] == 1 and snapshot["pytorch_calls"] == 0
+    assert vocoders["tensorrt"].engine is not None  # the engine still serves the process
+
+
+# ---- configuration values: the `tensorrt:` section of tts_infer.yaml, and install()'s keywords ------
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A few hundred bytes of YAML whose last list, expanded, holds 9**levels strings."""
+    lines, previous = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'], "a0"
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*{previous}'] * 9)}]")
+        previous = f"a{level}"
+    return "\n".join(lines) + "\n"
+
+
+SECTION = "custom:\n  version: v4\ntensorrt:\n"
+TTS_INFER = {  # name: (tts_infer.yaml's bytes, what the line says, whether GPT-SoVITS' own loader reads it)
+    "use_tensorrt: \"false\" (quoted)": (SECTION + '  use_tensorrt: "false"\n', "use_tensorrt is the text 'false'", True),
+    "tensorrt_workspace_size: .inf": (SECTION + "  tensorrt_workspace_size: .inf\n", "tensorrt_workspace_size is inf", True),
+    "tensorrt_max_batch_size: 10**12": (SECTION + "  tensorrt_max_batch_size: 1000000000000\n",
+                                        "tensorrt_max_batch_size is 1000000000000", True),
+    "a list where the precision belongs": (SECTION + "  tensorrt_precision: [fp16, fp32]\n",
+                                           "tensorrt_precision is a list of 2 items", True),
+    "an alias bomb as a value": (_alias_bomb() + SECTION + "  use_tensorrt: *a8\n", "use_tensorrt is a list of 9 items", True),
+    "an alias bomb as the section": (_alias_bomb() + "tensorrt: *a8\n", "`tensorrt:` is a list of 9 items", True),
+    "GBK bytes": ((SECTION + "  use_tensorrt: true\n# 显卡\n").encode("gbk"), "not UTF-8", False),
+    "a YAML syntax error": (SECTION + "  use_tensorrt: [true\n", "cannot be read as YAML", False),
+    # tried again: values of my own in the same class
+    "a misspelt key": (SECTION + "  tensorrt_max_batch: 4\n", "unknown key 'tensorrt_max_batch'", True),
+    "a precision pipeline.toml lacks": (SECTION + "  tensorrt_precision: int8\n", "not a precision of pipeline.toml", True),
+    "a section that is a sentence": ("tensorrt: use it please\n", "`tensorrt:` is the text 'use it please'", True),
+    "a table where a switch belongs": (SECTION + "  use_tensorrt: {on: true}\n", "use_tensorrt is a table of 1 key", True),
+    "a python tag": (SECTION + "  tensorrt_precision: !!python/name:os.system\n", "cannot be read as YAML", False),
+}
+KEEPS_OWN_VOCODER = "GPT-SoVITS keeps its own vocoder"
+
+
+def gpt_sovits_with_tts_infer(folder: Path, content) -> Path:
+    """The configuration-values class on the GPT-SoVITS side: a GPT-SoVITS folder whose
+    GPT_SoVITS/configs/tts_infer.yaml holds `content` (text or bytes); returns the folder."""
+    path = folder / "GPT_SoVITS" / "configs" / "tts_infer.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    return folder
+
+
+def _refusal_lines(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.levelno >= 30]
+
+
+@pytest.mark.parametrize("kind", TTS_INFER, ids=[f"tts_infer.yaml at the launcher: {kind}" for kind in TTS_INFER])
+def test_launcher_refuses_a_bad_tensorrt_section_and_gpt_sovits_starts(kind, tmp_path, caplog):
+    from serving.gpt_sovits.launcher import webui_options
+    content, says, _ = TTS_INFER[kind]
+    root = gpt_sovits_with_tts_infer(tmp_path, content)
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        started = time.perf_counter()
+        options = webui_options(root)
+        seconds = time.perf_counter() - started
+    lines = _refusal_lines(caplog)
+    assert options == {"use_tensorrt": False} and len(lines) == 1, lines
+    assert says in lines[0] and KEEPS_OWN_VOCODER in lines[0] and len(lines[0]) < 600, lines[0]
+    assert seconds < 5, f"{seconds:.1f} s to refuse a few hundred bytes"
+
+
+@pytest.mark.parametrize("kind", [k for k, (_, _, readable) in TTS_INFER.items() if readable],
+                         ids=[f"tts_infer.yaml through install(): {k}" for k, (_, _, r) in TTS_INFER.items() if r])
+def test_install_refuses_a_bad_tensorrt_section_and_keeps_the_vocoder(kind, tmp_path, vocoder_v4, caplog):
+    """The section as GPT-SoVITS' TTS_Config reads it (yaml.FullLoader: aliases shared, never expanded)."""
+    import yaml
+
+    from gpt_sovits_standin import StandInTTS
+    from serving.gpt_sovits import install
+    content, says, _ = TTS_INFER[kind]
+    tts = StandInTTS("v4", vocoder_v4, todo_frames=20)
+    tts.configs.default_configs = yaml.load(content, Loader=yaml.FullLoader)
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        assert install(tts, settings=load_settings()) is None
+    lines = _refusal_lines(caplog)
+    assert len(lines) == 1 and says in lines[0] and KEEPS_OWN_VOCODER in lines[0] and len(lines[0]) < 600, lines
+    assert tts.vocoder is vocoder_v4 and not hasattr(tts, "vocoder_stats")
+
+
+@pytest.mark.parametrize("keywords, says", [
+    ({"use_tensorrt": "false"}, "install(): `tensorrt:` use_tensorrt is the text 'false'"),
+    ({"tensorrt_workspace_size": float("inf")}, "tensorrt_workspace_size is inf"),
+    ({"tensorrt_max_batch_size": 10 ** 12}, "tensorrt_max_batch_size is 1000000000000"),
+    ({"tensorrt_precision": ["fp16"] * 10 ** 6}, "tensorrt_precision is a list of 1000000 items"),
+    ({"tensorrt_precision": "fp16" * 10 ** 6}, "tensorrt_precision is the text 'fp16fp16"),
+    ({"fallback": "turbo"}, "tensorrt_fallback is the text 'turbo'"),
+], ids=["quoted false", "inf", "10**12", "a long list", "a long string", "a fallback keyword"])
+def test_install_refuses_bad_keywords_in_one_short_line(keywords, says, vocoder_v4):
+    from gpt_sovits_standin import StandInTTS
+    from pipeline.errors import UserError
+    from serving.gpt_sovits import install
+    tts = StandInTTS("v4", vocoder_v4, todo_frames=20)
+    fallback = keywords.pop("fallback", None)
+    with pytest.raises(UserError) as refused:
+        install(tts, keywords, settings=load_settings(), fallback=fallback)
+    message = str(refused.value)
+    assert says in message and "\n" not in message and len(message) < 600, message
+    assert tts.vocoder is vocoder_v4
+
+
+@pytest.mark.parametrize("thing", [None, "tts", {"configs": {}}, torch.nn.Identity()], ids=["None", "a string", "a dict",
+                                                                                            "a module"])
+def test_install_on_something_that_is_not_a_tts_is_one_line(thing):
+    from pipeline.errors import UserError
+    from serving.gpt_sovits import install
+    with pytest.raises(UserError, match=r"install\(\) takes GPT-SoVITS' TTS object .* without configs; pass the TTS"):
+        install(thing, settings=load_settings())
+
+
+@pytest.mark.parametrize("ending", ["\r\n", "\n"], ids=["CRLF with a byte-order mark (Windows Notepad)", "LF"])
+def test_launcher_reads_the_section_whatever_the_line_endings(ending, tmp_path, caplog):
+    from serving.gpt_sovits.launcher import webui_options
+    text = _alias_bomb() + SECTION + "  use_tensorrt: false\n  tensorrt_precision: fp16\n"
+    root = gpt_sovits_with_tts_infer(tmp_path, ("\ufeff" if ending == "\r\n" else "") + text.replace("\n", ending))
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        assert webui_options(root) == {"use_tensorrt": False, "tensorrt_precision": "fp16"}
+    assert _refusal_lines(caplog) == []

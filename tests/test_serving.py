@@ -344,12 +344,17 @@ def test_triton_rejects_bad_inputs_in_one_line(tmp_path):
     plan = write_plan(engines, vocoder="v4", precision="fp32", backend="tensorrt")
     with pytest.raises(UserError, match="preferred_batch_sizes"):
         write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "preferred_batch_sizes": [8]})
-    with pytest.raises(UserError, match="instance kind"):
+    with pytest.raises(UserError, match=r"\[serving\] instance_kind is the text .GPU.; use one of KIND_AUTO"):
         write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "instance_kind": "GPU"})
     plan.write_bytes(b"changed after the build")
     with pytest.raises(UserError, match="does not match its manifest"):
         write_repository(engines, tmp_path / "triton", SETTINGS["serving"])
     assert not (tmp_path / "triton" / "v4_fp32" / "config.pbtxt").exists()
+
+
+def test_the_schema_names_exactly_tritons_instance_kinds():
+    from pipeline.schema import TRITON_INSTANCE_KINDS
+    assert set(TRITON_INSTANCE_KINDS) == set(model_config_pb2.ModelInstanceGroup.Kind.keys())
 
 
 def test_triton_writes_nothing_when_a_later_model_refuses_the_preferred_batch_sizes(tmp_path):

@@ -25,7 +25,7 @@ import torch
 
 from pipeline.errors import UserError
 from serving.gpt_sovits.dropin import DropIn, install
-from serving.gpt_sovits.options import YAML_SECTION
+from serving.gpt_sovits.options import launcher_options
 from serving.gpt_sovits.plans import load_runtime_engine
 from serving.gpt_sovits.revision import ENTRY_SCRIPTS, TTS_MODULES, WEBUI_VOCODERS, Revision, check
 
@@ -122,17 +122,9 @@ def hook_tts(settings: dict[str, Any], load_engine: Callable = load_runtime_engi
 # --- inference_webui.py's module-level vocoders -----------------------------------------------------
 
 def webui_options(root: Path) -> dict[str, Any]:
-    """The `tensorrt:` section of GPT-SoVITS' tts_infer.yaml (the default UI reads no yaml itself)."""
-    import yaml  # GPT-SoVITS' own dependency
-
-    path = root / TTS_INFER_YAML
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as stream:
-        section = (yaml.safe_load(stream) or {}).get(YAML_SECTION) or {}
-    if not isinstance(section, dict):
-        raise UserError(f"{path}: `{YAML_SECTION}:` must be a section of keys")
-    return section
+    """The `tensorrt:` section of GPT-SoVITS' tts_infer.yaml (the default UI reads no yaml itself),
+    checked as install() checks it; a refused one reads as use_tensorrt off (options.py)."""
+    return launcher_options(root / TTS_INFER_YAML)
 
 
 def wrap_webui_vocoders(namespace: dict, dropin: DropIn, vocoders: tuple[str, ...] = ("v3", "v4")) -> None:
