@@ -44,6 +44,8 @@ from unittest import mock
 
 import torch
 
+from pipeline.settings import VOCODERS
+
 GSV_SOURCE = os.environ.get("GSV_SOURCE")
 SUPPORTED = ("20250228v3", "20250422v4", "20250606v2pro", "48b1a01")
 VARIANTS = ("plain", "crlf", "edited")
@@ -283,7 +285,7 @@ def write_s2_checkpoint(root: Path, path: Path, version: str, seed: int) -> None
     path.write_bytes(head + buffer.getvalue()[2:])
 
 
-def write_vocoders(work: Path, versions: tuple[str, ...] = ("v3", "v4"), seed: int = 5) -> None:
+def write_vocoders(work: Path, versions: tuple[str, ...] = VOCODERS, seed: int = 5) -> None:
     """v3: BigVGAN folder (config.json + bigvgan_generator.pt, weight norm kept, as NVIDIA's);
     v4: vocoder.pth, a plain state dict after weight-norm removal; both from upstream's own classes."""
     from BigVGAN.bigvgan import BigVGAN
@@ -364,7 +366,7 @@ def upstream_vocoder(vocoder: str, checkpoint: Path) -> torch.nn.Module:
     return module.eval().float()
 
 
-def write_plans(engines: Path, work: Path, versions: tuple[str, ...] = ("v3", "v4")) -> None:
+def write_plans(engines: Path, work: Path, versions: tuple[str, ...] = VOCODERS) -> None:
     """fp32 plans (placeholder bytes) whose manifests name the checkpoints in `work` (GPT-SoVITS' own)."""
     from factories import write_plan
     from serving.gpt_sovits import checkpoint_sha256

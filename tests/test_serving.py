@@ -516,13 +516,13 @@ def test_revision_check_reads_what_the_drop_in_relies_on_not_the_bytes(tmp_path)
     from serving.gpt_sovits.revision import check
 
     plain = check(fake_gpt_sovits(tmp_path / "plain"), "api")
-    assert plain.missing == () and plain.streaming == "bool" and plain.vocoders == ("v3", "v4")
+    assert plain.missing == () and plain.streaming == "bool" and plain.vocoders == VOCODERS
     edited = FAKE_TTS.replace("sample_steps=32): pass", "sample_steps=8):  # a local edit\n        pass")
     assert check(fake_gpt_sovits(tmp_path / "edited", edited, newline="\r\n"), "api").missing == ()
     modes = FAKE_API + "    if streaming_mode == 2:\n        pass\n"
     assert check(fake_gpt_sovits(tmp_path / "modes", api=modes), "api").streaming == "modes"
     webui = check(tmp_path / "plain", "webui")
-    assert webui.missing == () and webui.vocoders == ("v3", "v4")
+    assert webui.missing == () and webui.vocoders == VOCODERS
 
 
 @pytest.mark.parametrize(("edit", "named"), [
@@ -582,5 +582,5 @@ def test_streaming_with_parallel_infer_on_is_left_to_upstream():
 
 def test_install_on_a_tts_without_a_v3_v4_vocoder_leaves_it_alone():
     """20250228v3's TTS has no init_vocoder: install() serves nothing and raises nothing."""
-    tts = SimpleNamespace(precision=torch.float32, configs=SimpleNamespace(default_configs={}))
+    tts = SimpleNamespace(precision=torch.float32, configs=SimpleNamespace(default_configs={}, version="v2", device="cpu"))
     assert install(tts, settings=SETTINGS) is None and not hasattr(tts, "vocoder_stats")

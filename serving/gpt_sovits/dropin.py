@@ -43,7 +43,7 @@ log = logging.getLogger("serving")
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 # what install() uses of any GPT-SoVITS TTS; one without init_vocoder (20250228v3) has no v3/v4 vocoder to serve
-TTS_ATTRIBUTES = ("configs", "precision", "vocoder")
+TTS_ATTRIBUTES = ("configs", "precision")
 
 
 class EngineVocoder(TimedVocoder):

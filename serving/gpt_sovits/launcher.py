@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from pipeline.errors import UserError
+from pipeline.settings import VOCODERS
 from serving.gpt_sovits.dropin import DropIn, install
 from serving.gpt_sovits.options import launcher_options
 from serving.gpt_sovits.plans import load_runtime_engine
@@ -127,7 +128,7 @@ def webui_options(root: Path) -> dict[str, Any]:
     return launcher_options(root / TTS_INFER_YAML)
 
 
-def wrap_webui_vocoders(namespace: dict, dropin: DropIn, vocoders: tuple[str, ...] = ("v3", "v4")) -> None:
+def wrap_webui_vocoders(namespace: dict, dropin: DropIn, vocoders: tuple[str, ...] = VOCODERS) -> None:
     """Wrap inference_webui.py's init_bigvgan/init_hifigan in `namespace` (its globals), those of
     `vocoders` (the ones this revision has): after each, the model it put in place is served through
     the engine (or stays, with the reason said once)."""

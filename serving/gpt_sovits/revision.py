@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from pipeline.errors import UserError
+from pipeline.settings import VOCODERS
 
 TTS_FILE = "GPT_SoVITS/TTS_infer_pack/TTS.py"
 MODELS_FILE = "GPT_SoVITS/module/models.py"
@@ -252,4 +253,4 @@ def check(root: Path, entry: str) -> Revision:
     missing += where(TTS_FILE, tts_file_missing(Source(root, TTS_FILE)))
     missing += where(MODELS_FILE, models_file_missing(Source(root, MODELS_FILE)))
     streaming = streaming_kind(entry_source) if entry == "api" else ""
-    return Revision(script, tuple(missing), () if missing else ("v3", "v4"), streaming)
+    return Revision(script, tuple(missing), () if missing else VOCODERS, streaming)
