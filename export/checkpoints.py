@@ -3,7 +3,7 @@
 v3 (BigVGAN v2): a folder holding `config.json` and `bigvgan_generator.pt` = {"generator": state},
 with weight norm as `weight_g`/`weight_v` pairs or already removed. v4: `vocoder.pth`, a plain state
 dict saved after weight-norm removal. The layouts themselves (file names, weight norm, writers) are
-models/layouts.py's.
+vocoder_models/layouts.py's.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from export.synthetic import synthetic_vocoder
-from models.layouts import V3_CONFIG, V3_WEIGHTS, fold_weight_norm
-from models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS
 from runtime.errors import reason_of
+from vocoder_models.layouts import V3_CONFIG, V3_WEIGHTS, fold_weight_norm
+from vocoder_models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 
 log = logging.getLogger("export")
 
