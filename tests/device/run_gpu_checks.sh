@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything the GPU machine can show, in one call, from the repository root:
 #   tests/device/run_gpu_checks.sh OUTPUT_DIR
-# Installs the device kit (.devkit: pycuda and its dependencies, polygraphy, graphsurgeon), the wheels
-# in .whl (cuda-bindings, pytest) and TensorRT-RTX (.devkit/rtx: its cp312 bindings wheel and Python
-# package; its libraries wheel joined from /tmp/parts, parked there by the calls before this one).
+# For a GPU machine without a package index: installs the wheels in .devkit (pycuda and its
+# dependencies, polygraphy, graphsurgeon) and .whl (cuda-bindings, pytest) and TensorRT-RTX
+# (.devkit/rtx: its cp312 bindings wheel and Python package; its libraries wheel joined from
+# /tmp/parts, copied there beforehand).
 # Then, with each CUDA binding: make doctor, the runtime's real-GPU tests and the contract tests on
 # the GPU; then the GPT-SoVITS drop-in check and the streaming time-to-first-audio measurement.
 set -uo pipefail
