@@ -224,11 +224,128 @@ def test_fast_vocoder_without_cuda_runs_the_module_and_says_so():
 
 def test_a_length_that_comes_back_gets_a_graph_of_its_own():
     model = tiny_hifigan()
-    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1, fuse=False)
+    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1, fuse=False,
+                       mask_edges=False)
     assert [w.frames for w in fast.plan(50).windows] == [64, 40]  # first time: the bucket and the tail
     assert [w.frames for w in fast.plan(50).windows] == [50]      # again: its own length, no padding
     assert [w.frames for w in fast.plan(51).windows] == [64, 40]
     assert len(fast.plan(500).windows) > 1 and len(fast.plan(500).windows) > 1  # past the largest bucket: chunks
+    masked = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1)
+    assert [w.frames for w in masked.plan(5).windows] == [40]     # its edge inside the bucket: no tail
+    assert [w.frames for w in masked.plan(50).windows] == [64]
+    assert [w.frames for w in masked.plan(50).windows] == [50]
+
+
+# --- edges emulated inside a padded window (masking.py) -------------------------------------------
+
+
+def tiny_upstream_bigvgan() -> torch.nn.Module:
+    """NVIDIA's own BigVGAN (the `bigvgan` package: the code GPT-SoVITS vendors), two 2x stages."""
+    bigvgan = pytest.importorskip("bigvgan")
+    from bigvgan.env import AttrDict
+    h = AttrDict(num_mels=8, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4], upsample_initial_channel=16,
+                 resblock="1", resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [1, 3]],
+                 activation="snakebeta", snake_logscale=True, use_tanh_at_final=False, use_bias_at_final=False)
+    torch.manual_seed(7)
+    model = bigvgan.BigVGAN(h, use_cuda_kernel=False).eval()
+    model.remove_weight_norm()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("alpha", "beta")):
+                p.uniform_(-1.0, 1.0)
+    model.hop = 4
+    return model
+
+
+def edge_lengths(buckets) -> tuple:
+    """1 and 2 frames, one below and one above each bucket, a bucket, and past the largest (chunks)."""
+    around = {n for b in buckets[:-1] for n in (b - 1, b + 1)}
+    return tuple(sorted({1, 2, buckets[-1] - 1, buckets[-1], buckets[-1] + 9} | around))
+
+
+@pytest.mark.parametrize("family", ["v3", "v3-upstream", "v4"])
+def test_masked_windows_give_the_unpadded_module_exactly(family):
+    """A mel of any length in one window of the next bucket, its edge emulated by the masks, is the
+    module on that mel alone, in float64: every layer's right edge lands where the mel ends."""
+    model = {"v3": tiny_bigvgan, "v3-upstream": tiny_upstream_bigvgan, "v4": tiny_hifigan}[family]()
+    fuse_activations(model)
+    model = model.double()
+    context, lookahead = measured_reach(model)
+    buckets = (8, 24, context + lookahead + 8)
+    fast = FastVocoder(model, model.hop, context=context, lookahead=lookahead, buckets=buckets, graphs=False,
+                       exact_after=None)
+    assert fast.stats()["edges"] == "masked"
+    for frames in edge_lengths(buckets):
+        mel = torch.randn(1, 8, frames, dtype=torch.float64) * 2 - 5
+        with torch.no_grad():
+            truth = model(mel).numpy()
+            out = fast(mel).numpy()
+        assert out.shape == truth.shape, frames
+        assert max_error_over_peak(truth, out) < 1e-12, (family, frames, max_error_over_peak(truth, out))
+    assert fast.stats()["windows"] == len(edge_lengths(buckets)) and fast.stats()["eager"] == 0
+    # the same window with its edge left at the bucket's end: the padding shows
+    mel = torch.randn(1, 8, 20, dtype=torch.float64)
+    padded = torch.cat([mel, torch.zeros(1, 8, 12, dtype=torch.float64)], dim=2)
+    with torch.no_grad():
+        unmasked = model(padded)[:, :, :20 * model.hop].numpy()
+        assert max_error_over_peak(model(mel).numpy(), unmasked) > 1e-6
+
+
+def test_masked_model_in_float32_runs_both_kernels_within_float32_noise():
+    """v3 with the fused activation and the zeroing kernel under the interpreter, in float32."""
+    model = tiny_bigvgan()
+    fuse_activations(model)
+    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(16, 32), graphs=False, exact_after=None)
+    for frames in (1, 17):
+        mel = torch.randn(1, 8, frames) * 2 - 5
+        truth = float64_truth(model, mel)
+        with torch.no_grad():
+            out = fast(mel).double().numpy()
+        assert snr_db(truth, out) >= 100.0, frames
+
+
+@pytest.mark.parametrize("valid,frames", [(1, 16), (2, 16), (15, 16), (40, 41), (1050, 1100)])
+def test_kernel_with_a_valid_length_is_the_module_on_the_valid_frames(valid, frames):
+    module = random_activation("project", 3, seed=8)
+    fused = FusedAntiAliasedSnake(module)
+    x = torch.randn(2, 3, frames) * 3
+    x[:, :, valid:] = float("nan")  # never read
+    truth = float64_truth(module, x[:, :, :valid])
+    out = antialiased_snake(x, *fused.constants("cpu"), valid=torch.tensor(valid, dtype=torch.int32), scale=1)
+    assert snr_db(truth, out[:, :, :valid].double().numpy()) >= 100.0
+    assert torch.equal(out[:, :, valid:], torch.zeros(2, 3, frames - valid))
+    if valid >= 2:  # a layer at twice the mel's rate: the edge at valid * scale
+        half = valid // 2
+        twice = antialiased_snake(x, *fused.constants("cpu"), valid=torch.tensor(half, dtype=torch.int32), scale=2)
+        assert snr_db(float64_truth(module, x[:, :, :2 * half]), twice[:, :, :2 * half].double().numpy()) >= 100.0
+
+
+def test_zeroing_kernel_writes_the_band_past_the_edge_and_nothing_else():
+    from serving.torch_tier.masking import zero_band
+    for edge, scale, band, frames in ((3, 1, 3, 16), (5, 4, 1, 24), (7, 2, 5, 16), (4, 4, 3, 16)):
+        x = torch.randn(2, 5, frames)
+        expected = x.clone()
+        expected[:, :, edge * scale:edge * scale + band] = 0
+        zero_band(x, torch.tensor(edge, dtype=torch.int32), scale, band)  # the Triton kernel (interpreter)
+        assert torch.equal(x, expected), (edge, scale, band)
+        y = torch.randn(2, 5, frames, dtype=torch.float64)
+        expected = y.clone()
+        expected[:, :, edge * scale:edge * scale + band] = 0
+        zero_band(y, torch.tensor(edge, dtype=torch.int32), scale, band)  # float64: the PyTorch path
+        assert torch.equal(y, expected)
+
+
+def test_layers_masking_cannot_make_exact_keep_the_tail_windows():
+    from serving.torch_tier.masking import unsupported_layers
+    model = tiny_bigvgan()
+    assert len(unsupported_layers(model)) == 9  # anti-aliased activations not fused yet
+    fuse_activations(model)
+    assert unsupported_layers(model) == []
+    model.conv_pre = torch.nn.Conv1d(8, 16, 7, stride=2, padding=3)
+    assert unsupported_layers(model) == ["conv_pre (Conv1d)"]
+    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64))
+    assert fast.stats()["edges"].startswith("tail windows (conv_pre")
+    assert [w.frames for w in fast.plan(50).windows] == [64, 40]
 
 
 def test_tier_choice_names_its_reason():
