@@ -4,6 +4,7 @@ the bucketing that lets fixed-length CUDA graphs serve any mel length, with the 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ["TRITON_INTERPRET"] = "1"  # before Triton decorates the kernel: it then runs on CPU tensors
 
@@ -357,23 +358,44 @@ def test_tier_choice_names_its_reason():
         assert tier == "pytorch" and "no usable CUDA" in reason
 
 
+HOPPER_COMPILE = """
+import re, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+from serving.torch_tier import kernel
+io = sys.argv[1]
+source = JITFunction(getattr(kernel._antialiased_snake_kernel, "fn", kernel._antialiased_snake_kernel))
+signature = {"x_ptr": io, "out_ptr": io, "up_ptr": "*fp32", "down_ptr": "*fp32", "alpha_ptr": "*fp32",
+             "inv_beta_ptr": "*fp32", "valid_ptr": "*i32", "channels": "i32", "frames": "i32", "scale": "i32",
+             "BLOCK": "constexpr", "MASKED": "constexpr", "ONE_GATHER": "constexpr"}
+for masked in (False, True):
+    constexprs = {"BLOCK": 1024, "MASKED": masked, "ONE_GATHER": True}
+    compiled = triton.compile(ASTSource(fn=source, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    ptx = compiled.asm["ptx"]
+    print(len(compiled.asm["cubin"]), "sin.approx" in ptx, len(re.findall(r"st\\.shared", ptx)),
+          len(re.findall(r"bar\\.sync", ptx)))
+"""
+
+
 @pytest.mark.parametrize("io", ["*fp32", "*fp16"])
 def test_kernel_compiles_for_hopper_without_a_gpu(io):
     """The interpreter runs what the GPU compiler may refuse (a plain global, say): compile for sm_90
-    here, ahead of time, to a cubin with Triton's own ptxas."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    from triton.runtime.jit import JITFunction
-
-    from serving.torch_tier import kernel
-    source = JITFunction(getattr(kernel._antialiased_snake_kernel, "fn", kernel._antialiased_snake_kernel))
-    signature = {"x_ptr": io, "out_ptr": io, "up_ptr": "*fp32", "down_ptr": "*fp32", "alpha_ptr": "*fp32",
-                 "inv_beta_ptr": "*fp32", "channels": "i32", "frames": "i32", "BLOCK": "constexpr"}
-    compiled = triton.compile(ASTSource(fn=source, signature=signature, constexprs={"BLOCK": 1024}),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
-    assert compiled.asm["cubin"]
-    assert "sin.approx" not in compiled.asm["ptx"]  # the accurate sine: fp32 must stay within float32 noise
+    here, ahead of time, to a cubin with Triton's own ptxas (in a process without the interpreter),
+    plain and masked, and read the PTX: the accurate sine, and the down-sampler's input stored to
+    shared memory once (a few vector stores, one barrier), not once per tap."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", HOPPER_COMPILE, io], capture_output=True, text=True, env=env,
+                          cwd=str(Path(__file__).resolve().parents[1]), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in done.stdout.split("\n")[-3:-1]:
+        cubin, approx, stores, barriers = line.split()
+        assert int(cubin) > 0 and approx == "False"  # the accurate sine: fp32 must stay within float32 noise
+        assert int(stores) <= 8 and int(barriers) <= 2, line
 
 
 # --- the drop-in's fallback ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ _HALO = tl.constexpr(HALO)
 
 @triton.jit
 def _antialiased_snake_kernel(x_ptr, out_ptr, up_ptr, down_ptr, alpha_ptr, inv_beta_ptr, valid_ptr, channels, frames,
-                              scale, BLOCK: tl.constexpr, MASKED: tl.constexpr):
+                              scale, BLOCK: tl.constexpr, MASKED: tl.constexpr, ONE_GATHER: tl.constexpr):
     row = tl.program_id(0)
     first = tl.program_id(1) * (BLOCK - _HALO)  # first output frame of this tile
     lane = tl.arange(0, BLOCK)
@@ -62,20 +62,32 @@ def _antialiased_snake_kernel(x_ptr, out_ptr, up_ptr, down_ptr, alpha_ptr, inv_b
     even_padded = tl.where(q >= valid, odd, even)
     odd_padded = tl.where(q < 0, even, odd)
 
-    # y[n] = sum_s g[2s+1] E'[n+s-2] + g[2s] O'[n+s-3]; lane j holds q = first - 3 + j
-    last = BLOCK - 1
-    out = tl.load(down_ptr + 1) * tl.gather(even_padded, tl.minimum(lane + 1, last), 0)
-    out += tl.load(down_ptr + 0) * tl.gather(odd_padded, lane, 0)
-    out += tl.load(down_ptr + 3) * tl.gather(even_padded, tl.minimum(lane + 2, last), 0)
-    out += tl.load(down_ptr + 2) * tl.gather(odd_padded, tl.minimum(lane + 1, last), 0)
-    out += tl.load(down_ptr + 5) * tl.gather(even_padded, tl.minimum(lane + 3, last), 0)
-    out += tl.load(down_ptr + 4) * tl.gather(odd_padded, tl.minimum(lane + 2, last), 0)
-    out += tl.load(down_ptr + 7) * tl.gather(even_padded, tl.minimum(lane + 4, last), 0)
-    out += tl.load(down_ptr + 6) * tl.gather(odd_padded, tl.minimum(lane + 3, last), 0)
-    out += tl.load(down_ptr + 9) * tl.gather(even_padded, tl.minimum(lane + 5, last), 0)
-    out += tl.load(down_ptr + 8) * tl.gather(odd_padded, tl.minimum(lane + 4, last), 0)
-    out += tl.load(down_ptr + 11) * tl.gather(even_padded, tl.minimum(lane + 6, last), 0)
-    out += tl.load(down_ptr + 10) * tl.gather(odd_padded, tl.minimum(lane + 5, last), 0)
+    if ONE_GATHER:
+        # y[n] = sum_k g[k] v'[2n + k - 5], v' the down-sampler's padded input at twice the rate,
+        # interleaved (v'[2q] = E'[q], v'[2q + 1] = O'[q]): lane j's taps are entries 2j + 1 ..
+        # 2j + 12 of this tile's v'. One gather of a (16, BLOCK) index reads all twelve (four taps
+        # weigh zero), so v' goes through shared memory once: one store, one barrier, the reads.
+        rate2 = tl.reshape(tl.join(even_padded, odd_padded), (2 * BLOCK,))
+        tap = tl.arange(0, 16)
+        where = tl.minimum(2 * lane[None, :] + 1 + tap[:, None], 2 * BLOCK - 1)
+        taps = tl.reshape(tl.gather(rate2, tl.reshape(where, (16 * BLOCK,)), 0), (16, BLOCK))
+        weights = tl.load(down_ptr + tap, mask=tap < 12, other=0.0)
+        out = tl.sum(taps * weights[:, None], axis=0)
+    else:
+        # y[n] = sum_s g[2s+1] E'[n+s-2] + g[2s] O'[n+s-3]; lane j holds q = first - 3 + j
+        last = BLOCK - 1
+        out = tl.load(down_ptr + 1) * tl.gather(even_padded, tl.minimum(lane + 1, last), 0)
+        out += tl.load(down_ptr + 0) * tl.gather(odd_padded, lane, 0)
+        out += tl.load(down_ptr + 3) * tl.gather(even_padded, tl.minimum(lane + 2, last), 0)
+        out += tl.load(down_ptr + 2) * tl.gather(odd_padded, tl.minimum(lane + 1, last), 0)
+        out += tl.load(down_ptr + 5) * tl.gather(even_padded, tl.minimum(lane + 3, last), 0)
+        out += tl.load(down_ptr + 4) * tl.gather(odd_padded, tl.minimum(lane + 2, last), 0)
+        out += tl.load(down_ptr + 7) * tl.gather(even_padded, tl.minimum(lane + 4, last), 0)
+        out += tl.load(down_ptr + 6) * tl.gather(odd_padded, tl.minimum(lane + 3, last), 0)
+        out += tl.load(down_ptr + 9) * tl.gather(even_padded, tl.minimum(lane + 5, last), 0)
+        out += tl.load(down_ptr + 8) * tl.gather(odd_padded, tl.minimum(lane + 4, last), 0)
+        out += tl.load(down_ptr + 11) * tl.gather(even_padded, tl.minimum(lane + 6, last), 0)
+        out += tl.load(down_ptr + 10) * tl.gather(odd_padded, tl.minimum(lane + 5, last), 0)
 
     n = first + lane
     keep = (lane < BLOCK - _HALO) & (n < frames)
@@ -90,7 +102,7 @@ def block_for(frames: int) -> int:
 
 def antialiased_snake(x: torch.Tensor, up_filter: torch.Tensor, down_filter: torch.Tensor,
                       alpha: torch.Tensor, inv_beta: torch.Tensor, valid: torch.Tensor | None = None,
-                      scale: int = 1) -> torch.Tensor:
+                      scale: int = 1, one_gather: bool = True) -> torch.Tensor:
     """(B, C, T) float32 or float16 -> the same shape and dtype. `up_filter`/`down_filter`: the 12
     taps (float32, any shape with 12 elements); `alpha` = exp(log alpha), `inv_beta` =
     1 / (exp(log beta) + 1e-9), float32 (C,). All on x's device. With `valid` (an integer device
@@ -107,7 +119,8 @@ def antialiased_snake(x: torch.Tensor, up_filter: torch.Tensor, down_filter: tor
     grid = (batch * channels, triton.cdiv(frames, block - HALO))
     _antialiased_snake_kernel[grid](x, out, up_filter, down_filter, alpha, inv_beta,
                                     up_filter if valid is None else valid, channels, frames, scale,
-                                    BLOCK=block, MASKED=valid is not None, num_warps=4 if block <= 256 else 8)
+                                    BLOCK=block, MASKED=valid is not None, ONE_GATHER=one_gather,
+                                    num_warps=4 if block <= 256 else 8)
     return out
 
 
