@@ -505,7 +505,8 @@ def main() -> int:
 
     def save():
         Path(args.output).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
-    parts = {"first": FIRST, "final": FINAL, "all": FIRST[:2] + FINAL[:2] + [FIRST[2], FIRST[5]] + FINAL[2:] + [FIRST[6], FIRST[4]]}[args.part]
+    everything = FIRST[:2] + FINAL[:2] + [FIRST[2], FIRST[5]] + FINAL[2:] + [FIRST[6], FIRST[4]]
+    parts = {"first": FIRST, "final": FINAL, "all": everything}[args.part]
     for name, fn, *needs in parts:
         exact = name.endswith("exactness")
         torch.backends.cudnn.allow_tf32 = not exact  # exactness: float32 means float32
