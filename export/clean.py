@@ -23,7 +23,6 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from export.float64 import evaluate_float64
-from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import metadata_of, missing_metadata, update_metadata
@@ -31,6 +30,7 @@ from pipeline.onnx_tools import cpu_session, external_data_inside, reroute, run_
 from pipeline.quality import max_error_over_peak, within_float32_noise
 from pipeline.settings import check_precision, load_settings, precision_file_for
 from runtime.errors import CommandParser, reason_of, run_main
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("clean")
 

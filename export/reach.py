@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from export.float64 import float64_evaluation
-from export.mels import sample_mel
 from runtime.streaming import ARCHITECTURE_REACH
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("export")
 

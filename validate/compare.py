@@ -31,7 +31,6 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 
 import runtime
-from export.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import missing_metadata, read_metadata
@@ -39,6 +38,7 @@ from pipeline.onnx_tools import external_data_inside
 from pipeline.quality import bar_for, failures
 from pipeline.settings import REPO_ROOT, VOCODERS
 from validate.metrics import audio_metrics
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("validate")
 

@@ -42,10 +42,10 @@ def median_ms(run, repeats: int = 30) -> float:
 def main() -> None:
     sys.path[:0] = [".", "tests"]  # the stages and tests/factories.py, when run as a script from the repository root
     from export.checkpoints import load_vocoder
-    from export.mels import sample_mel
     from factories import write_plan
     from pipeline.settings import load_settings
     from serving.gpt_sovits import EngineVocoder, install
+    from vocoder_models.mels import sample_mel
 
     vocoder = load_vocoder("v4", settings=load_settings()).cuda()
     settings = copy.deepcopy(load_settings())
