@@ -70,7 +70,7 @@ def build(state_dict: dict, device: str = "cuda"):
     import torch
     from torch.utils import cpp_extension
 
-    from export.vocoders import BigVGANConfig
+    from vocoder_models.vocoders import BigVGANConfig
     _stand_ins()
     capability = torch.cuda.get_device_capability()
     original = cpp_extension.load
