@@ -491,7 +491,7 @@ FINAL = [("first_calls", first_calls, "v3", "v4"), ("varied_lengths", varied_len
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", default="fast_tier.json")
-    parser.add_argument("--part", choices=("first", "final", "all"), default="all")
+    parser.add_argument("--part", choices=("first", "final", "all", "core"), default="all")
     args = parser.parse_args()
     import triton
     report = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
@@ -506,7 +506,7 @@ def main() -> int:
     def save():
         Path(args.output).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     everything = FIRST[:2] + FINAL[:2] + [FIRST[2], FIRST[5]] + FINAL[2:] + [FIRST[6], FIRST[4]]
-    parts = {"first": FIRST, "final": FINAL, "all": everything}[args.part]
+    parts = {"first": FIRST, "final": FINAL, "all": everything, "core": FIRST[:2] + FINAL[:2]}[args.part]
     for name, fn, *needs in parts:
         exact = name.endswith("exactness")
         torch.backends.cudnn.allow_tf32 = not exact  # exactness: float32 means float32
