@@ -86,7 +86,7 @@ def kernel_exactness(v3: torch.nn.Module) -> list:
         fused = FusedAntiAliasedSnake(module)
         constants = fused.constants(CUDA)
         factor = 4 if name.startswith("resblocks.0") else 256
-        for frames in (1, 7, 500):
+        for frames in (7, 500):
             for batch in (1, 4):
                 torch.manual_seed(frames + batch)
                 x = torch.randn(batch, fused.channels, frames * factor, device=CUDA) * 3
@@ -155,7 +155,7 @@ def masked_exactness(v3: torch.nn.Module, v4: torch.nn.Module) -> list:
                            lookahead=window.lookahead, fuse=vocoder == "v3", exact_after=None)
         plain = copy.deepcopy(module).float().to(CUDA)
         truth_model = copy.deepcopy(module).double().to(CUDA)
-        for frames in (1, 2, 97, 500, 2047, 2049):
+        for frames in (1, 97, 500, 2049):
             mel = mel_of(vocoder, 1, frames, seed=frames)
             with torch.inference_mode():
                 truth = truth_model(mel.double()).cpu().numpy()
@@ -339,7 +339,7 @@ def varied_lengths(v3: torch.nn.Module, v4: torch.nn.Module, count: int = 40) ->
             for n in lengths:
                 mel = mel_of(vocoder, 1, n, seed=n).half()
                 served.append(median_ms(partial(fast, mel), 1, warmup=0))  # the length's first call
-                own.append(median_ms(partial(exact, mel), 5))
+                own.append(median_ms(partial(exact, mel), 3))
         ratios = [a / b for a, b in zip(served, own, strict=True)]
         rows.append({"vocoder": vocoder, "lengths": lengths, "served_ms": served, "exact_graph_ms": own,
                      "sum_served_ms": sum(served), "sum_exact_ms": sum(own), "ratio_of_sums": sum(served) / sum(own),
@@ -506,7 +506,7 @@ def main() -> int:
     def save():
         Path(args.output).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     everything = FIRST[:2] + FINAL[:2] + [FIRST[2], FIRST[5]] + FINAL[2:] + [FIRST[6], FIRST[4]]
-    parts = {"first": FIRST, "final": FINAL, "all": everything, "core": FIRST[:2] + FINAL[:2]}[args.part]
+    parts = {"first": FIRST, "final": FINAL, "all": everything, "core": [FIRST[0]] + FINAL[:2] + [FIRST[1]]}[args.part]
     for name, fn, *needs in parts:
         exact = name.endswith("exactness")
         torch.backends.cudnn.allow_tf32 = not exact  # exactness: float32 means float32
