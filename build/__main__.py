@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from build.config import BACKEND_CHOICES, BUILDERS
+from build.config import BUILDERS
+from pipeline.schema import BACKEND_CHOICES
 from pipeline.settings import VOCODERS, load_settings
 from runtime.errors import CommandParser, run_main
 

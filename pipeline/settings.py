@@ -1,11 +1,14 @@
 """Read and check pipeline.toml, the single home of names, paths, precisions, tolerances and profiles."""
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from pipeline.errors import UserError
+from pipeline.schema import VOCODERS as VOCODERS  # defined with the schema; named here, where every stage looks
+from pipeline.schema import check_part, check_settings, missing
 
 try:
     import tomllib  # novermin (guarded: tomli below on Python 3.9 and 3.10)
@@ -14,9 +17,7 @@ except ModuleNotFoundError:  # Python 3.9 and 3.10 (GPT-SoVITS' own environment)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = REPO_ROOT / "pipeline.toml"
-# The vocoders the code is written for (export/vocoders.py builds exactly these two): architecture,
-# not configuration, so not a key of pipeline.toml. Every --vocoder choice and v3/v4 loop uses this.
-VOCODERS = ("v3", "v4")
+MAX_CONFIG_BYTES = 1 << 20  # the repository's pipeline.toml is about 9 KB
 
 
 class Section(dict):
@@ -28,8 +29,7 @@ class Section(dict):
         self.where, self.path = where, path
 
     def __missing__(self, key: str):
-        name = f"{self.where}.{key}" if self.where else str(key)
-        raise UserError(f"{self.path} has no {name}; add it back (the repository's pipeline.toml has every key)")
+        raise missing(str(self.path), (*filter(None, self.where.split(".")), key))
 
 
 def _sections(value: Any, where: str, path: Path) -> Any:
@@ -56,49 +56,54 @@ class Profile:
         return tuple((b, n_mels, f) for b, f in (self.min, self.opt, self.max))
 
 
-def load_settings(path: str | Path = CONFIG_PATH) -> dict[str, Any]:
-    """Parse the config file and check it, so every stage can trust what it reads."""
-    path = Path(path)
+def load_settings(path: Optional[Path] = None) -> dict[str, Any]:
+    """Read the config file (default: pipeline.toml) and check all of it against pipeline/schema.py,
+    so every stage can trust what it reads and a bad value stops a command before any work."""
+    path = Path(CONFIG_PATH if path is None else path)
+    raw = _parsed(_config_text(path), path)
+    check_settings(raw, str(path))
+    return _sections(raw, "", path)
+
+
+def _config_text(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_CONFIG_BYTES, UTF-8 (a FIFO or a folder would
+    block or fail in open())."""
+    restore = "restore pipeline.toml from the repository"
     try:
-        settings = _sections(tomllib.loads(path.read_text(encoding="utf-8")), "", path)
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"config file {path} is not a regular file (a folder or a device); {restore}")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"config file {path} is {info.st_size} bytes, more than a config holds "
+                            f"({MAX_CONFIG_BYTES}); {restore}")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors) is not TOML
     except FileNotFoundError:
-        raise UserError(f"config file {path} not found; restore pipeline.toml from the repository") from None
+        raise UserError(f"config file {path} not found; {restore}") from None
     except UnicodeDecodeError:
-        raise UserError(f"config file {path} is not UTF-8 text; restore pipeline.toml from the repository") from None
+        raise UserError(f"config file {path} is not UTF-8 text; {restore}") from None
+    except OSError as error:
+        raise UserError(f"cannot read config file {path} ({error.strerror or error}); {restore}") from None
+
+
+def _parsed(text: str, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"config file {path} is not valid TOML ({error}); fix that line") from None
-    for vocoder in VOCODERS:
-        profiles_for(settings, vocoder)
-    for name, precision in settings["precisions"].items():
-        if precision.get("onnx_type") not in ("float32", "float16"):
-            raise UserError(f"precision {name!r} in {path} has unknown onnx_type {precision.get('onnx_type')!r}; "
-                            "use float32 or float16")
-    return settings
+    except RecursionError:
+        raise UserError(f"config file {path} nests arrays or tables deeper than Python can read; "
+                        "restore pipeline.toml from the repository") from None
+    except ValueError as error:  # an integer of thousands of digits (Python's int-from-text limit)
+        raise UserError(f"config file {path} holds a value Python cannot read ({error.args[0][:80]}); "
+                        "fix that value") from None
 
 
 def profiles_for(settings: dict[str, Any], vocoder: str) -> list[Profile]:
-    """The vocoder's optimization profiles, checked: positive sizes and min <= opt <= max."""
-    raw = settings["profiles"].get(vocoder)
-    if not raw:
-        raise UserError(f"no [[profiles.{vocoder}]] in the config; add at least one profile")
-    profiles = []
-    for entry in raw:
-        name = entry.get("name", "?")
-        try:
-            dims = {key: tuple(int(v) for v in entry[key]) for key in ("min", "opt", "max")}
-        except (KeyError, TypeError, ValueError):
-            raise UserError(f"profile {vocoder}/{name} needs min, opt and max as [batch, frames]") from None
-        if any(len(d) != 2 or min(d) < 1 for d in dims.values()):
-            raise UserError(f"profile {vocoder}/{name}: min, opt and max must each be [batch, frames] of positive integers")
-        for axis, label in enumerate(("batch", "frames")):
-            low, opt, high = (dims[key][axis] for key in ("min", "opt", "max"))
-            if not low <= opt <= high:
-                raise UserError(f"profile {vocoder}/{name}: {label} must satisfy min <= opt <= max, "
-                                f"got {low}, {opt}, {high}; fix pipeline.toml")
-        if any(profile.name == name for profile in profiles):
-            raise UserError(f"profile {vocoder}/{name} is defined twice; give each [[profiles.{vocoder}]] its own name")
-        profiles.append(Profile(name, dims["min"], dims["opt"], dims["max"]))
-    return profiles
+    """The vocoder's optimization profiles (checked by pipeline/schema.py: at load, and here for
+    settings a caller changed)."""
+    check_part(settings, "profiles", vocoder)
+    return [Profile(entry["name"], tuple(entry["min"]), tuple(entry["opt"]), tuple(entry["max"]))
+            for entry in settings["profiles"][vocoder]]
 
 
 def check_precision(settings: dict[str, Any], precision: str) -> dict[str, Any]:

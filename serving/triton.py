@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import runtime
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
+from pipeline.schema import check_part
 from pipeline.settings import REPO_ROOT, load_settings
 from runtime.errors import CommandParser, run_main
 from runtime.files import SAFE_NAME, inside
@@ -95,7 +96,9 @@ def max_batch_size(manifest: dict[str, Any]) -> int:
 
 def triton_config(manifest: dict[str, Any], serving: dict[str, Any]):
     """The model's ModelConfig: dynamic frames (-1), batch from the profiles, batching and instances
-    from the [serving] settings, every optimization profile open to every instance."""
+    from the [serving] settings (checked by pipeline/schema.py), every optimization profile open to
+    every instance."""
+    check_part({"serving": serving}, "serving")
     pb = _model_config_pb2()
     batch = max_batch_size(manifest)
     config = pb.ModelConfig(name=model_name(manifest), platform=PLATFORM, max_batch_size=batch)
@@ -110,36 +113,23 @@ def triton_config(manifest: dict[str, Any], serving: dict[str, Any]):
         config.dynamic_batching.SetInParent()
         config.dynamic_batching.preferred_batch_size.extend(preferred)
         config.dynamic_batching.max_queue_delay_microseconds = int(serving["max_queue_delay_microseconds"])
-    config.instance_group.add(count=_positive(serving, "instance_count"), kind=_instance_kind(pb, serving),
+    config.instance_group.add(count=serving["instance_count"], kind=pb.ModelInstanceGroup.Kind.Value(serving["instance_kind"]),
                               profile=[str(index) for index in range(len(manifest["profiles"]))])
     return config
 
 
-def _positive(serving: dict[str, Any], key: str) -> int:
-    value = serving[key]
-    if not isinstance(value, int) or value < 1:
-        raise UserError(f"[serving] {key} must be a positive integer, got {value!r}; fix pipeline.toml")
-    return value
-
-
-def _instance_kind(pb, serving: dict[str, Any]) -> int:
-    try:
-        return pb.ModelInstanceGroup.Kind.Value(serving["instance_kind"])
-    except ValueError:
-        kinds = ", ".join(pb.ModelInstanceGroup.Kind.keys())
-        raise UserError(f"[serving] instance_kind {serving['instance_kind']!r} is not a Triton instance kind; "
-                        f"use one of {kinds}") from None
-
-
 def write_model(plan: Path, config, repository: Path) -> Path:
-    """`<repository>/<name>/1/model.plan` then `config.pbtxt`, each written whole or not at all."""
+    """`<repository>/<name>/1/model.plan` and `config.pbtxt`, both or neither: both are written to
+    temporaries first (a disk with room for the plan but not the config fails before either lands),
+    then the plan is renamed into place and the config last, the mark of a complete model."""
     from google.protobuf import text_format
 
     folder = inside(repository, config.name, "Triton model")
-    with atomic_output(folder / "1" / "model.plan") as tmp:
-        shutil.copyfile(plan, tmp)
-    with atomic_output(folder / "config.pbtxt") as tmp:
-        tmp.write_text(text_format.MessageToString(config), encoding="utf-8")
+    with atomic_output(folder / "config.pbtxt", (plan,)) as tmp_config, \
+            atomic_output(folder / "1" / "model.plan", (plan,)) as tmp_plan:
+        shutil.copyfile(plan, tmp_plan)
+        tmp_config.write_text(text_format.MessageToString(config), encoding="utf-8")
+        # leaving the block renames the plan, then the config (context managers exit in reverse order)
     return folder
 
 

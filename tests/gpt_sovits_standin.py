@@ -1,4 +1,8 @@
-"""A stand-in for GPT-SoVITS' TTS_infer_pack/TTS.py (48b1a01) as far as v3/v4 synthesis goes.
+"""A stand-in for GPT-SoVITS' TTS_infer_pack/TTS.py as far as v3/v4 synthesis goes, at the oldest
+(20250422v4) and the newest (48b1a01) revision with v3/v4 in TTS.py: they differ, for what is modelled
+here, only in how `prompt_cache["refer_spec"]` holds the reference (the bare spectrogram at
+20250422v4, (spectrogram, audio) since v2Pro; `refer_pair`). tests/test_gpt_sovits_real.py holds it
+to each real tree.
 
 Like TTS.py, this module holds the helpers synthesis calls (norm_spec, denorm_spec, mel_fn,
 mel_fn_v4, resample) and the TTS class, whose attributes are the ones using_vocoder_synthesis
@@ -89,7 +93,8 @@ class StandInTTS:
     """The TTS attributes v3/v4 synthesis uses, scaled down: T_ref and T_chunk of a few dozen frames
     so a short utterance spans several CFM chunks; the reference at 16 kHz (resampled as upstream)."""
 
-    def __init__(self, version: str, vocoder, todo_frames: int, t_ref: int = 24, t_chunk: int = 64):
+    def __init__(self, version: str, vocoder, todo_frames: int, t_ref: int = 24, t_chunk: int = 64,
+                 refer_pair: bool = True):
         self.configs = SimpleNamespace(version=version, device=torch.device("cpu"), is_half=False, default_configs={},
                                        use_vocoder=True, sampling_rate=32000)
         self.precision = torch.float32
@@ -99,7 +104,8 @@ class StandInTTS:
         reference = sample_mel(version, 1, seed=7)  # a spectrogram of the right kind for refer_spec
         raw = np.sin(np.linspace(0, 900, 8000, dtype=np.float32)) * 0.3  # 0.5 s at 16 kHz
         self.prompt_cache = {"prompt_semantic": torch.zeros(13, dtype=torch.long), "phones": [1, 2, 3],
-                             "refer_spec": [(torch.from_numpy(reference), None)],
+                             "refer_spec": [(torch.from_numpy(reference), None) if refer_pair
+                                            else torch.from_numpy(reference)],
                              "raw_audio": torch.from_numpy(raw)[None], "raw_sr": 16000}
         speech = torch.from_numpy(sample_mel(version, todo_frames + 1, seed=11))  # position 0: never used
         self.vits_model = StandInSynthesizer(version, speech)
@@ -107,13 +113,18 @@ class StandInTTS:
     def init_vocoder(self, version: str) -> None:
         return None
 
+    def reference_spec(self) -> torch.Tensor:
+        """The first reference's spectrogram, in either form (as upstream reads it since v2Pro)."""
+        entry = self.prompt_cache["refer_spec"][0]
+        return entry[0] if isinstance(entry, tuple) else entry
+
     def using_vocoder_synthesis(self, semantic_tokens, phones, speed=1.0, sample_steps=32):
         """Upstream's steps: reference features and mel cut to T_min (at most T_ref), the CFM over
         chunks of T_chunk - T_min feature frames carrying the last T_min frames, one vocoder call."""
         device = self.configs.device
         prompt = self.prompt_cache["prompt_semantic"].unsqueeze(0).unsqueeze(0).to(device)
         prompt_phones = torch.LongTensor(self.prompt_cache["phones"]).unsqueeze(0).to(device)
-        refer = self.prompt_cache["refer_spec"][0][0].to(dtype=self.precision, device=device)
+        refer = self.reference_spec().to(dtype=self.precision, device=device)
         fea_ref, ge = self.vits_model.decode_encp(prompt, prompt_phones, refer)
         audio = self.prompt_cache["raw_audio"].to(device).float()
         target = 24000 if self.configs.version == "v3" else 32000
@@ -146,7 +157,7 @@ class StandInTTS:
         overlap by 12, the last zero-padded; one CFM call over the batch of chunks; their mels joined in
         time, one vocoder call on (1, 100, chunks x chunk_len). The audio is cut back per fragment
         without upstream's SOLA search (a plain 12-frame cross-fade here)."""
-        refer = self.prompt_cache["refer_spec"][0][0].to(dtype=self.precision)
+        refer = self.reference_spec().to(dtype=self.precision)
         prompt = self.prompt_cache["prompt_semantic"].unsqueeze(0).unsqueeze(0)
         fea_ref, ge = self.vits_model.decode_encp(prompt, torch.LongTensor(self.prompt_cache["phones"])[None], refer)
         t_min = min(fea_ref.shape[2], self.vocoder_configs["T_ref"])

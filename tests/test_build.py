@@ -301,7 +301,7 @@ def test_cli_one_line_errors(onnx_v4, tmp_path, capsys, monkeypatch, argv_tail, 
 @pytest.mark.parametrize("profile, expected", [
     ({"name": "bad", "min": [1, 600], "opt": [1, 500], "max": [4, 1000]}, "frames must satisfy min <= opt <= max"),
     ({"name": "bad", "min": [1, 1], "opt": [8, 500], "max": [4, 1000]}, "batch must satisfy min <= opt <= max"),
-    ({"name": "bad", "min": [1, 1], "opt": [1, 500]}, "needs min, opt and max"),
+    ({"name": "bad", "min": [1, 1], "opt": [1, 500]}, r"\[profiles.v4\[0\]\] max is missing"),
 ])
 def test_bad_profiles(onnx_v4, tmp_path, profile, expected):
     with pytest.raises(UserError, match=expected) as error:
@@ -442,7 +442,7 @@ def test_a_build_cut_short_between_the_renames_leaves_no_manifest(onnx_v4, tmp_p
 
     assert plan.read_bytes() == (b"old plan" if crash_before == "plan" else b"new plan")
     assert not plan.with_suffix(".json").exists()
-    with pytest.raises(runtime.RuntimeUserError, match="not found beside the plan"):
+    with pytest.raises(runtime.RuntimeUserError, match="not found; it belongs beside the plan"):
         runtime.read_manifest(plan)
     _rebuild_with(b"new plan", tmp_path, onnx_v4, monkeypatch, plan)
     assert_whole_pair(plan, b"new plan")

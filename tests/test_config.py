@@ -69,17 +69,17 @@ def test_the_scan_sees_an_unread_key_and_a_read_one():
 def test_a_missing_key_is_one_line_naming_it():
     settings = copy.deepcopy(load_settings())
     del settings["build"]["workspace_gib"]
-    with pytest.raises(UserError, match=r"has no build\.workspace_gib; add it back") as error:
+    with pytest.raises(UserError, match=r"\[build\] workspace_gib is missing; add it back") as error:
         build_config(settings)
     assert "\n" not in str(error.value)
     del settings["validate"]
-    with pytest.raises(UserError, match=r"has no validate;"):
+    with pytest.raises(UserError, match=r"\[validate\] is missing;"):
         settings["validate"]["compare_frames"]
 
 
 def test_the_vocoder_pair_is_written_out_once():
     """("v3", "v4") as a tuple or list literal appears only where VOCODERS is defined."""
-    owner = REPO_ROOT / "pipeline" / "settings.py"
+    owner = REPO_ROOT / "pipeline" / "schema.py"
     places = []
     for folder in (*STAGES, "runtime", "tests"):
         for source in sorted((REPO_ROOT / folder).rglob("*.py")):

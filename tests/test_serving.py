@@ -344,12 +344,17 @@ def test_triton_rejects_bad_inputs_in_one_line(tmp_path):
     plan = write_plan(engines, vocoder="v4", precision="fp32", backend="tensorrt")
     with pytest.raises(UserError, match="preferred_batch_sizes"):
         write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "preferred_batch_sizes": [8]})
-    with pytest.raises(UserError, match="instance kind"):
+    with pytest.raises(UserError, match=r"\[serving\] instance_kind is the text .GPU.; use one of KIND_AUTO"):
         write_repository(engines, tmp_path / "triton", {**SETTINGS["serving"], "instance_kind": "GPU"})
     plan.write_bytes(b"changed after the build")
     with pytest.raises(UserError, match="does not match its manifest"):
         write_repository(engines, tmp_path / "triton", SETTINGS["serving"])
     assert not (tmp_path / "triton" / "v4_fp32" / "config.pbtxt").exists()
+
+
+def test_the_schema_names_exactly_tritons_instance_kinds():
+    from pipeline.schema import TRITON_INSTANCE_KINDS
+    assert set(TRITON_INSTANCE_KINDS) == set(model_config_pb2.ModelInstanceGroup.Kind.keys())
 
 
 def test_triton_writes_nothing_when_a_later_model_refuses_the_preferred_batch_sizes(tmp_path):
@@ -454,13 +459,128 @@ def test_webui_vocoders_are_wrapped_between_definition_and_first_call(tmp_path):
     assert [s[0] for s in served] == list(reversed(VOCODERS))  # init_hifigan (v4) at import, then v3 after the switch
 
 
-def test_unknown_gpt_sovits_revision_is_refused_naming_found_and_supported(tmp_path):
-    from serving.gpt_sovits.launcher import ENTRY_POINTS, KNOWN_REVISIONS, known_revision
+# A TTS.py with exactly what the drop-in relies on (serving/gpt_sovits/revision.py), in upstream's shapes
+FAKE_TTS = '''
+mel_fn = mel_fn_v4 = None
+def resample(audio, sr0, sr1, device): pass
+def norm_spec(x): pass
+def denorm_spec(x): pass
+class TTS_Config:
+    def __init__(self, configs=None):
+        self.version, self.device, self.is_half, self.use_vocoder = "v2", "cpu", False, False
+        self.sampling_rate, self.default_configs = 32000, {}
+class TTS:
+    def __init__(self, configs):
+        self.configs, self.precision, self.vocoder, self.vits_model = configs, None, None, None
+        self.vocoder_configs = {}
+        self.prompt_cache = {"prompt_semantic": None, "refer_spec": [], "phones": None}
+    def init_vocoder(self, version: str):
+        self.vocoder_configs["sr"] = self.vocoder_configs["T_ref"] = self.vocoder_configs["T_chunk"] = 1
+        self.vocoder_configs["upsample_rate"] = 1
+    def set_ref_audio(self, path):
+        self.prompt_cache["raw_audio"], self.prompt_cache["raw_sr"] = None, None
+    def enable_half_precision(self, enable: bool = True, save: bool = True): pass
+    def set_device(self, device, save: bool = True): pass
+    def stop(self): pass
+    def run(self, inputs: dict): pass
+    def audio_postprocess(self, audio, sr, batch_index_list=None, speed_factor=1.0, split_bucket=True,
+                          fragment_interval=0.3, super_sampling=False): pass
+    def using_vocoder_synthesis(self, semantic_tokens, phones, speed=1.0, sample_steps=32): pass
+    def using_vocoder_synthesis_batched_infer(self, idx_list, semantic_tokens_list, batch_phones, speed=1.0,
+                                              sample_steps=32): pass
+'''
+FAKE_MODELS = '''
+class CFM:
+    def inference(self, mu, x_lens, prompt, n_timesteps, temperature=1.0, inference_cfg_rate=0): pass
+class SynthesizerTrnV3:
+    def decode_encp(self, codes, text, refer, ge=None, speed=1): pass
+'''
+FAKE_API = '''
+import sys
+from GPT_SoVITS.TTS_infer_pack.TTS import TTS, TTS_Config
+RAN = sys.argv[1:]
+def tts_handle(req: dict):
+    streaming_mode = req.get("streaming_mode", False)
+'''
 
-    for name in ENTRY_POINTS["api"].relies_on:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text("print('another revision')\r\n", encoding="utf-8")
-    with pytest.raises(UserError) as excinfo:
-        known_revision(tmp_path, ENTRY_POINTS["api"])
-    message = str(excinfo.value)
-    assert "api_v2.py " in message and next(iter(KNOWN_REVISIONS)) in message and "--any-revision" in message
+
+def fake_gpt_sovits(root: Path, tts: str = FAKE_TTS, api: str = FAKE_API, newline: str = "\n") -> Path:
+    for name, text in (("GPT_SoVITS/TTS_infer_pack/TTS.py", tts), ("GPT_SoVITS/module/models.py", FAKE_MODELS),
+                       ("api_v2.py", api), ("GPT_SoVITS/inference_webui.py", FAKE_WEBUI)):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(text.replace("\n", newline).encode("utf-8"))
+    return root
+
+
+def test_revision_check_reads_what_the_drop_in_relies_on_not_the_bytes(tmp_path):
+    from serving.gpt_sovits.revision import check
+
+    plain = check(fake_gpt_sovits(tmp_path / "plain"), "api")
+    assert plain.missing == () and plain.streaming == "bool" and plain.vocoders == ("v3", "v4")
+    edited = FAKE_TTS.replace("sample_steps=32): pass", "sample_steps=8):  # a local edit\n        pass")
+    assert check(fake_gpt_sovits(tmp_path / "edited", edited, newline="\r\n"), "api").missing == ()
+    modes = FAKE_API + "    if streaming_mode == 2:\n        pass\n"
+    assert check(fake_gpt_sovits(tmp_path / "modes", api=modes), "api").streaming == "modes"
+    webui = check(tmp_path / "plain", "webui")
+    assert webui.missing == () and webui.vocoders == ("v3", "v4")
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    (("    def init_vocoder(self, version: str):", "    def load_vocoder(self, version: str):"),
+     "TTS.init_vocoder(version) (GPT_SoVITS/TTS_infer_pack/TTS.py)"),
+    (("def set_device(self, device, save", "def set_device(self, *, device, save"),
+     "TTS.set_device(device, save) (GPT_SoVITS/TTS_infer_pack/TTS.py)"),
+    (('self.vocoder_configs["upsample_rate"] = 1', "pass"),
+     "TTS.vocoder_configs['upsample_rate'] (GPT_SoVITS/TTS_infer_pack/TTS.py)"),
+    (("def denorm_spec(x): pass", ""), "denorm_spec (GPT_SoVITS/TTS_infer_pack/TTS.py)"),
+])
+def test_revision_check_names_what_is_missing_and_where(tmp_path, edit, named):
+    from serving.gpt_sovits.revision import check
+
+    assert edit[0] in FAKE_TTS
+    revision = check(fake_gpt_sovits(tmp_path, FAKE_TTS.replace(*edit)), "api")
+    assert named in revision.missing and len(revision.missing) == 1, revision.missing
+
+
+def test_launcher_starts_gpt_sovits_unchanged_with_one_line_where_the_drop_in_cannot_attach(tmp_path, caplog):
+    """A TTS.py without init_vocoder (as at 20250228v3): api_v2.py runs as GPT-SoVITS alone runs it,
+    no import hook in place, one line naming what is missing and where."""
+    from serving.gpt_sovits.launcher import TTSImportHook, launch
+
+    root = fake_gpt_sovits(tmp_path, FAKE_TTS.replace("def init_vocoder(", "def other("))
+    saved_main, saved_argv, saved_path = sys.modules["__main__"], sys.argv, list(sys.path)
+    hooks_before = [f for f in sys.meta_path if isinstance(f, TTSImportHook)]
+    stream = __import__("io").StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger("serving").addHandler(handler)
+    try:
+        namespace = launch("api", ["-a", "127.0.0.1"], root=root)
+    finally:
+        sys.modules["__main__"], sys.argv, sys.path[:] = saved_main, saved_argv, saved_path
+        logging.getLogger("serving").removeHandler(handler)
+        for name in [n for n in sys.modules if n.startswith("GPT_SoVITS")]:
+            del sys.modules[name]
+    lines = stream.getvalue().splitlines()
+    assert namespace["RAN"] == ["-a", "127.0.0.1"] and not hasattr(namespace["TTS"], "_gsv_vocoder_trt")
+    assert [f for f in sys.meta_path if isinstance(f, TTSImportHook)] == hooks_before
+    assert len(lines) == 1 and "unchanged" in lines[0] and "PyTorch" in lines[0]
+    assert "GPT_SoVITS/TTS_infer_pack/TTS.py has no TTS.init_vocoder(version)" in lines[0]
+
+
+def test_streaming_with_parallel_infer_on_is_left_to_upstream():
+    """api_v2's default (parallel_infer on) renders v3/v4 through upstream's batched path: that request
+    keeps upstream's own run; chunk-by-chunk streaming only with parallel_infer off."""
+    from serving.gpt_sovits.fragments import wants_vocoder_streaming
+
+    tts = SimpleNamespace(configs=SimpleNamespace(use_vocoder=True))
+    assert not wants_vocoder_streaming(tts, {"streaming_mode": True})
+    assert not wants_vocoder_streaming(tts, {"streaming_mode": True, "parallel_infer": True})
+    assert wants_vocoder_streaming(tts, {"streaming_mode": True, "parallel_infer": False})
+    assert not wants_vocoder_streaming(SimpleNamespace(configs=SimpleNamespace(use_vocoder=False)),
+                                       {"streaming_mode": True, "parallel_infer": False})
+
+
+def test_install_on_a_tts_without_a_v3_v4_vocoder_leaves_it_alone():
+    """20250228v3's TTS has no init_vocoder: install() serves nothing and raises nothing."""
+    tts = SimpleNamespace(precision=torch.float32, configs=SimpleNamespace(default_configs={}))
+    assert install(tts, settings=SETTINGS) is None and not hasattr(tts, "vocoder_stats")

@@ -404,7 +404,7 @@ def test_kernel_compiles_for_hopper_without_a_gpu(io):
 def test_fallback_without_cuda_keeps_the_module_and_says_why_in_one_line(caplog):
     import logging
 
-    from serving.torch_tier.dropin import fallback_vocoder
+    from serving.torch_tier.fallback import fallback_vocoder
     model = tiny_hifigan()
     calls = []
     with caplog.at_level(logging.WARNING, logger="serving"):
@@ -416,12 +416,12 @@ def test_fallback_without_cuda_keeps_the_module_and_says_why_in_one_line(caplog)
 
 
 def test_fallback_serves_the_fast_tier_where_it_can_and_counts_its_calls(monkeypatch):
-    from serving.torch_tier import dropin
-    monkeypatch.setattr(dropin, "choose_tier", lambda device, fallback: ("pytorch-fast", "stand-in: CUDA and Triton"))
+    from serving.torch_tier import fallback as tier_fallback
+    monkeypatch.setattr(tier_fallback, "choose_tier", lambda device, fallback: ("pytorch-fast", "stand-in: CUDA and Triton"))
     model = tiny_hifigan()
     calls = []
-    served = dropin.fallback_vocoder(model, "v4", "fp32", "no plan found", {}, lambda *a: calls.append(a))
-    assert isinstance(served, dropin.TierVocoder) and served.pytorch is model
+    served = tier_fallback.fallback_vocoder(model, "v4", "fp32", "no plan found", {}, lambda *a: calls.append(a))
+    assert isinstance(served, tier_fallback.TierVocoder) and served.pytorch is model
     mel = torch.randn(1, 8, 30) - 5
     with torch.inference_mode():
         assert torch.equal(served(mel), model(mel))  # on the CPU the tier runs the module itself
@@ -430,10 +430,12 @@ def test_fallback_serves_the_fast_tier_where_it_can_and_counts_its_calls(monkeyp
 
 
 def test_tensorrt_fallback_plain_turns_the_fast_tier_off_and_bad_values_are_refused():
-    from serving.torch_tier.dropin import fallback_setting
+    from pipeline.settings import load_settings
+    from serving.gpt_sovits.options import checked_options
+    from serving.torch_tier.fallback import fallback_setting
     assert fallback_setting({}) == "fast" and fallback_setting({"tensorrt_fallback": "plain"}) == "plain"
-    with pytest.raises(UserError, match="tensorrt_fallback must be one of fast, plain"):
-        fallback_setting({"tensorrt_fallback": "fastest"})
+    with pytest.raises(UserError, match="tensorrt_fallback is the text 'fastest'; use one of fast, plain"):
+        checked_options({"tensorrt_fallback": "fastest"}, "tts_infer.yaml", load_settings())
 
 
 def test_a_stream_on_the_tier_runs_bucket_windows_only():
@@ -481,8 +483,8 @@ def test_drop_in_serves_the_fast_tier_when_no_engine_loads(tmp_path, monkeypatch
     import logging
 
     from serving import gpt_sovits
-    from serving.torch_tier import dropin
-    monkeypatch.setattr(dropin, "choose_tier", lambda device, fallback: ("pytorch-fast", "stand-in: CUDA and Triton")
+    from serving.torch_tier import fallback as tier_fallback
+    monkeypatch.setattr(tier_fallback, "choose_tier", lambda device, fallback: ("pytorch-fast", "stand-in: CUDA and Triton")
                         if fallback == "fast" else ("pytorch", "tensorrt_fallback is 'plain'"))
     model = tiny_hifigan()
     tts = TinyTTS(model)
@@ -490,12 +492,12 @@ def test_drop_in_serves_the_fast_tier_when_no_engine_loads(tmp_path, monkeypatch
         stats = gpt_sovits.install(tts, {"use_tensorrt": True}, settings=drop_in_settings(tmp_path))
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(lines) == 1 and "[tier: pytorch-fast: stand-in: CUDA and Triton]" in lines[0]
-    assert isinstance(tts.vocoder, dropin.TierVocoder) and tts.vocoder.pytorch is model
+    assert isinstance(tts.vocoder, tier_fallback.TierVocoder) and tts.vocoder.pytorch is model
     with torch.inference_mode():
         tts.vocoder(torch.randn(1, 8, 30) - 5)
     assert stats.snapshot()["pytorch_fast_calls"] == 1 and stats.snapshot()["tensorrt_calls"] == 0
     tts.init_vocoder("v4")  # a model switch: GPT-SoVITS' own module again, the tier around it again
-    assert isinstance(tts.vocoder, dropin.TierVocoder) and tts.vocoder.pytorch is model
+    assert isinstance(tts.vocoder, tier_fallback.TierVocoder) and tts.vocoder.pytorch is model
 
     for plain in ({"use_tensorrt": True, "tensorrt_fallback": "plain"}, {"use_tensorrt": True}):
         keyword = {} if "tensorrt_fallback" in plain else {"fallback": "plain"}
@@ -506,6 +508,6 @@ def test_drop_in_serves_the_fast_tier_when_no_engine_loads(tmp_path, monkeypatch
 def test_drop_in_refuses_an_unknown_fallback_in_one_line(tmp_path):
     from pipeline.errors import UserError
     from serving import gpt_sovits
-    with pytest.raises(UserError, match="tensorrt_fallback must be one of fast, plain"):
+    with pytest.raises(UserError, match="tensorrt_fallback is the text 'turbo'; use one of fast, plain"):
         gpt_sovits.install(TinyTTS(tiny_hifigan()), {"use_tensorrt": True, "tensorrt_fallback": "turbo"},
                            settings=drop_in_settings(tmp_path))

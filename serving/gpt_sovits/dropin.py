@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -24,7 +23,7 @@ from torch import nn
 from pipeline.errors import UserError
 from pipeline.settings import VOCODERS, load_settings, output_paths
 from runtime.errors import reason_of
-from serving.gpt_sovits.options import EngineRequest, engine_request, yaml_options
+from serving.gpt_sovits.options import EngineRequest, engine_request, install_options
 from serving.gpt_sovits.plans import (
     build_command,
     check_engine,
@@ -37,47 +36,36 @@ from serving.gpt_sovits.plans import (
     rebuild_reasons,
 )
 from serving.gpt_sovits.stats import VocoderStats
-from serving.torch_tier.dropin import FALLBACK_KEY, TierVocoder, fallback_vocoder
+from serving.timed import TimedVocoder
+from serving.torch_tier.fallback import fallback_vocoder
 
 log = logging.getLogger("serving")
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+# what install() uses of any GPT-SoVITS TTS; one without init_vocoder (20250228v3) has no v3/v4 vocoder to serve
+TTS_ATTRIBUTES = ("configs", "precision", "vocoder")
 
 
-class EngineVocoder(nn.Module):
-    """Stands where GPT-SoVITS keeps its vocoder module: same call, same tensors in and out (dtype
-    and device of the mel), an engine inside. `.half()`, `.to()` and `.cpu()` reach the PyTorch
-    vocoder it keeps, which serves from the first engine failure on."""
+class EngineVocoder(TimedVocoder):
+    """Stands where GPT-SoVITS keeps its vocoder module (serving/timed.py: same call and tensors, each
+    call checked, timed and recorded), an engine inside. `.half()`, `.to()` and `.cpu()` reach the
+    PyTorch vocoder it keeps, which serves from the first engine failure on."""
 
     def __init__(self, pytorch: nn.Module, engine, plan: Path, stats: VocoderStats):
-        super().__init__()
-        self.pytorch = pytorch
+        super().__init__(pytorch, engine.sampling_rate, engine.manifest["n_mels"], stats.record)
         self.engine = engine
         self.plan = plan
-        self.stats = stats
         self.manifest = engine.manifest
-        self.sampling_rate = int(engine.sampling_rate)
         self.io_dtype = TORCH_DTYPES[engine.manifest["input"]["dtype"]]
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        start = time.perf_counter()
-        backend = "tensorrt" if self.engine is not None else "pytorch"
+    def vocode(self, mel: torch.Tensor) -> tuple[str, torch.Tensor]:
         if self.engine is not None:
             try:
-                audio = self._engine_audio(mel)
-            except Exception as error:  # noqa: BLE001 - any engine failure hands over to PyTorch
+                return "tensorrt", self._engine_audio(mel)
+            except Exception as error:  # noqa: BLE001 - the mel was checked: this is the engine failing
                 log.warning("%s failed (%s); the PyTorch vocoder serves from now on", self.plan.name, reason_of(error))
-                self.engine, backend = None, "pytorch"
-        if self.engine is None:
-            audio = self.pytorch(mel)
-        if audio.is_cuda:
-            torch.cuda.synchronize(audio.device)
-        seconds = time.perf_counter() - start
-        audio_seconds = audio.shape[-1] / self.sampling_rate
-        self.stats.record(backend, seconds, audio_seconds)
-        log.debug("vocoder %s: %s mel in %.1f ms, real-time factor %.4f",
-                  backend, tuple(mel.shape), seconds * 1000, seconds / audio_seconds)
-        return audio
+                self.engine = None
+        return "pytorch", self.pytorch(mel)
 
     def _engine_audio(self, mel: torch.Tensor) -> torch.Tensor:
         """The engine's audio as the PyTorch vocoder would return it: mel's dtype, mel's device.
@@ -89,7 +77,7 @@ class EngineVocoder(nn.Module):
 
 def unwrapped(vocoder):
     """GPT-SoVITS' own PyTorch vocoder, whether or not the drop-in wraps it."""
-    return vocoder.pytorch if isinstance(vocoder, (EngineVocoder, TierVocoder)) else vocoder
+    return vocoder.pytorch if isinstance(vocoder, TimedVocoder) else vocoder
 
 
 class DropIn:
@@ -128,7 +116,7 @@ class DropIn:
 
     def pytorch_fallback(self, module: nn.Module, request: EngineRequest, reason: str | None) -> nn.Module:
         """The one place that chooses what serves when no engine can (`reason`; None: already said):
-        the fast tier where it can run, else GPT-SoVITS' module as it is (serving/torch_tier/dropin.py)."""
+        the fast tier where it can run, else GPT-SoVITS' module as it is (serving/torch_tier/fallback.py)."""
         return fallback_vocoder(module, request.vocoder, request.precision, reason, self.options, self.stats.record)
 
     def servable_plan(self, request: EngineRequest) -> Path:
@@ -191,23 +179,24 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
 
     `options` are the tts_infer.yaml keys (default: its `tensorrt:` section; without one, the engine
     of GPT-SoVITS' version and precision). `settings` are pipeline.toml's, loaded here once when not
-    given. Returns the running stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off.
-    `load_engine` provides the engine (default: runtime.load_engine). `fallback` ("fast" or "plain")
-    overrides the yaml's tensorrt_fallback: what serves where no engine can.
+    given. Returns the running stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off
+    or the yaml section is refused (one warning says why). `load_engine` provides the engine (default:
+    runtime.load_engine). `fallback` ("fast" or "plain") overrides the yaml's tensorrt_fallback: what
+    serves where no engine can. A bad keyword, or a `tts` that is not GPT-SoVITS' TTS, raises UserError.
     """
+    require_tts(tts)
     settings = settings if settings is not None else load_settings()
-    options = yaml_options(tts) if options is None else dict(options)
-    if fallback is not None:
-        options[FALLBACK_KEY] = fallback
-    use = options.get("use_tensorrt", True)
-    if not isinstance(use, bool):
-        raise UserError(f"use_tensorrt must be true or false, got {use!r}")
-    engine_request(options, "v4", tts.precision, settings)  # bad keys fail now, not at the first model switch
+    options = install_options(tts, options, fallback, settings)
+    if not hasattr(tts, "init_vocoder"):  # a TTS with no v3/v4 vocoder (GPT-SoVITS 20250228v3)
+        log.info("this GPT-SoVITS' TTS has no v3/v4 vocoder (no init_vocoder): nothing for the drop-in to serve")
+        return None
     previous = getattr(tts.init_vocoder, "dropin_hooks", None)
     if previous is not None:  # installed before: start again from GPT-SoVITS' own methods
         previous.remove()
         del tts.vocoder_stats
-    if not use:
+    if options is None:
+        return None
+    if not options.get("use_tensorrt", True):
         log.info("use_tensorrt is off; GPT-SoVITS keeps its PyTorch vocoder [tier: pytorch]")
         return None
     dropin = DropIn(options, settings, load_engine)
@@ -215,3 +204,12 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
     tts.vocoder_stats = dropin.stats
     hooks.attach()
     return dropin.stats
+
+
+def require_tts(tts) -> None:
+    """One line when `tts` lacks what the drop-in uses of GPT-SoVITS' TTS (TTS_infer_pack/TTS.py)."""
+    lacking = [name for name in TTS_ATTRIBUTES if not hasattr(tts, name)]
+    lacking += [f"configs.{name}" for name in ("version", "device") if not lacking and not hasattr(tts.configs, name)]
+    if lacking:
+        raise UserError(f"install() takes GPT-SoVITS' TTS object (GPT_SoVITS/TTS_infer_pack/TTS.py), got "
+                        f"{type(tts).__name__[:40]!r} without {lacking[0]}; pass the TTS your code built")

@@ -7,15 +7,19 @@ same upstream fragment mode, unchanged, in a worker thread, with the two methods
 that stream each fragment (serving.gpt_sovits.stream_vocoder_synthesis) and hand every piece to
 the caller as it becomes final. Upstream's own yields (the same audio, whole) are dropped.
 
-How it compares with upstream's fragment mode (api_v2's streaming_mode 1):
+Which requests stream this way: streaming asked for (api_v2's streaming_mode 2/3 since 2025-11-28,
+streaming_mode=true before) with `parallel_infer` off. With parallel_infer on (api_v2's default),
+upstream renders v3/v4 through its batched path (all CFM chunks of a batch in one call, joined with
+a SOLA cross-fade), whose audio differs from the chunk-by-chunk rendering; that request goes to
+upstream's `run` untouched, so it gets upstream's own audio, a fragment at a time. Chunk-by-chunk
+streaming is thus the explicit choice `parallel_infer=false`, never the default.
+
+How a streamed request compares with upstream's fragment mode for the same request:
 - the semantic tokens, the batches and the T2S decoding are upstream's own (run unchanged);
 - the silence after each fragment is upstream's: `configs.sampling_rate x fragment_interval`
   samples (its audio_postprocess), after every fragment of a batch, not once per batch;
-- each fragment is what `using_vocoder_synthesis` computes (>= 100 dB), also when parallel_infer
-  is on. There, fragment mode computes `using_vocoder_synthesis_batched_infer` instead: all CFM
-  chunks of a batch in one call, joined with a 12-frame SOLA cross-fade. That call returns only
-  when every chunk is done, so nothing could stream before it; streaming takes the chunk-by-chunk
-  path, which is what fragment mode computes with parallel_infer off.
+- each fragment is what `using_vocoder_synthesis` computes (>= 100 dB), which is what fragment
+  mode computes with parallel_infer off;
 - each piece goes through upstream's audio_postprocess on its own, as upstream's own streaming
   branch does (peak division per piece: the vocoders end in clamp/tanh, so it never divides).
 """
@@ -31,12 +35,14 @@ STREAMED_METHODS = ("using_vocoder_synthesis", "using_vocoder_synthesis_batched_
 
 
 def wants_vocoder_streaming(tts, inputs: dict) -> bool:
-    """TTS.run asked to stream (api_v2's streaming_mode 2 and 3) a v3/v4 model."""
-    return bool(inputs.get("streaming_mode", False)) and bool(getattr(tts.configs, "use_vocoder", False))
+    """TTS.run asked to stream a v3/v4 model with parallel_infer off (TTS.run's default is on)."""
+    return (bool(inputs.get("streaming_mode", False)) and not inputs.get("parallel_infer", True)
+            and bool(getattr(tts.configs, "use_vocoder", False)))
 
 
 def streaming_run(tts, inputs: dict, original_run):
-    """TTS.run(inputs): upstream's own, except that v3/v4 in streaming mode stream their audio."""
+    """TTS.run(inputs): upstream's own, except that v3/v4 in streaming mode with parallel_infer off
+    stream their audio chunk by chunk."""
     if not wants_vocoder_streaming(tts, inputs):
         return original_run(tts, inputs)
     return _streamed(tts, inputs, original_run)

@@ -8,16 +8,16 @@ never builds a `TTS`). Nothing in GPT-SoVITS' files is edited: the launcher
 - runs inference_webui.py's top-level statements in two steps, so that between the definition of
   `init_bigvgan`/`init_hifigan` and their first call, both are wrapped: whatever they put in
   `bigvgan_model`/`hifigan_model` is served through the engine, at start and after every switch.
+Before that, revision.py reads from the revision's source whether it has all of this; where it
+does not, the entry point starts as `python <script>` would start it, with one line saying why.
 """
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.abc
 import logging
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -25,61 +25,21 @@ import torch
 
 from pipeline.errors import UserError
 from serving.gpt_sovits.dropin import DropIn, install
-from serving.gpt_sovits.options import YAML_SECTION
+from serving.gpt_sovits.options import launcher_options
 from serving.gpt_sovits.plans import load_runtime_engine
+from serving.gpt_sovits.revision import ENTRY_SCRIPTS, TTS_MODULES, WEBUI_VOCODERS, Revision, check
 
 log = logging.getLogger("serving")
 
-# The revisions this launcher was checked against (tests/test_gpt_sovits_real.py), each as the sha256
-# (first 16 hex digits, line endings made LF: the Windows bundle ships CRLF files) of every file it
-# relies on.
-KNOWN_REVISIONS = {
-    "48b1a01 (2026-08-18)": {
-        "api_v2.py": "7a34a5bad6c06fb2",
-        "GPT_SoVITS/TTS_infer_pack/TTS.py": "ceb222b48166e47c",
-        "GPT_SoVITS/inference_webui.py": "5d3d58c81f0aadb9",
-        "GPT_SoVITS/inference_webui_fast.py": "9ca55445fcd74a11",
-    },
-}
-TTS_MODULES = ("TTS_infer_pack.TTS", "GPT_SoVITS.TTS_infer_pack.TTS")
-WEBUI_VOCODERS = (("v3", "init_bigvgan", "bigvgan_model"), ("v4", "init_hifigan", "hifigan_model"))
 TTS_INFER_YAML = "GPT_SoVITS/configs/tts_infer.yaml"
-
-
-@dataclass(frozen=True)
-class EntryPoint:
-    script: str                  # relative to the GPT-SoVITS folder
-    relies_on: tuple[str, ...]   # the files whose code the attachment depends on
-    through_tts: bool            # True: the TTS class; False: inference_webui.py's module-level models
-
-
-ENTRY_POINTS = {
-    "api": EntryPoint("api_v2.py", ("api_v2.py", "GPT_SoVITS/TTS_infer_pack/TTS.py"), True),
-    "webui-fast": EntryPoint("GPT_SoVITS/inference_webui_fast.py",
-                             ("GPT_SoVITS/inference_webui_fast.py", "GPT_SoVITS/TTS_infer_pack/TTS.py"), True),
-    "webui": EntryPoint("GPT_SoVITS/inference_webui.py", ("GPT_SoVITS/inference_webui.py",), False),
+THROUGH_TTS = ("api", "webui-fast")  # these build a TTS; inference_webui.py keeps module-level models
+STREAMING_LINES = {
+    "modes": "api_v2: streaming_mode 2/3 with parallel_infer=false stream v3/v4 audio as the vocoder makes it; "
+             "with parallel_infer on (its default) every mode gives GPT-SoVITS' own audio, a fragment at a time",
+    "bool": "api_v2 of this GPT-SoVITS takes streaming_mode as true/false (modes 2/3 arrived 2025-11-28): "
+            "streaming_mode=true with parallel_infer=false streams v3/v4 audio as the vocoder makes it; with "
+            "parallel_infer on (its default) it gives GPT-SoVITS' own audio, a fragment at a time",
 }
-
-
-def fingerprint(path: Path) -> str:
-    """sha256 (16 hex digits) of a text file with its line endings made LF."""
-    return hashlib.sha256(path.read_bytes().replace(b"\r\n", b"\n")).hexdigest()[:16]
-
-
-def known_revision(root: Path, entry: EntryPoint) -> str:
-    """The known GPT-SoVITS revision whose files `entry` relies on are the ones in `root`."""
-    missing = [name for name in entry.relies_on if not (root / name).is_file()]
-    if missing:
-        raise UserError(f"{root} is not a GPT-SoVITS folder ({missing[0]} not found); start the launcher "
-                        "from the folder that holds api_v2.py and GPT_SoVITS\\")
-    found = {name: fingerprint(root / name) for name in entry.relies_on}
-    for revision, files in KNOWN_REVISIONS.items():
-        if all(files.get(name) == digest for name, digest in found.items()):
-            return revision
-    described = ", ".join(f"{name} {digest}" for name, digest in found.items())
-    raise UserError(f"this GPT-SoVITS is not a revision the launcher was checked against (found {described}); "
-                    f"supported: {', '.join(KNOWN_REVISIONS)}; use that revision, or pass --any-revision "
-                    "to start it unchecked")
 
 
 def console_handler() -> None:
@@ -150,8 +110,7 @@ def hook_tts(settings: dict[str, Any], load_engine: Callable = load_runtime_engi
     """Attach to TTS now where TTS.py is already imported, and at import otherwise."""
     def on_load(module):
         attach_to_tts_class(module.TTS, settings, load_engine)
-        log.info("attached to %s.TTS: v3/v4 vocoders through the engine, streaming_mode 2/3 stream them",
-                 module.__name__)
+        log.info("attached to %s.TTS: its v3/v4 vocoders through the drop-in", module.__name__)
 
     for name in TTS_MODULES:
         if name in sys.modules:
@@ -163,23 +122,18 @@ def hook_tts(settings: dict[str, Any], load_engine: Callable = load_runtime_engi
 # --- inference_webui.py's module-level vocoders -----------------------------------------------------
 
 def webui_options(root: Path) -> dict[str, Any]:
-    """The `tensorrt:` section of GPT-SoVITS' tts_infer.yaml (the default UI reads no yaml itself)."""
-    import yaml  # GPT-SoVITS' own dependency
-
-    path = root / TTS_INFER_YAML
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as stream:
-        section = (yaml.safe_load(stream) or {}).get(YAML_SECTION) or {}
-    if not isinstance(section, dict):
-        raise UserError(f"{path}: `{YAML_SECTION}:` must be a section of keys")
-    return section
+    """The `tensorrt:` section of GPT-SoVITS' tts_infer.yaml (the default UI reads no yaml itself),
+    checked as install() checks it; a refused one reads as use_tensorrt off (options.py)."""
+    return launcher_options(root / TTS_INFER_YAML)
 
 
-def wrap_webui_vocoders(namespace: dict, dropin: DropIn) -> None:
-    """Wrap inference_webui.py's init_bigvgan/init_hifigan in `namespace` (its globals): after each,
-    the model it put in place is served through the engine (or stays, with the reason said once)."""
+def wrap_webui_vocoders(namespace: dict, dropin: DropIn, vocoders: tuple[str, ...] = ("v3", "v4")) -> None:
+    """Wrap inference_webui.py's init_bigvgan/init_hifigan in `namespace` (its globals), those of
+    `vocoders` (the ones this revision has): after each, the model it put in place is served through
+    the engine (or stays, with the reason said once)."""
     for version, loader, model in WEBUI_VOCODERS:
+        if version not in vocoders:
+            continue
         original = namespace[loader]
 
         def load_and_serve(*args, _original=original, _version=version, _model=model, **kwargs):
@@ -201,8 +155,7 @@ def split_after_definitions(tree: ast.Module, names: tuple[str, ...]) -> int:
             seen.add(node.name)
             if seen == set(names):
                 return index + 1
-    raise UserError(f"inference_webui.py defines none or only some of {', '.join(names)}; "
-                    f"this is not a GPT-SoVITS the launcher knows")
+    raise UserError(f"inference_webui.py defines none or only some of {', '.join(names)} at its top level")
 
 
 # --- running the entry point ------------------------------------------------------------------------
@@ -227,26 +180,44 @@ def run_script(path: Path, argv: list[str], between: Optional[tuple[tuple[str, .
     return namespace
 
 
-def launch(name: str, argv: list[str], *, root: Path | None = None, check_revision: bool = True,
-           settings: dict[str, Any] | None = None, load_engine: Callable = load_runtime_engine) -> dict:
+def launch(name: str, argv: list[str], *, root: Path | None = None, settings: dict[str, Any] | None = None,
+           load_engine: Callable = load_runtime_engine) -> dict:
     """Start entry point `name` ("webui", "webui-fast", "api") of the GPT-SoVITS in `root` (default:
-    the working directory) with GPT-SoVITS' own arguments `argv`. Returns the script's globals once it
-    returns (a server's start blocks until it stops)."""
+    the working directory) with GPT-SoVITS' own arguments `argv`: with the drop-in where this
+    revision has all it relies on (revision.py), else unchanged with one line saying what is missing.
+    Returns the script's globals once it returns (a server's start blocks until it stops)."""
+    root = Path.cwd() if root is None else Path(root)
+    revision = check(root, name)
+    script = root / ENTRY_SCRIPTS[name]
+    console_handler()
+    if revision.missing:
+        log.info("%s", unchanged_line(revision))
+        return run_script(script, argv)
     from pipeline.settings import load_settings
 
-    entry = ENTRY_POINTS[name]
-    root = Path.cwd() if root is None else Path(root)
-    revision = known_revision(root, entry) if check_revision else "unchecked"
     settings = settings if settings is not None else load_settings()
-    console_handler()
-    log.info("starting GPT-SoVITS %s (revision %s) with the TensorRT vocoder drop-in", entry.script, revision)
-    if entry.through_tts:
+    log.info("starting GPT-SoVITS %s with the TensorRT vocoder drop-in (%s)", revision.script,
+             ", ".join(revision.vocoders))
+    if revision.streaming:
+        log.info("%s", STREAMING_LINES[revision.streaming])
+    if name in THROUGH_TTS:
         hook_tts(settings, load_engine)
-        return run_script(root / entry.script, argv)
+        return run_script(script, argv)
     options = webui_options(root)
     if options.get("use_tensorrt", True) is False:
         log.info("use_tensorrt is off in %s; GPT-SoVITS keeps its PyTorch vocoder [tier: pytorch]", TTS_INFER_YAML)
-        return run_script(root / entry.script, argv)
+        return run_script(script, argv)
     dropin = DropIn(options, settings, load_engine)
-    names = tuple(loader for _, loader, _ in WEBUI_VOCODERS)
-    return run_script(root / entry.script, argv, (names, lambda namespace: wrap_webui_vocoders(namespace, dropin)))
+    names = tuple(loader for version, loader, _ in WEBUI_VOCODERS if version in revision.vocoders)
+    return run_script(script, argv, (names, lambda namespace: wrap_webui_vocoders(namespace, dropin, revision.vocoders)))
+
+
+def unchanged_line(revision: Revision) -> str:
+    """The one line said when the drop-in cannot attach: what is missing, in which file."""
+    by_file: dict[str, list[str]] = {}
+    for item in revision.missing:
+        what, _, where = item.rpartition(" (")
+        by_file.setdefault(where.rstrip(")"), []).append(what)
+    found = "; ".join(f"{where} has no {', '.join(whats)}" for where, whats in by_file.items())
+    return (f"starting GPT-SoVITS {revision.script} unchanged, its vocoder GPT-SoVITS' own (PyTorch): "
+            f"the drop-in relies on what this revision lacks ({found})")

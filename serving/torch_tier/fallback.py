@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
-from pipeline.errors import UserError
 from runtime.streaming import architecture_window
+from serving.timed import TimedVocoder
 from serving.torch_tier.fast import TIER_FAST, FastVocoder, choose_tier
 from vocoder_models.vocoders import BigVGANConfig, HiFiGANConfig
 
@@ -27,31 +26,23 @@ FALLBACKS = ("fast", "plain")
 
 
 def fallback_setting(options: Mapping[str, Any]) -> str:
-    """The `tensorrt_fallback` of the yaml section (default `fast`), checked."""
-    value = options.get(FALLBACK_KEY, "fast")
-    if value not in FALLBACKS:
-        raise UserError(f"tts_infer.yaml `tensorrt:` {FALLBACK_KEY} must be one of {', '.join(FALLBACKS)}, got {value!r}")
-    return value
+    """The `tensorrt_fallback` of the yaml section (default `fast`), checked with the rest of the
+    section by serving/gpt_sovits/options.py."""
+    return options.get(FALLBACK_KEY, "fast")
 
 
-class TierVocoder(nn.Module):
-    """Stands where GPT-SoVITS keeps its vocoder: the same call and tensors, served by the fast tier;
-    `.pytorch` is GPT-SoVITS' own module (its anti-aliased activations fused in place, same keys)."""
+class TierVocoder(TimedVocoder):
+    """Stands where GPT-SoVITS keeps its vocoder (serving/timed.py: same call and tensors, each call
+    checked, timed and recorded), served by the fast tier; `.pytorch` is GPT-SoVITS' own module (its
+    anti-aliased activations fused in place, same keys)."""
 
-    def __init__(self, pytorch: nn.Module, fast: FastVocoder, sampling_rate: int, record: Callable[[str, float, float], None]):
-        super().__init__()
-        self.pytorch = pytorch
+    def __init__(self, pytorch: nn.Module, fast: FastVocoder, sampling_rate: int, n_mels: int,
+                 record: Callable[[str, float, float], None]):
+        super().__init__(pytorch, sampling_rate, n_mels, record)
         self.fast = fast
-        self.sampling_rate = sampling_rate
-        self.record = record
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        start = time.perf_counter()
-        audio = self.fast(mel)
-        if audio.is_cuda:
-            torch.cuda.synchronize(audio.device)
-        self.record(TIER_FAST, time.perf_counter() - start, audio.shape[-1] / self.sampling_rate)
-        return audio
+    def vocode(self, mel: torch.Tensor) -> Tuple[str, torch.Tensor]:
+        return TIER_FAST, self.fast(mel)
 
     def tier_stats(self) -> dict:
         """The fast tier's graphs, buckets and pool (FastVocoder.stats)."""
@@ -73,5 +64,6 @@ def fallback_vocoder(module: nn.Module, vocoder: str, precision: str, reason: Op
     config = BigVGANConfig() if vocoder == "v3" else HiFiGANConfig()  # GPT-SoVITS' v3 and v4 generators
     hop = getattr(module, "hop", None) or math.prod(config.upsample_rates)
     rate = getattr(module, "sampling_rate", None) or config.sampling_rate
+    n_mels = getattr(getattr(module, "conv_pre", None), "in_channels", None) or config.num_mels  # both open with conv_pre
     fast = FastVocoder(module, hop, context=window.context, lookahead=window.lookahead, fuse=vocoder == "v3")
-    return TierVocoder(module, fast, rate, record)
+    return TierVocoder(module, fast, rate, n_mels, record)
