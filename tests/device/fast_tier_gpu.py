@@ -3,8 +3,9 @@ windows, then timings beside the plain rows and the peers (CUDA events, median),
 (first calls at lengths that are not buckets, a run of 40 varied lengths), the stream on the tier,
 the activation alone against the bytes it must move, and where v3's time goes (torch profiler).
 
-    python tests/device/fast_tier_gpu.py --part first --output first.json   # exactness, curves, profile
-    python tests/device/fast_tier_gpu.py --part final --output final.json   # the one-run table
+    python tests/device/fast_tier_gpu.py --part all --output run.json     # everything, most valuable first
+    python tests/device/fast_tier_gpu.py --part core --output core.json   # exactness, first calls, 40 lengths
+    (--part first: exactness, curves, profile, NVIDIA's build; --part final: served path and peers)
 
 Exactness (TF32 off, so float32 means float32): the fused kernel alone and the whole v3 model
 with it, fp32 and fp16, at 1, 7, 500 and 2000 mel frames and batch 1 and 4, against the module in
