@@ -4,6 +4,7 @@ the bucketing that lets fixed-length CUDA graphs serve any mel length, with the 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ["TRITON_INTERPRET"] = "1"  # before Triton decorates the kernel: it then runs on CPU tensors
 
@@ -224,11 +225,128 @@ def test_fast_vocoder_without_cuda_runs_the_module_and_says_so():
 
 def test_a_length_that_comes_back_gets_a_graph_of_its_own():
     model = tiny_hifigan()
-    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1, fuse=False)
+    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1, fuse=False,
+                       mask_edges=False)
     assert [w.frames for w in fast.plan(50).windows] == [64, 40]  # first time: the bucket and the tail
     assert [w.frames for w in fast.plan(50).windows] == [50]      # again: its own length, no padding
     assert [w.frames for w in fast.plan(51).windows] == [64, 40]
     assert len(fast.plan(500).windows) > 1 and len(fast.plan(500).windows) > 1  # past the largest bucket: chunks
+    masked = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1)
+    assert [w.frames for w in masked.plan(5).windows] == [40]     # its edge inside the bucket: no tail
+    assert [w.frames for w in masked.plan(50).windows] == [64]
+    assert [w.frames for w in masked.plan(50).windows] == [50]
+
+
+# --- edges emulated inside a padded window (masking.py) -------------------------------------------
+
+
+def tiny_upstream_bigvgan() -> torch.nn.Module:
+    """NVIDIA's own BigVGAN (the `bigvgan` package: the code GPT-SoVITS vendors), two 2x stages."""
+    bigvgan = pytest.importorskip("bigvgan")
+    from bigvgan.env import AttrDict
+    h = AttrDict(num_mels=8, upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4], upsample_initial_channel=16,
+                 resblock="1", resblock_kernel_sizes=[3, 5], resblock_dilation_sizes=[[1, 3], [1, 3]],
+                 activation="snakebeta", snake_logscale=True, use_tanh_at_final=False, use_bias_at_final=False)
+    torch.manual_seed(7)
+    model = bigvgan.BigVGAN(h, use_cuda_kernel=False).eval()
+    model.remove_weight_norm()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("alpha", "beta")):
+                p.uniform_(-1.0, 1.0)
+    model.hop = 4
+    return model
+
+
+def edge_lengths(buckets) -> tuple:
+    """1 and 2 frames, one below and one above each bucket, a bucket, and past the largest (chunks)."""
+    around = {n for b in buckets[:-1] for n in (b - 1, b + 1)}
+    return tuple(sorted({1, 2, buckets[-1] - 1, buckets[-1], buckets[-1] + 9} | around))
+
+
+@pytest.mark.parametrize("family", ["v3", "v3-upstream", "v4"])
+def test_masked_windows_give_the_unpadded_module_exactly(family):
+    """A mel of any length in one window of the next bucket, its edge emulated by the masks, is the
+    module on that mel alone, in float64: every layer's right edge lands where the mel ends."""
+    model = {"v3": tiny_bigvgan, "v3-upstream": tiny_upstream_bigvgan, "v4": tiny_hifigan}[family]()
+    fuse_activations(model)
+    model = model.double()
+    context, lookahead = measured_reach(model)
+    buckets = (8, 24, context + lookahead + 8)
+    fast = FastVocoder(model, model.hop, context=context, lookahead=lookahead, buckets=buckets, graphs=False,
+                       exact_after=None)
+    assert fast.stats()["edges"] == "masked"
+    for frames in edge_lengths(buckets):
+        mel = torch.randn(1, 8, frames, dtype=torch.float64) * 2 - 5
+        with torch.no_grad():
+            truth = model(mel).numpy()
+            out = fast(mel).numpy()
+        assert out.shape == truth.shape, frames
+        assert max_error_over_peak(truth, out) < 1e-12, (family, frames, max_error_over_peak(truth, out))
+    assert fast.stats()["windows"] == len(edge_lengths(buckets)) and fast.stats()["eager"] == 0
+    # the same window with its edge left at the bucket's end: the padding shows
+    mel = torch.randn(1, 8, 20, dtype=torch.float64)
+    padded = torch.cat([mel, torch.zeros(1, 8, 12, dtype=torch.float64)], dim=2)
+    with torch.no_grad():
+        unmasked = model(padded)[:, :, :20 * model.hop].numpy()
+        assert max_error_over_peak(model(mel).numpy(), unmasked) > 1e-6
+
+
+def test_masked_model_in_float32_runs_both_kernels_within_float32_noise():
+    """v3 with the fused activation and the zeroing kernel under the interpreter, in float32."""
+    model = tiny_bigvgan()
+    fuse_activations(model)
+    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(16, 32), graphs=False, exact_after=None)
+    for frames in (1, 17):
+        mel = torch.randn(1, 8, frames) * 2 - 5
+        truth = float64_truth(model, mel)
+        with torch.no_grad():
+            out = fast(mel).double().numpy()
+        assert snr_db(truth, out) >= 100.0, frames
+
+
+@pytest.mark.parametrize("valid,frames", [(1, 16), (2, 16), (15, 16), (40, 41), (1050, 1100)])
+def test_kernel_with_a_valid_length_is_the_module_on_the_valid_frames(valid, frames):
+    module = random_activation("project", 3, seed=8)
+    fused = FusedAntiAliasedSnake(module)
+    x = torch.randn(2, 3, frames) * 3
+    x[:, :, valid:] = float("nan")  # never read
+    truth = float64_truth(module, x[:, :, :valid])
+    out = antialiased_snake(x, *fused.constants("cpu"), valid=torch.tensor(valid, dtype=torch.int32), scale=1)
+    assert snr_db(truth, out[:, :, :valid].double().numpy()) >= 100.0
+    assert torch.equal(out[:, :, valid:], torch.zeros(2, 3, frames - valid))
+    if valid >= 2:  # a layer at twice the mel's rate: the edge at valid * scale
+        half = valid // 2
+        twice = antialiased_snake(x, *fused.constants("cpu"), valid=torch.tensor(half, dtype=torch.int32), scale=2)
+        assert snr_db(float64_truth(module, x[:, :, :2 * half]), twice[:, :, :2 * half].double().numpy()) >= 100.0
+
+
+def test_zeroing_kernel_writes_the_band_past_the_edge_and_nothing_else():
+    from serving.torch_tier.masking import zero_band
+    for edge, scale, band, frames in ((3, 1, 3, 16), (5, 4, 1, 24), (7, 2, 5, 16), (4, 4, 3, 16)):
+        x = torch.randn(2, 5, frames)
+        expected = x.clone()
+        expected[:, :, edge * scale:edge * scale + band] = 0
+        zero_band(x, torch.tensor(edge, dtype=torch.int32), scale, band)  # the Triton kernel (interpreter)
+        assert torch.equal(x, expected), (edge, scale, band)
+        y = torch.randn(2, 5, frames, dtype=torch.float64)
+        expected = y.clone()
+        expected[:, :, edge * scale:edge * scale + band] = 0
+        zero_band(y, torch.tensor(edge, dtype=torch.int32), scale, band)  # float64: the PyTorch path
+        assert torch.equal(y, expected)
+
+
+def test_layers_masking_cannot_make_exact_keep_the_tail_windows():
+    from serving.torch_tier.masking import unsupported_layers
+    model = tiny_bigvgan()
+    assert len(unsupported_layers(model)) == 9  # anti-aliased activations not fused yet
+    fuse_activations(model)
+    assert unsupported_layers(model) == []
+    model.conv_pre = torch.nn.Conv1d(8, 16, 7, stride=2, padding=3)
+    assert unsupported_layers(model) == ["conv_pre (Conv1d)"]
+    fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64))
+    assert fast.stats()["edges"].startswith("tail windows (conv_pre")
+    assert [w.frames for w in fast.plan(50).windows] == [64, 40]
 
 
 def test_tier_choice_names_its_reason():
@@ -240,23 +358,44 @@ def test_tier_choice_names_its_reason():
         assert tier == "pytorch" and "no usable CUDA" in reason
 
 
+HOPPER_COMPILE = """
+import re, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.runtime.jit import JITFunction
+from serving.torch_tier import kernel
+io = sys.argv[1]
+source = JITFunction(getattr(kernel._antialiased_snake_kernel, "fn", kernel._antialiased_snake_kernel))
+signature = {"x_ptr": io, "out_ptr": io, "up_ptr": "*fp32", "down_ptr": "*fp32", "alpha_ptr": "*fp32",
+             "inv_beta_ptr": "*fp32", "valid_ptr": "*i32", "channels": "i32", "frames": "i32", "scale": "i32",
+             "BLOCK": "constexpr", "MASKED": "constexpr", "ONE_GATHER": "constexpr"}
+for masked in (False, True):
+    constexprs = {"BLOCK": 1024, "MASKED": masked, "ONE_GATHER": True}
+    compiled = triton.compile(ASTSource(fn=source, signature=signature, constexprs=constexprs),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+    ptx = compiled.asm["ptx"]
+    print(len(compiled.asm["cubin"]), "sin.approx" in ptx, len(re.findall(r"st\\.shared", ptx)),
+          len(re.findall(r"bar\\.sync", ptx)))
+"""
+
+
 @pytest.mark.parametrize("io", ["*fp32", "*fp16"])
 def test_kernel_compiles_for_hopper_without_a_gpu(io):
     """The interpreter runs what the GPU compiler may refuse (a plain global, say): compile for sm_90
-    here, ahead of time, to a cubin with Triton's own ptxas."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-    from triton.runtime.jit import JITFunction
-
-    from serving.torch_tier import kernel
-    source = JITFunction(getattr(kernel._antialiased_snake_kernel, "fn", kernel._antialiased_snake_kernel))
-    signature = {"x_ptr": io, "out_ptr": io, "up_ptr": "*fp32", "down_ptr": "*fp32", "alpha_ptr": "*fp32",
-                 "inv_beta_ptr": "*fp32", "channels": "i32", "frames": "i32", "BLOCK": "constexpr"}
-    compiled = triton.compile(ASTSource(fn=source, signature=signature, constexprs={"BLOCK": 1024}),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
-    assert compiled.asm["cubin"]
-    assert "sin.approx" not in compiled.asm["ptx"]  # the accurate sine: fp32 must stay within float32 noise
+    here, ahead of time, to a cubin with Triton's own ptxas (in a process without the interpreter),
+    plain and masked, and read the PTX: the accurate sine, and the down-sampler's input stored to
+    shared memory once (a few vector stores, one barrier), not once per tap."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", HOPPER_COMPILE, io], capture_output=True, text=True, env=env,
+                          cwd=str(Path(__file__).resolve().parents[1]), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in done.stdout.split("\n")[-3:-1]:
+        cubin, approx, stores, barriers = line.split()
+        assert int(cubin) > 0 and approx == "False"  # the accurate sine: fp32 must stay within float32 noise
+        assert int(stores) <= 8 and int(barriers) <= 2, line
 
 
 # --- the drop-in's fallback ---------------------------------------------------------------------

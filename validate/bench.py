@@ -50,7 +50,9 @@ BACKENDS = {
     "tensorrt-fp16": ("cuda", "fp16"),
     "tensorrt-fp32-zero-copy": ("cuda", "fp32"),
     "tensorrt-fp16-zero-copy": ("cuda", "fp16"),
-    "torch-compile-fp16": ("cuda", "fp16"),   # last GPU row: compiling takes a minute or more
+    "torch-compile-fp16": ("cuda", "fp16"),   # last GPU rows: compiling takes a minute or more
+    "torch-compile-cudagraph-fp16": ("cuda", "fp16"),  # torch.compile's reduce-overhead mode: CUDA graphs
+    "nvidia-bigvgan-cuda-fp16": ("cuda", "fp16"),      # v3 only: NVIDIA's bigvgan package, its CUDA kernel, one graph
     "torch-cpu-fp32": ("cpu", "fp32"),
     "onnxruntime-cpu-fp32": ("cpu", "fp32"),
 }
@@ -307,7 +309,7 @@ def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray
 
         def run():
             return fast(x)
-        return run, ["fused activations (v3), CUDA graphs per mel-length bucket (serving/torch_tier): padded main + tail"]
+        return run, ["fused activations (v3), CUDA graphs per mel-length bucket (serving/torch_tier), the edge masked"]
     module = models._cached(("torch", "fused", vocoder, half), fused_module)
     if backend != "torch-fused-cudagraph-fp16":
         def run():
@@ -317,12 +319,33 @@ def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray
     return _graph_replay(module, x), ["fused anti-aliased activation (Triton)", "one captured graph per shape"]
 
 
-def _torch_compile(models: Models, vocoder: str, mel: np.ndarray, batch: int, frames: int):
+def _nvidia_bigvgan(models: Models, mel: np.ndarray):
+    """NVIDIA's BigVGAN with its fused CUDA activation (validate/nvidia_bigvgan.py), fp16, one graph."""
+    import torch
+
+    from validate import nvidia_bigvgan
+
+    def make():
+        weights = models.torch_module("v3", "cpu", False).state_dict()
+        started = time.perf_counter()
+        try:
+            module = nvidia_bigvgan.build(weights).half()
+        except Exception as exc:  # the package's own JIT build: say why it failed, in one line
+            raise Skip(f"NVIDIA's kernel did not build: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}") from exc
+        return module, time.perf_counter() - started
+    module, build_s = models._cached(("nvidia-bigvgan",), make)
+    x = torch.from_numpy(mel).cuda().half()
+    arch = "".join(map(str, torch.cuda.get_device_capability()))
+    return _graph_replay(module, x), [f"NVIDIA's fused CUDA kernel, built for sm_{arch} in {build_s:.0f} s",
+                                      "one captured graph per shape"]
+
+
+def _torch_compile(models: Models, vocoder: str, mel: np.ndarray, batch: int, frames: int, mode: str | None = None):
     import torch
     sizes = [list(s) for s in models.settings["validate"]["bench_compile_sizes"]]
     if [batch, frames] not in sizes:
         raise Skip(f"timed only at [batch, frames] {sizes} (bench_compile_sizes): each shape recompiles")
-    mode = models.settings["validate"]["bench_compile_mode"]
+    mode = mode or models.settings["validate"]["bench_compile_mode"]
     module = models._cached(("torch", "compiled", vocoder, mode),
                             lambda: torch.compile(models.torch_module(vocoder, "cuda", True), mode=mode, dynamic=False))
     x = torch.from_numpy(mel).cuda().half()
@@ -391,6 +414,9 @@ def unavailable(backend: str, vocoder: str, settings: dict) -> str | None:
         return tensorrt_reason(vocoder, precision, settings)
     if backend.startswith("onnxruntime-cuda"):
         return onnxruntime_cuda_reason()
+    if backend == "nvidia-bigvgan-cuda-fp16":
+        from validate import nvidia_bigvgan
+        return "NVIDIA's BigVGAN is v3's architecture only" if vocoder != "v3" else nvidia_bigvgan.unavailable()
     return cuda_reason() if device == "cuda" else None
 
 
@@ -407,6 +433,10 @@ def prepare(models: Models, backend: str, vocoder: str, mel: np.ndarray, batch: 
         return _torch_fast_tier(models, backend, vocoder, mel)
     if backend == "torch-compile-fp16":
         return _torch_compile(models, vocoder, mel, batch, frames)
+    if backend == "torch-compile-cudagraph-fp16":
+        return _torch_compile(models, vocoder, mel, batch, frames, mode="reduce-overhead")
+    if backend == "nvidia-bigvgan-cuda-fp16":
+        return _nvidia_bigvgan(models, mel)
     return _onnxruntime(models, vocoder, mel, precision, device)
 
 

@@ -3,7 +3,12 @@
 A CUDA graph replays one shape, so a call of any length runs on windows of a few fixed lengths.
 The vocoders are convolutional: audio frame t depends on mel frames t - context .. t + lookahead
 (the reach) and, near an end, on where that end is. A window therefore gives frame t exactly when
-it holds those frames and, where it reaches an end of the mel, has its own edge there. So:
+it holds those frames and, where it reaches an end of the mel, has its own edge there.
+
+Where the window can carry its edge inside it (masking.py: every layer sees the mel end where it
+ends, whatever follows), `padded_plan` applies: a mel up to the largest bucket runs in one window
+of the next bucket's length, its padding masked; a longer one in largest-bucket chunks as below.
+Otherwise (`plan`):
 - a length that is a bucket runs as it is;
 - a shorter one is padded on the right to the next bucket (`main`): the padding is only within
   reach of the last `lookahead` frames, which it discards;
@@ -15,6 +20,7 @@ it holds those frames and, where it reaches an end of the mel, has its own edge 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, List, Sequence, Tuple
 
@@ -55,6 +61,17 @@ def default_buckets(context: int, lookahead: int) -> Tuple[int, ...]:
     return tuple(sorted(set(offline) | set(stream_windows(context, lookahead))))
 
 
+# padding to the next bucket may cost about 5 % of the time (measured: fast-tier.md, "Buckets")
+PADDED_RATIO, PADDED_OFFSET = 1.05, 10
+
+
+def padded_buckets(context: int, lookahead: int) -> Tuple[int, ...]:
+    """Buckets for windows whose edge is emulated: close enough that padding costs little, and the
+    stream's windows (so a stream runs unpadded)."""
+    spaced = spaced_buckets(16, 2048, PADDED_RATIO, PADDED_OFFSET)
+    return tuple(sorted(set(spaced) | set(stream_windows(context, lookahead))))
+
+
 def tail_bucket(buckets: Sequence[int], context: int, lookahead: int) -> int:
     """The smallest bucket that holds a kept frame's context and lookahead."""
     fitting = [b for b in sorted(buckets) if b >= context + lookahead + 1]
@@ -79,6 +96,32 @@ def plan(frames: int, buckets: Sequence[int], context: int, lookahead: int) -> P
     starts = chunk_starts(frames, largest, context + lookahead)
     cuts = handovers(starts, largest, frames, context, lookahead)
     return Plan(tuple(Window(s, largest, a, b) for s, a, b in zip(starts, cuts, cuts[1:])))
+
+
+def padded_plan(frames: int, buckets: Sequence[int], context: int, lookahead: int) -> Plan:
+    """One window of the next bucket's length whose edge is emulated at `frames` (see the module's
+    docstring); past the largest bucket, largest-bucket chunks, each whole inside the mel."""
+    buckets = sorted(buckets)
+    if frames <= buckets[-1]:
+        return Plan((Window(0, next(b for b in buckets if b >= frames), 0, frames),))
+    return plan(frames, buckets, context, lookahead)
+
+
+def valid_frames(window: Window, total: int) -> int:
+    """The window's mel frames that are the mel's (the rest is padding past its end)."""
+    return min(window.frames, total - window.start)
+
+
+def spaced_buckets(smallest: int, largest: int, ratio: float, offset: int, multiple: int = 8) -> Tuple[int, ...]:
+    """Lengths from `smallest` to `largest`, each next one `ratio` times the last plus `offset`
+    (rounded up to a `multiple`): padding a length to the next bucket then costs about the same
+    fraction of its time at every size, where time is a fixed part plus a part per frame (offset =
+    (ratio - 1) * fixed part / time per frame)."""
+    lengths = [smallest]
+    while lengths[-1] < largest:
+        step = math.ceil((lengths[-1] * ratio + offset) / multiple) * multiple
+        lengths.append(min(max(step, lengths[-1] + multiple), largest))
+    return tuple(lengths)
 
 
 def run_plan(mel, windows: Sequence[Window], run: Callable[[List], List], hop: int, pad: Callable) -> List:

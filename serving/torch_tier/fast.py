@@ -2,15 +2,21 @@
 
 `FastVocoder(module, hop, ...)` is a callable mel -> audio with the module's own signature and
 precision. Each call is planned into fixed-length windows (buckets.py); each distinct set of
-window shapes is one CUDA graph, captured on first use and replayed after; a padded main window
-and its tail window are captured into one graph on two streams (the tail beside the main pass).
-A length that comes back (GPT-SoVITS' batched path pads its chunks to one length) gets a graph of
-exactly its length from its second call on. All graphs share one memory pool; at most
-`max_graphs` are kept (least recently used dropped); `stats()` lists them with the pool's size. Calls that no exact
-window fits (shorter than the tail bucket) and non-CUDA modules run the module directly.
+window shapes is one CUDA graph, captured on first use and replayed after.
+
+Where the module's layers allow it (masking.py: the v3 and v4 generators do), a call up to the
+largest bucket runs one graph of the next bucket's length with the mel's end emulated inside it
+(the valid length is a device scalar the graph reads): exactly the module on the unpadded mel, with
+no second window. Otherwise a padded main window and a tail window that ends where the mel ends are
+captured into one graph on two streams, and a mel shorter than the tail bucket runs without a graph.
+A length that comes back `exact_after` times gets a graph of exactly its length. All graphs share
+one memory pool; at most `max_graphs` are kept (least recently used dropped); `stats()` lists them
+with the pool's size. Non-CUDA modules run the module directly unless `graphs=False` asks for the
+windows to run without graphs (the CPU tests of the masked path).
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter, OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -20,6 +26,7 @@ from torch import nn
 
 from serving.torch_tier import buckets as bucketing
 from serving.torch_tier.fused import fuse_activations
+from serving.torch_tier.masking import EdgeMask, unsupported_layers
 
 TIER_FAST, TIER_PLAIN = "pytorch-fast", "pytorch"
 
@@ -43,14 +50,17 @@ def choose_tier(device, fallback: str = "fast") -> Tuple[str, str]:
 
 
 class _Graph:
-    """One captured replay: static inputs (one per window) and their audio."""
+    """One captured replay: static inputs (one per window) and their audio. With an edge mask, one
+    window, and each call says how many of its frames are the mel's (the rest is never read)."""
 
-    def __init__(self, graph, inputs: List[torch.Tensor], outputs: List[torch.Tensor]):
-        self.graph, self.inputs, self.outputs = graph, inputs, outputs
+    def __init__(self, graph, inputs: List[torch.Tensor], outputs: List[torch.Tensor], edge: Optional[EdgeMask]):
+        self.graph, self.inputs, self.outputs, self.edge = graph, inputs, outputs, edge
 
-    def __call__(self, windows: List[torch.Tensor]) -> List[torch.Tensor]:
+    def __call__(self, windows: List[torch.Tensor], valid: Optional[int] = None) -> List[torch.Tensor]:
         for static, window in zip(self.inputs, windows):
-            static.copy_(window)
+            static[:, :, :window.shape[2]].copy_(window)
+        if self.edge is not None:
+            self.edge.set_valid(valid)
         self.graph.replay()
         return [out.clone() for out in self.outputs]
 
@@ -60,21 +70,28 @@ class FastVocoder:
 
     def __init__(self, module: nn.Module, hop: int, *, context: int, lookahead: int,
                  buckets: Optional[Sequence[int]] = None, precision: Optional[torch.dtype] = None,
-                 max_graphs: int = 8, exact_after: Optional[int] = 1, fuse: bool = True, warmup: int = 2):
+                 max_graphs: Optional[int] = None, exact_after: Optional[int] = 1, fuse: bool = True, warmup: int = 2,
+                 mask_edges: bool = True, graphs: bool = True):
         self.fused_activations = fuse_activations(module) if fuse else 0
         if precision is not None:
             module = module.to(precision)
         self.module, self.hop = module.eval(), hop
         self.context, self.lookahead = context, lookahead
-        self.buckets = tuple(sorted(buckets or bucketing.default_buckets(context, lookahead)))
-        self.tail = bucketing.tail_bucket(self.buckets, context, lookahead)
-        self.max_graphs, self.warmup, self.exact_after = max_graphs, warmup, exact_after
-        self.seen: Counter = Counter()
         parameter = next(module.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
+        self.unmaskable = unsupported_layers(module) if mask_edges else ["masking off"]
+        self.edge = None if self.unmaskable else EdgeMask(module, self.device)
+        default = bucketing.padded_buckets if self.edge is not None else bucketing.default_buckets
+        self.buckets = tuple(sorted(buckets or default(context, lookahead)))
+        self.tail = bucketing.tail_bucket(self.buckets, context, lookahead) if self.edge is None else None
+        if self.buckets[-1] <= context + lookahead:
+            raise ValueError(f"the largest bucket {self.buckets[-1]} must exceed context {context} + lookahead {lookahead}")
+        self.max_graphs = max_graphs or len(self.buckets) + 4
+        self.warmup, self.exact_after, self.use_graphs = warmup, exact_after, graphs
+        self.seen: Counter = Counter()
         self.graphs: "OrderedDict[Tuple, _Graph]" = OrderedDict()
         self.pool = None
-        self.calls: Dict[str, int] = {"graph": 0, "eager": 0, "captures": 0, "dropped": 0}
+        self.calls: Dict[str, int] = {"graph": 0, "windows": 0, "eager": 0, "captures": 0, "dropped": 0}
         self.pool_bytes = 0
         self._lock = threading.Lock()
 
@@ -84,19 +101,36 @@ class FastVocoder:
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         mel = mel.to(self.device, self.dtype)
         plan = self.plan(mel.shape[2])
-        if plan.eager or self.device.type != "cuda":
+        if plan.eager or (self.device.type != "cuda" and self.use_graphs):
             self.calls["eager"] += 1
             return self.module(mel)
         lengths = tuple(w.frames for w in plan.windows)
         with self._lock:
-            if len(set(lengths)) == len(lengths):  # one window, or a main and its tail: one graph
-                run = self._graph((mel.shape[0], mel.shape[1], lengths))
+            if self.edge is not None:  # each window on its own, its edge where the mel ends
+                run, pad = (lambda windows: self._masked(windows, plan, mel.shape[2])), _unpadded
+            elif len(set(lengths)) == len(lengths):  # one window, or a main and its tail: one graph
+                run, pad = self._graph((mel.shape[0], mel.shape[1], lengths)), _pad_right
             else:                                  # largest-bucket chunks: one graph, replayed per chunk
                 single = self._graph((mel.shape[0], mel.shape[1], lengths[:1]))
-                run = lambda windows: [single([w])[0] for w in windows]  # noqa: E731
-            pieces = bucketing.run_plan(mel, plan.windows, run, self.hop, _pad_right)
-            self.calls["graph"] += 1
+                run, pad = (lambda windows: [single([w])[0] for w in windows]), _pad_right
+            pieces = bucketing.run_plan(mel, plan.windows, run, self.hop, pad)
+            self.calls["graph" if self.use_graphs else "windows"] += 1
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
+
+    def _masked(self, windows: List[torch.Tensor], plan: bucketing.Plan, total: int) -> List[torch.Tensor]:
+        """Each window (its mel frames only) in a graph of its bucket's length, its edge emulated."""
+        audio = []
+        for piece, window in zip(windows, plan.windows):
+            valid = bucketing.valid_frames(window, total)
+            if self.use_graphs:
+                audio.append(self._graph((piece.shape[0], piece.shape[1], (window.frames,)))([piece], valid)[0])
+                continue
+            padded = piece.new_zeros(piece.shape[0], piece.shape[1], window.frames)
+            padded[:, :, :valid] = piece
+            self.edge.set_valid(valid)
+            with self.edge.window(window.frames):
+                audio.append(self.module(padded))
+        return audio
 
     def plan(self, frames: int) -> bucketing.Plan:
         """The windows for a call: a length seen `exact_after` times before gets a graph of its own
@@ -107,12 +141,14 @@ class FastVocoder:
         repeated = self.exact_after is not None and self.seen[frames] > self.exact_after
         if repeated and frames <= self.buckets[-1] and frames not in self.buckets:
             return bucketing.Plan((bucketing.Window(0, frames, 0, frames),))
-        return bucketing.plan(frames, self.buckets, self.context, self.lookahead)
+        planner = bucketing.padded_plan if self.edge is not None else bucketing.plan
+        return planner(frames, self.buckets, self.context, self.lookahead)
 
     def stats(self) -> dict:
         """Graphs held (batch, bands, window lengths), the pool they share, calls by path."""
         graphs = [{"batch": key[0], "windows": list(key[2])} for key in self.graphs]
         return {"tier": TIER_FAST, "buckets": list(self.buckets), "tail_bucket": self.tail,
+                "edges": "masked" if self.edge is not None else f"tail windows ({'; '.join(self.unmaskable[:3])})",
                 "fused_activations": self.fused_activations, "graphs": graphs,
                 "max_graphs": self.max_graphs, "graph_pool_bytes": self.pool_bytes, **self.calls}
 
@@ -137,7 +173,10 @@ class FastVocoder:
         side = torch.cuda.Stream(self.device)
         warm = torch.cuda.Stream(self.device)
         warm.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(warm):
+        edge = self.edge.window(lengths[0]) if self.edge is not None else contextlib.nullcontext()
+        if self.edge is not None:
+            self.edge.set_valid(max(1, lengths[0] - 1))
+        with torch.cuda.stream(warm), edge:
             for _ in range(self.warmup):
                 for x in inputs:
                     self.module(x)
@@ -148,7 +187,8 @@ class FastVocoder:
         graph = torch.cuda.CUDAGraph()
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
-        with torch.cuda.graph(graph, pool=self.pool):
+        edge = self.edge.window(lengths[0]) if self.edge is not None else contextlib.nullcontext()
+        with torch.cuda.graph(graph, pool=self.pool), edge:
             main = torch.cuda.current_stream(self.device)
             outputs = [self.module(inputs[0])]
             for x in inputs[1:]:
@@ -158,7 +198,12 @@ class FastVocoder:
                 main.wait_stream(side)
         torch.cuda.synchronize(self.device)
         self.pool_bytes += torch.cuda.memory_reserved(self.device) - before
-        return _Graph(graph, inputs, outputs)
+        return _Graph(graph, inputs, outputs, self.edge)
+
+
+def _unpadded(mel: torch.Tensor, frames: int) -> torch.Tensor:
+    """The window's mel frames as they are: the graph's input keeps whatever follows them."""
+    return mel
 
 
 def _pad_right(mel: torch.Tensor, frames: int) -> torch.Tensor:

@@ -54,6 +54,7 @@ class FusedAntiAliasedSnake(nn.Module):
         # float32 constants, kept off the module's buffers so that .half() cannot round them
         self._constants = {"cpu": torch.cat([taps, alpha, inv_beta]).float()}
         self.channels = alpha.numel()
+        self.edge = None  # masking.EdgeMask: where the signal ends inside a padded window
 
     def constants(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """(up taps, down taps, alpha, 1/beta) as float32 on `device`, copied there once."""
@@ -64,12 +65,21 @@ class FusedAntiAliasedSnake(nn.Module):
         return packed[:TAPS], packed[TAPS:2 * TAPS], packed[2 * TAPS:2 * TAPS + self.channels], packed[2 * TAPS + self.channels:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        edge = self.edge if self.edge is not None and self.edge.padded is not None else None
         # CUDA tensors, or CPU tensors under Triton's interpreter (TRITON_INTERPRET=1: the CI tests)
         runnable = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
         if not runnable or x.dtype not in (torch.float32, torch.float16):
-            return self.downsample(self.act(self.upsample(x)))
-        from serving.torch_tier.kernel import antialiased_snake
-        return antialiased_snake(x, *self.constants(x.device))
+            if edge is None:
+                return self.downsample(self.act(self.upsample(x)))
+            from serving.torch_tier.masking import masked_antialiased
+            out = masked_antialiased(self, x, edge.valid.to(torch.int64) * edge.scale(x))
+        else:
+            from serving.torch_tier.kernel import antialiased_snake
+            if edge is None:
+                return antialiased_snake(x, *self.constants(x.device))
+            out = antialiased_snake(x, *self.constants(x.device), valid=edge.valid, scale=edge.scale(x))
+        edge.mark_zeroed(out)
+        return out
 
 
 def fuse_activations(module: nn.Module) -> int:
