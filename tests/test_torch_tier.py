@@ -389,7 +389,7 @@ def test_kernel_compiles_for_hopper_without_a_gpu(io):
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", HOPPER_COMPILE, io], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-c", HOPPER_COMPILE, io], capture_output=True, encoding="utf-8", env=env,
                           cwd=str(Path(__file__).resolve().parents[1]), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     for line in done.stdout.split("\n")[-3:-1]:
