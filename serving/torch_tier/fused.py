@@ -71,7 +71,6 @@ class FusedAntiAliasedSnake(nn.Module):
         if not runnable or x.dtype not in (torch.float32, torch.float16):
             if edge is None:
                 return self.downsample(self.act(self.upsample(x)))
-            from serving.torch_tier.masking import masked_antialiased
             out = masked_antialiased(self, x, edge.valid.to(torch.int64) * edge.scale(x))
         else:
             from serving.torch_tier.kernel import antialiased_snake
@@ -80,6 +79,21 @@ class FusedAntiAliasedSnake(nn.Module):
             out = antialiased_snake(x, *self.constants(x.device), valid=edge.valid, scale=edge.scale(x))
         edge.mark_zeroed(out)
         return out
+
+
+def replicate_past(x: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
+    """x with every frame from `edge` on replaced by frame edge - 1 (an edge padded by replication)."""
+    frame = torch.arange(x.shape[-1], device=x.device)
+    return x.index_select(-1, torch.minimum(frame, edge - 1))
+
+
+def masked_antialiased(activation: "FusedAntiAliasedSnake", x: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
+    """The anti-aliased activation of x's first `edge` frames in PyTorch, zeros after them: the
+    up-sampler's and the down-sampler's replicate padding moved to the edge."""
+    up = activation.act(activation.upsample(replicate_past(x, edge)))
+    y = activation.downsample(replicate_past(up, 2 * edge))
+    frame = torch.arange(x.shape[-1], device=x.device)
+    return y.masked_fill(frame >= edge, 0)
 
 
 def fuse_activations(module: nn.Module) -> int:

@@ -132,18 +132,3 @@ def zero_band(x: torch.Tensor, valid: torch.Tensor, scale: int, band: int) -> No
     frame = torch.arange(x.shape[-1], device=x.device)
     edge = valid.to(x.device, torch.int64) * scale
     x.masked_fill_((frame >= edge) & (frame < edge + band), 0)
-
-
-def replicate_past(x: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
-    """x with every frame from `edge` on replaced by frame edge - 1 (an edge padded by replication)."""
-    frame = torch.arange(x.shape[-1], device=x.device)
-    return x.index_select(-1, torch.minimum(frame, edge - 1))
-
-
-def masked_antialiased(activation: FusedAntiAliasedSnake, x: torch.Tensor, edge: torch.Tensor) -> torch.Tensor:
-    """The anti-aliased activation of x's first `edge` frames in PyTorch, zeros after them: the
-    up-sampler's and the down-sampler's replicate padding moved to the edge."""
-    up = activation.act(activation.upsample(replicate_past(x, edge)))
-    y = activation.downsample(replicate_past(up, 2 * edge))
-    frame = torch.arange(x.shape[-1], device=x.device)
-    return y.masked_fill(frame >= edge, 0)
