@@ -1,4 +1,4 @@
-"""The manifest written beside each plan: everything the runtime may trust about it (docs/architecture.md).
+"""The manifest written beside each plan: everything the runtime may trust about it (docs/design/architecture.md).
 
 Its contract (format, path, schema, text) is runtime/manifest.py's; this module fills it in from
 what the build knows.

@@ -2,8 +2,8 @@
 
 v3 (BigVGAN v2): a folder holding `config.json` and `bigvgan_generator.pt` = {"generator": state},
 with weight norm as `weight_g`/`weight_v` pairs or already removed. v4: `vocoder.pth`, a plain state
-dict saved after weight-norm removal. Writers for both layouts live here too, so tests and users
-can produce files exactly as upstream does.
+dict saved after weight-norm removal. The layouts themselves (file names, weight norm, writers) are
+models/layouts.py's.
 """
 from __future__ import annotations
 
@@ -15,18 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from export.synthetic import synthetic_state_dict
-from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
+from export.synthetic import synthetic_vocoder
+from models.layouts import V3_CONFIG, V3_WEIGHTS, fold_weight_norm
+from models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN
 from pipeline.errors import UserError
-from pipeline.files import atomic_output, sha256_of
+from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS
 from runtime.errors import reason_of
 
 log = logging.getLogger("export")
-
-V3_WEIGHTS = "bigvgan_generator.pt"
-V3_CONFIG = "config.json"
-
 
 def load_vocoder(vocoder: str, checkpoint: str | Path | None = None, synthetic: str = "default", *,
                  settings: dict[str, Any]) -> nn.Module:
@@ -38,11 +35,7 @@ def load_vocoder(vocoder: str, checkpoint: str | Path | None = None, synthetic: 
     if vocoder not in VOCODERS:
         raise UserError(f"unknown vocoder {vocoder!r}; choose v3 (BigVGAN v2) or v4 (HiFi-GAN)")
     if checkpoint is None:
-        module = BigVGAN() if vocoder == "v3" else HiFiGAN()
-        state, seed = synthetic_state_dict(module, vocoder, synthetic, settings["export"])
-        module.load_state_dict(state, strict=True)
-        module.source = {"checkpoint": f"synthetic-{synthetic}", "sha256": "synthetic", "seed": seed}
-        log.info("%s: SYNTHETIC %s weights (seed %d), not a trained vocoder", vocoder, synthetic, seed)
+        module = synthetic_vocoder(vocoder, synthetic, settings)
     elif vocoder == "v3":
         module = _load_v3(Path(checkpoint))
     else:
@@ -126,56 +119,3 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path) 
 def _listing(items: list[str], limit: int = 8) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace each `weight_g`/`weight_v` pair (torch's old weight_norm, dim 0) by the plain weight."""
-    folded = {}
-    for key, value in state.items():
-        if key.endswith(".weight_g"):
-            continue
-        if key.endswith(".weight_v"):
-            stem = key[: -len("_v")]
-            gain = state.get(stem + "_g")
-            if gain is None:
-                folded[key] = value  # left for the strict check to report
-                continue
-            norm = value.float().flatten(1).norm(dim=1).view(-1, *([1] * (value.dim() - 1)))
-            folded[stem] = gain.float() * value.float() / norm
-        else:
-            folded[key] = value
-    return folded
-
-
-def add_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of fold_weight_norm for every convolution weight: how BigVGAN v2 saves them."""
-    normed = {}
-    for key, value in state.items():
-        if key.endswith(".weight") and value.dim() == 3:
-            normed[key + "_g"] = value.flatten(1).norm(dim=1).view(-1, 1, 1).clone()
-            normed[key + "_v"] = value.clone()
-        else:
-            normed[key] = value
-    return normed
-
-
-def save_v3_checkpoint(folder: str | Path, module: BigVGAN, weight_norm: bool = True) -> Path:
-    """Write `config.json` and `bigvgan_generator.pt` as BigVGAN v2 publishes them."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    generator = add_weight_norm(state) if weight_norm else state
-    config = {name: list(map(list, v)) if name == "resblock_dilation_sizes" else (list(v) if isinstance(v, tuple) else v)
-              for name, v in module.config.__dict__.items()}
-    config.update(num_mels=module.config.num_mels, hop_size=module.hop, n_fft=1024, win_size=1024, fmin=0, fmax=None)
-    with atomic_output(folder / V3_CONFIG) as tmp_config, atomic_output(folder / V3_WEIGHTS) as tmp:
-        tmp_config.write_text(json.dumps(config, indent=2), encoding="utf-8")
-        torch.save({"generator": generator}, tmp)
-    return folder / V3_WEIGHTS
-
-
-def save_v4_checkpoint(path: str | Path, module: HiFiGAN) -> Path:
-    """Write the plain state dict GPT-SoVITS ships as `gsv-v4-pretrained/vocoder.pth`."""
-    with atomic_output(path) as tmp:
-        torch.save({k: v.detach().clone() for k, v in module.state_dict().items()}, tmp)
-    return Path(path)

@@ -23,7 +23,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from export.float64 import evaluate_float64
-from export.mels import sample_mel
+from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import metadata_of, missing_metadata, update_metadata

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from export.mels import sample_mel
+from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import metadata_of
 from pipeline.onnx_tools import cpu_session, run_audio

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from export.float64 import float64_evaluation
-from export.mels import sample_mel
+from models.mels import sample_mel
 from runtime.streaming import ARCHITECTURE_REACH
 
 log = logging.getLogger("export")

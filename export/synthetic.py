@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from export.mels import sample_mel
+from models.layouts import save_v3_checkpoint, save_v4_checkpoint
+from models.mels import sample_mel
+from models.vocoders import BigVGAN, HiFiGAN
 from pipeline.settings import VOCODERS, load_settings
 from runtime.errors import CommandParser, run_main
 
@@ -34,6 +36,17 @@ SYNTHETIC_KINDS = {
 }
 CALIBRATION_PEAK = 0.5
 CALIBRATION_MEL = {"frames": 48, "seed": 7}  # part of the weights' definition: changing it changes them
+
+
+def synthetic_vocoder(vocoder: str, kind: str, settings: dict[str, Any]) -> nn.Module:
+    """The vocoder with seeded synthetic weights of `kind` ("default" or "stress", seeded by
+    `settings`' [export]); `module.source` says so, and so does the log line."""
+    module = BigVGAN() if vocoder == "v3" else HiFiGAN()
+    state, seed = synthetic_state_dict(module, vocoder, kind, settings["export"])
+    module.load_state_dict(state, strict=True)
+    module.source = {"checkpoint": f"synthetic-{kind}", "sha256": "synthetic", "seed": seed}
+    log.info("%s: SYNTHETIC %s weights (seed %d), not a trained vocoder", vocoder, kind, seed)
+    return module.eval()
 
 
 def synthetic_state_dict(module: nn.Module, vocoder: str, kind: str,
@@ -102,9 +115,7 @@ def activation_peak(module: nn.Module, vocoder: str) -> tuple[float, str]:
 def write_checkpoint(kind: str, vocoder: str, output: str | Path, settings: dict[str, Any]) -> dict:
     """Synthetic weights of `kind` saved as upstream publishes them: the checkpoint's path, and the
     activation peak (with its layer) the weights reach on the calibration mel."""
-    from export.checkpoints import load_vocoder, save_v3_checkpoint, save_v4_checkpoint  # they import this module
-
-    module = load_vocoder(vocoder, synthetic=kind, settings=settings)
+    module = synthetic_vocoder(vocoder, kind, settings)
     peak, layer = activation_peak(module, vocoder)
     path = Path(save_v3_checkpoint(output, module).parent if vocoder == "v3" else save_v4_checkpoint(output, module))
     log.info("%s: wrote the %s checkpoint to %s (upstream layout); activation peak %.0f (%s) on the calibration mel",

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from export.float64 import float64_evaluation
-from export.mels import sample_mel
 from export.reach import stream_metadata
+from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import update_metadata

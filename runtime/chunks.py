@@ -19,7 +19,7 @@ from runtime.errors import EngineError, RuntimeUserError
 from runtime.mel import is_torch
 
 
-def plan_chunks(frames: int, chunk_frames: int, overlap_frames: int) -> List[int]:
+def chunk_starts(frames: int, chunk_frames: int, overlap_frames: int) -> List[int]:
     """Start frames of equal chunks of `chunk_frames` covering `frames`, evenly spaced so that
     neighbours overlap by at least `overlap_frames`."""
     if overlap_frames < 0 or chunk_frames <= overlap_frames:
@@ -46,7 +46,7 @@ def synthesize(infer: Callable, mel, max_frames: int, *, hop: int, context_frame
     batch, _, frames = mel.shape
     if frames <= max_frames:
         return _checked(infer(mel), (batch, 1, frames * hop))
-    starts = plan_chunks(frames, max_frames, context_frames + lookahead_frames)
+    starts = chunk_starts(frames, max_frames, context_frames + lookahead_frames)
     cuts = handovers(starts, max_frames, frames, context_frames, lookahead_frames)
     stacked = _concat([mel[:, :, s:s + max_frames] for s in starts], mel, axis=0)
     audio = _checked(infer(stacked), (len(starts) * batch, 1, max_frames * hop))

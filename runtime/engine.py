@@ -31,10 +31,11 @@ from typing import Optional
 import numpy as np
 
 from runtime import cuda
+from runtime.batching import batch_pieces, choose_profile
 from runtime.chunks import synthesize
 from runtime.errors import EngineError, RuntimeUserError, one_line
 from runtime.files import atomic_output
-from runtime.manifest import KERNEL_SPECIALIZATIONS, batch_pieces, check_plan_bytes, choose_profile, profiles_of, read_manifest
+from runtime.manifest import KERNEL_SPECIALIZATIONS, check_plan_bytes, profiles_of, read_manifest
 from runtime.mel import check_mel, is_torch
 from runtime.runnable import DISPLAY, Gpu, backend_of, check_runnable, import_backend
 from runtime.streaming import StepFrames, Stream, fitted_stream, stream_window

@@ -5,8 +5,8 @@ because runtime/ stands alone: the format version, the path rule, the schema and
 fields take, and the text it is written as (`manifest_text`, which checks the schema first, so
 the build cannot write a manifest the runtime would refuse). Every stage that needs one calls
 `read_manifest`. Pure functions: reading and checking the manifest against its schema and its
-plan file, and choosing an optimization profile for a request. No CUDA needed, so all of it is
-tested on machines without a GPU (whether a plan can run here is runtime/runnable.py's decision).
+plan file. No CUDA needed, so all of it is tested on machines without a GPU (whether a plan can run
+here is runtime/runnable.py's decision; which profile serves a request, runtime/batching.py's).
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def _plan_file_problem(manifest: dict, plan_path: Path) -> str | None:
 
 
 def _schema_problem(manifest: object) -> str | None:
-    """The first way `manifest` breaks the schema of docs/architecture.md, or None."""
+    """The first way `manifest` breaks the schema of docs/design/architecture.md, or None."""
     if not isinstance(manifest, dict):
         return "not a JSON object"
     if manifest.get("format") != FORMAT:
@@ -199,21 +199,3 @@ def check_plan_bytes(manifest: dict, plan: bytes, plan_path: str | Path) -> None
 def profiles_of(manifest: dict) -> list[PlanProfile]:
     return [PlanProfile(i, p.get("name", str(i)), p["min"][0], p["max"][0], p["min"][2], p["opt"][2], p["max"][2])
             for i, p in enumerate(manifest["profiles"])]
-
-
-def choose_profile(profiles: list[PlanProfile], batch: int, frames: int) -> PlanProfile | None:
-    """The profile to serve (batch, frames): among those whose frame range holds `frames`, the one
-    needing the fewest batch splits, then the smallest maximum (kernels tuned nearest the request).
-    None when `frames` exceeds every profile (the caller chunks the mel)."""
-    fitting = [p for p in profiles if p.fits_frames(frames)]
-    if not fitting:
-        if frames > max(p.max_frames for p in profiles):
-            return None
-        raise RuntimeUserError(f"mel has {frames} frames, fewer than every profile's minimum "
-                               f"({min(p.min_frames for p in profiles)}); pad the mel or rebuild with a smaller profile minimum")
-    return min(fitting, key=lambda p: (-(-batch // p.max_batch), p.max_frames, p.index))
-
-
-def batch_pieces(batch: int, max_batch: int) -> list[slice]:
-    """Slices of the batch axis no larger than the profile's maximum batch."""
-    return [slice(start, min(start + max_batch, batch)) for start in range(0, batch, max_batch)]

@@ -39,7 +39,7 @@ log = logging.getLogger("runtime")
 # the H200 machine's torch 2.11): the constant is the larger, which never gives a stream too little.
 ARCHITECTURE_REACH = {"v3": (34, 34), "v4": (12, 12)}
 
-# Step of each window in turn, the last one repeating. Chosen by measurement (README, "Streaming"):
+# Step of each window in turn, the last one repeating. Chosen by measurement (the streaming guide, "Step schedule"):
 # the first audio after one small window, then steps growing 4x to a cap where the overlaps and
 # the H100's fixed cost per call add at most 1.5x to one offline pass of a 40 s stream (CPU ONNX
 # Runtime: 1.1x). Four window shapes per vocoder.

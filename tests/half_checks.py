@@ -6,8 +6,8 @@ from pathlib import Path
 
 import onnx
 
-from export.mels import sample_mel
 from export.to_onnx import pytorch_audio
+from models.mels import sample_mel
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import audio_errors, bar_for, meets_bar
 from pipeline.settings import load_settings

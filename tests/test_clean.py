@@ -14,9 +14,9 @@ from onnx import numpy_helper
 import export.clean
 from export.clean import check_parity, clean, clean_graph, load_model, op_counts
 from export.float64 import evaluate_float64
-from export.mels import sample_mel
 from export.precision import read_precision_file
 from export.to_onnx import pytorch_audio
+from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio

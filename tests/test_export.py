@@ -11,10 +11,11 @@ import onnx
 import pytest
 import torch
 
-from export.checkpoints import add_weight_norm, fold_weight_norm, load_vocoder, save_v3_checkpoint, save_v4_checkpoint
-from export.mels import sample_mel
+from export.checkpoints import load_vocoder
 from export.to_onnx import pytorch_audio, verify_export
-from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
+from models.layouts import add_weight_norm, fold_weight_norm, save_v3_checkpoint, save_v4_checkpoint
+from models.mels import sample_mel
+from models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
@@ -298,7 +299,7 @@ def test_stage_folders_run_from_the_repository_not_site_packages():
         assert Path(line).resolve().is_relative_to(REPO) and "site-packages" not in line
 
 
-# --- the other BigVGAN v2 variants: every one the README names exports and verifies ----------
+# --- the other BigVGAN v2 variants: every one the export guide names exports and verifies ----------
 
 # upstream's config.json sizes of each variant (nvidia/bigvgan_v2_*; 24 kHz 100-band is v3 itself, tested
 # above at full size); channels and resblocks cut in

@@ -35,8 +35,8 @@ import runtime
 from build.__main__ import main as build_command
 from build.plan import build_plan
 from export.__main__ import main as export_main
-from export.checkpoints import save_v4_checkpoint
 from export.clean import main as clean_main
+from models.layouts import save_v4_checkpoint
 from pipeline.settings import VOCODERS, load_settings
 from runtime.__main__ import main as runtime_main
 from runtime.errors import run_main
@@ -87,7 +87,7 @@ class Inputs:
 
 
 def speech_mel(frames: int, batch: int = 1) -> np.ndarray:
-    from export.mels import sample_mel
+    from models.mels import sample_mel
     return sample_mel("v4", frames, batch=batch, seed=frames)
 
 
@@ -164,7 +164,7 @@ def v3_folder(config_change: Callable[[dict], None]) -> Callable:
     """(inputs) -> a BigVGAN v2 folder whose config.json is the default one changed; its weights file
     is a readable but empty generator (the config is read and refused first)."""
     def folder(i):
-        from export.vocoders import BigVGANConfig
+        from models.vocoders import BigVGANConfig
         target = i.folder / "bigvgan"
         target.mkdir(exist_ok=True)
         config = {k: v for k, v in BigVGANConfig().__dict__.items()}
@@ -211,7 +211,7 @@ def wav_file(channels: int = 1, rate: int = 32000, samples: bytes = b"\x10\x00" 
 
 
 def recording(i, name: str = "speech.wav", nan: bool = False) -> Path:
-    from export.mels import speech_like_audio
+    from models.mels import speech_like_audio
     audio = speech_like_audio(0.5, 32000)
     if nan:
         audio[100:110] = np.nan

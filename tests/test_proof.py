@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from export.mels import sample_mel
-from export.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
 from factories import write_plan
+from models.mels import sample_mel
+from models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
 from pipeline.settings import load_settings
 from serving.gpt_sovits.dropin import DropIn, EngineVocoder
 from serving.torch_tier import dropin as tier_dropin

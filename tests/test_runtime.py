@@ -20,10 +20,11 @@ from factories import write_plan
 from pipeline.onnx_tools import cpu_session
 from pipeline.quality import snr_db
 from runtime.__main__ import main as runtime_main
-from runtime.chunks import handovers, plan_chunks
+from runtime.batching import batch_pieces, choose_profile
+from runtime.chunks import chunk_starts, handovers
 from runtime.errors import EngineError, PlanNotRunnable, RuntimeUserError, run_main
 from runtime.files import atomic_output
-from runtime.manifest import batch_pieces, choose_profile, profiles_of
+from runtime.manifest import profiles_of
 from runtime.runnable import BackendInfo, Gpu, check_runnable
 from runtime.wav import to_pcm16, write_wav
 
@@ -242,7 +243,7 @@ def test_profile_choice_prefers_fewest_splits_then_the_tightest_profile(tmp_path
 @pytest.mark.parametrize("frames, chunk, context, lookahead", [(300, 64, 9, 9), (65, 64, 9, 9), (1000, 100, 0, 0),
                                                                (1234, 97, 19, 13)])
 def test_chunks_cover_the_mel_and_hand_over_with_context_and_lookahead(frames, chunk, context, lookahead):
-    starts = plan_chunks(frames, chunk, context + lookahead)
+    starts = chunk_starts(frames, chunk, context + lookahead)
     assert starts[0] == 0 and starts[-1] + chunk == frames
     cuts = handovers(starts, chunk, frames, context, lookahead)
     assert cuts[0] == 0 and cuts[-1] == frames and cuts == sorted(cuts)
@@ -254,7 +255,7 @@ def test_chunks_cover_the_mel_and_hand_over_with_context_and_lookahead(frames, c
 
 def test_chunks_too_short_for_context_and_lookahead_are_refused():
     with pytest.raises(RuntimeUserError, match="larger profile"):
-        plan_chunks(500, 64, 64)
+        chunk_starts(500, 64, 64)
 
 
 def moving_average(mel, hop=5, reach=3):
@@ -271,7 +272,7 @@ def test_chunked_synthesis_with_the_reach_as_context_is_exact():
     calls = []
     infer = lambda m: calls.append(m.shape) or moving_average(m)  # noqa: E731
     audio = runtime.synthesize(infer, mel, max_frames=50, hop=5, context_frames=3, lookahead_frames=3)
-    assert calls == [(2 * len(plan_chunks(333, 50, 6)), 100, 50)]  # one batched call, equal chunks
+    assert calls == [(2 * len(chunk_starts(333, 50, 6)), 100, 50)]  # one batched call, equal chunks
     np.testing.assert_allclose(audio, moving_average(mel), atol=1e-6)
 
 
@@ -291,7 +292,7 @@ def test_infer_returning_the_wrong_length_is_an_engine_error():
 
 
 def test_chunked_v4_under_onnx_runtime_matches_one_pass(onnx_v4):
-    from export.mels import sample_mel
+    from models.mels import sample_mel
     from pipeline.onnx_metadata import read_metadata
 
     session = cpu_session(onnx_v4)

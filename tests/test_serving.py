@@ -23,9 +23,9 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from export.mels import sample_mel
-from export.vocoders import BigVGAN, BigVGANConfig
 from factories import write_plan
+from models.mels import sample_mel
+from models.vocoders import BigVGAN, BigVGANConfig
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS, load_settings, profiles_for

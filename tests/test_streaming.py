@@ -22,9 +22,9 @@ from scipy.io import wavfile
 import runtime
 from build.plan import build_plan
 from cuda_double import HostCudaLayer
-from export.mels import sample_mel
 from export.reach import shortest_window
 from factories import write_plan
+from models.mels import sample_mel
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import snr_db

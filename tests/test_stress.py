@@ -2,7 +2,7 @@
 Snake log-alpha/beta in [-1, 1] drive v3's activations into the thousands (PyTorch float32 itself then
 strays past the export bar from float64) and v4's past float16's range. Each must export through the
 float32-aware oracle, and its planned fp16 must meet the bar; v3 at one short length here (the full
-lengths are `make engines` on the same checkpoint, see README)."""
+lengths are `make engines` on the same checkpoint, see docs/guides/export-and-build.md)."""
 from __future__ import annotations
 
 import copy
@@ -15,9 +15,9 @@ import torch
 from export import synthetic
 from export.checkpoints import load_vocoder
 from export.clean import clean
-from export.mels import sample_mel
 from export.to_onnx import onnx_from_module, pytorch_audio, verify_export
 from half_checks import assert_meets_bar_against_pytorch, assert_plan_types_hold, fp16_bar
+from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak, meets_bar

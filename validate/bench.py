@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 import runtime
-from export.mels import sample_mel
+from models.mels import sample_mel
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, onnx_session, run_audio

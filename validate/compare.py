@@ -31,7 +31,7 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 
 import runtime
-from export.mels import sample_mel
+from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import missing_metadata, read_metadata

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from export.mels import MelSpec, log_mel
+from models.mels import MelSpec, log_mel
 from pipeline.quality import audio_errors, paired
 
 

@@ -1,6 +1,6 @@
 """python -m validate mel IN.wav --vocoder v3|v4 --output MEL.npy
 
-The mel GPT-SoVITS computes for each vocoder (export/mels.py: v3 24 kHz, n_fft 1024, hop 256;
+The mel GPT-SoVITS computes for each vocoder (models/mels.py: v3 24 kHz, n_fft 1024, hop 256;
 v4 32 kHz, n_fft 1280, hop 320), from a recording, so real speech can be copy-synthesised through
 PyTorch and through the engine and listened to. Like GPT-SoVITS, stereo is averaged to mono and
 other sample rates are resampled (polyphase, scipy) to the rate the vocoder's mel needs.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.mels import MEL_SPECS, log_mel
+from models.mels import MEL_SPECS, log_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.settings import VOCODERS

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.mels import sample_mel
+from models.mels import sample_mel
 from pipeline.quality import audio_errors, bar_for, failures
 from runtime.errors import reason_of
 from serving.torch_tier.dropin import TierVocoder

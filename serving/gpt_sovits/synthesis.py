@@ -1,14 +1,14 @@
 """Streaming v3/v4 synthesis: GPT-SoVITS makes the v3/v4 mel in CFM chunks
 (TTS.using_vocoder_synthesis), concatenates them and vocodes once at the end. Here the same chunk
 loop feeds a Stream, so audio comes out while the CFM is still working; fragments.py uses it for
-TTS.run's streaming modes (docs/serving.md)."""
+TTS.run's streaming modes (docs/guides/serving.md)."""
 from __future__ import annotations
 
 import sys
 
 import torch
 
-from export.mels import MEL_SPECS
+from models.mels import MEL_SPECS
 from pipeline.errors import UserError
 from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window, fitted_stream, stream_window
 from serving.gpt_sovits.dropin import EngineVocoder

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, List, Sequence, Tuple
 
-from runtime.chunks import handovers, plan_chunks
+from runtime.chunks import chunk_starts, handovers
 from runtime.streaming import DEFAULT_STEPS
 
 
@@ -76,7 +76,7 @@ def plan(frames: int, buckets: Sequence[int], context: int, lookahead: int) -> P
         main = next(b for b in buckets if b >= frames)
         return Plan((Window(0, main, 0, frames - lookahead), Window(frames - tail, tail, frames - lookahead, frames)))
     largest = buckets[-1]
-    starts = plan_chunks(frames, largest, context + lookahead)
+    starts = chunk_starts(frames, largest, context + lookahead)
     cuts = handovers(starts, largest, frames, context, lookahead)
     return Plan(tuple(Window(s, largest, a, b) for s, a, b in zip(starts, cuts, cuts[1:])))
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import nn
 
-from export.vocoders import BigVGANConfig, HiFiGANConfig
+from models.vocoders import BigVGANConfig, HiFiGANConfig
 from pipeline.errors import UserError
 from runtime.streaming import architecture_window
 from serving.torch_tier.fast import TIER_FAST, FastVocoder, choose_tier

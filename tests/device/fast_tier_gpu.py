@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from export.checkpoints import load_vocoder  # noqa: E402
-from export.mels import sample_mel  # noqa: E402
+from models.mels import sample_mel  # noqa: E402
 from pipeline.quality import audio_errors, bar_for, failures, max_error_over_peak, snr_db  # noqa: E402
 from pipeline.settings import VOCODERS, load_settings  # noqa: E402
 from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window  # noqa: E402

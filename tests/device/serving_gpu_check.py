@@ -42,8 +42,8 @@ def median_ms(run, repeats: int = 30) -> float:
 def main() -> None:
     sys.path[:0] = [".", "tests"]  # the stages and tests/factories.py, when run as a script from the repository root
     from export.checkpoints import load_vocoder
-    from export.mels import sample_mel
     from factories import write_plan
+    from models.mels import sample_mel
     from pipeline.settings import load_settings
     from serving.gpt_sovits import EngineVocoder, install
 

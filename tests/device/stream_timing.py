@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from export.checkpoints import load_vocoder  # noqa: E402
-from export.mels import sample_mel  # noqa: E402
 from export.reach import stream_metadata  # noqa: E402
+from models.mels import sample_mel  # noqa: E402
 from pipeline.settings import VOCODERS, load_settings  # noqa: E402
 from runtime.streaming import DEFAULT_STEPS, Stream  # noqa: E402
 
