@@ -311,6 +311,8 @@ def main() -> int:
     parser.add_argument("--gsv", type=Path, required=True, help="a GPT-SoVITS checkout (48b1a01)")
     parser.add_argument("--output", type=Path, required=True, help="the report (text)")
     parser.add_argument("--small", action="store_true", help="the CPU dry run (small sizes, fp32)")
+    parser.add_argument("--versions", nargs="+", choices=("v3", "v4"), default=["v3", "v4"],
+                        help="the model versions to run, in this order (default: v3 v4)")
     args = parser.parse_args()
     size = "small" if args.small else "full"
     device = "cpu" if args.small else "cuda"
@@ -324,7 +326,7 @@ def main() -> int:
         work = Path(folder)
         gsv_real, upstream = prepare(gsv, work, size, device, half)
         results = {}
-        for version in ("v3", "v4"):
+        for version in args.versions:
             results[version] = measure(version, gsv_real, upstream, work, size, device, half)
             report(version, results[version])
             args.output.write_text("\n".join(LINES) + "\n", encoding="utf-8")
