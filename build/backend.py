@@ -14,6 +14,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -94,8 +95,9 @@ def full_tensorrt_targets(hardware_compatibility: str) -> list[str] | None:
     return [sm_name(gpus[0].capability)]
 
 
-def progress_bars(trt: ModuleType):
-    """A TensorRT progress monitor that shows one tqdm bar per running build phase."""
+def progress_bars(trt: ModuleType, interrupted: Callable[[], bool] = lambda: False):
+    """A TensorRT progress monitor that shows one tqdm bar per running build phase and stops the
+    build once `interrupted()` (a held Ctrl-C or SIGTERM, runtime.errors.interrupts_held)."""
 
     class TqdmProgress(trt.IProgressMonitor):
         def __init__(self):
@@ -113,7 +115,7 @@ def progress_bars(trt: ModuleType):
                 bar = self._bars.get(phase_name)
                 if bar is not None:
                     bar.update(step + 1 - bar.n)
-            return True
+            return not interrupted()
 
         def phase_finish(self, phase_name):
             with self._lock:

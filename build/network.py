@@ -11,12 +11,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from build.backend import LoadedBackend, full_tensorrt_targets, progress_bars
 from build.config import BuildConfig
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
+from runtime.errors import interrupts_held
 from runtime.targets import chosen_rtx_targets, rtx_supported
 from runtime.tensorrt_log import tensorrt_logger
 
@@ -83,7 +84,23 @@ def parser_error_message(parser, onnx_path: str | Path) -> str:
 def build_serialized(backend: LoadedBackend, onnx_path: str | Path, profiles: Sequence[ProfileShapes],
                      input_name: str, config: BuildConfig) -> BuiltPlan:
     """Parse, configure and build; raise UserError on any failure (nothing is written here except
-    full TensorRT's timing cache)."""
+    full TensorRT's timing cache). Ctrl-C and SIGTERM are held while TensorRT works, since it
+    swallows what its Python callbacks raise: the progress monitor stops the build and
+    KeyboardInterrupt is raised once TensorRT returns."""
+    with interrupts_held() as interrupted:
+        serialized, targets, hardware, version_compatible, logger = _build(backend, onnx_path, profiles, input_name,
+                                                                           config, interrupted)
+    if serialized is None:
+        fix = ("raise [build] workspace_gib (TensorRT-RTX counts the largest profile's activations in it) or lower "
+               "the profiles' max batch x frames" if "OutOfMemory" in logger.first_error
+               else "fix the model or the [build] settings in pipeline.toml")
+        raise UserError(f"{backend.title} could not build {onnx_path}: {logger.first_error or 'no reason given'}; "
+                        f"{fix}")
+    return BuiltPlan(serialized, targets, hardware, version_compatible)
+
+
+def _build(backend: LoadedBackend, onnx_path, profiles: Sequence[ProfileShapes], input_name: str, config: BuildConfig,
+           interrupted: Callable[[], bool]):
     trt = backend.trt
     builder, network, parser, logger = parse_network(backend, onnx_path)
     builder_config = builder.create_builder_config()
@@ -100,18 +117,12 @@ def build_serialized(backend: LoadedBackend, onnx_path: str | Path, profiles: Se
         hardware, version_compatible = _set_compatibility(trt, builder_config, config)
         targets = full_tensorrt_targets(hardware)
         _load_timing_cache(builder_config, config.timing_cache)
-    monitor = progress_bars(trt)  # must outlive the build
+    monitor = progress_bars(trt, interrupted)  # must outlive the build
     builder_config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, builder_config)
-    if serialized is None:
-        fix = ("raise [build] workspace_gib (TensorRT-RTX counts the largest profile's activations in it) or lower "
-               "the profiles' max batch x frames" if "OutOfMemory" in logger.first_error
-               else "fix the model or the [build] settings in pipeline.toml")
-        raise UserError(f"{backend.title} could not build {onnx_path}: {logger.first_error or 'no reason given'}; "
-                        f"{fix}")
-    if not backend.is_rtx:
+    if serialized is not None and not backend.is_rtx and not interrupted():
         _save_timing_cache(builder_config, config.timing_cache)
-    return BuiltPlan(serialized, targets, hardware, version_compatible)
+    return serialized, targets, hardware, version_compatible, logger
 
 
 def _add_profiles(builder, builder_config, profiles: Sequence[ProfileShapes], input_name: str) -> None:

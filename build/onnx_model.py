@@ -10,6 +10,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from pipeline.errors import UserError
+from pipeline.files import input_file
 from pipeline.onnx_metadata import missing_metadata, read_metadata
 from pipeline.onnx_tools import external_data_inside
 
@@ -40,9 +41,7 @@ class OnnxFacts:
 
 def inspect_onnx(path: str | Path, vocoder: str, onnx_type: str, tensors: dict[str, str]) -> OnnxFacts:
     """Check `path` is a readable exported model of `vocoder` whose weights match `onnx_type`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ONNX file {path} not found; make it with `make onnx` or `python -m export`")
+    path = input_file(path, "ONNX file", "make it with `make onnx` or `python -m export`")
     if path.stat().st_size == 0:
         raise UserError(f"{path} is not a readable ONNX model (the file is empty); delete it and re-run `make engines`")
     external_data_inside(path)

@@ -23,14 +23,14 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from export.float64 import evaluate_float64
-from models.mels import sample_mel
 from pipeline.errors import UserError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, input_file
 from pipeline.onnx_metadata import metadata_of, missing_metadata, update_metadata
 from pipeline.onnx_tools import cpu_session, external_data_inside, reroute, run_audio
 from pipeline.quality import max_error_over_peak, within_float32_noise
 from pipeline.settings import check_precision, load_settings, precision_file_for
 from runtime.errors import CommandParser, reason_of, run_main
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("clean")
 
@@ -38,9 +38,7 @@ log = logging.getLogger("clean")
 def load_model(path: str | Path, names: dict[str, str]) -> onnx.ModelProto:
     """The exported model, checked against the pipeline's tensor `names` ([tensors]); a missing,
     truncated or foreign file is a one-line UserError."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"ONNX file {path} not found; run `python -m export` first")
+    path = input_file(path, "ONNX file", "run `python -m export` first")
     external_data_inside(path)
     try:
         model = onnx.load(str(path))

@@ -30,12 +30,12 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import metadata_of
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import audio_errors, bar_for, meets_bar, rounded, worst
 from pipeline.settings import check_precision, precision_file_for
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("clean")
 DENSE_OPS = ("Conv", "ConvTranspose")

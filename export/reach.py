@@ -22,13 +22,15 @@ import torch
 from torch import nn
 
 from export.float64 import float64_evaluation
-from models.mels import sample_mel
+from pipeline.errors import UserError
 from runtime.streaming import ARCHITECTURE_REACH
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("export")
 
 POKE = 1.0          # added to every band of one frame: a change of e (2.7x) in that frame's energy
 GUESS_MARGIN = 2    # frames beyond the architecture's known reach in the first, shortest mel
+MAX_DOUBLINGS = 4   # the reach cannot pass the architecture's: a mel 16 times the first one is far beyond it
 
 
 def stream_metadata(module: nn.Module, vocoder: str, bar: float) -> dict:
@@ -49,20 +51,27 @@ def stream_metadata(module: nn.Module, vocoder: str, bar: float) -> dict:
 
 def _measure_reach(module: nn.Module, vocoder: str, guess: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Poke the middle frame of a mel long enough to show where the change stops on both sides
-    (doubled until it does); returns that mel, its audio per frame (frames, hop) and [left, right]."""
+    (doubled until it does, at most MAX_DOUBLINGS times); returns that mel, its audio per frame
+    (frames, hop) and [left, right]. Audio that is not finite is refused: NaN differs from itself,
+    so every frame would look changed."""
     frames = 2 * guess + 3
-    while True:
+    for _ in range(MAX_DOUBLINGS + 1):
         mel = torch.from_numpy(sample_mel(vocoder, frames, n_mels=module.num_mels)).double()
         centre = frames // 2
         poked = mel.clone()
         poked[:, :, centre] += POKE
         audio, moved = _frames_of(module(torch.cat([mel, poked])), module.hop)
+        if not (np.isfinite(audio).all() and np.isfinite(moved).all()):
+            raise UserError(f"the {vocoder} model makes NaN or Inf audio from a speech-like mel (in float64); its weights "
+                            "are broken or far too large: check the checkpoint")
         changed = np.flatnonzero(np.any(audio != moved, axis=-1))
         if changed.size == 0:
             return mel.numpy(), audio, (0, 0)
         if changed[0] > 0 and changed[-1] < frames - 1:
             return mel.numpy(), audio, (int(centre - changed[0]), int(changed[-1] - centre))
         frames = 2 * frames + 1
+    raise UserError(f"one mel frame of the {vocoder} model changes audio across a whole mel of {(frames - 1) // 2} frames, far "
+                    f"beyond the architecture's reach of {guess - GUESS_MARGIN}; the model is not the {vocoder} vocoder")
 
 
 def _errors_after_cut(module: nn.Module, mel: np.ndarray, audio: np.ndarray, keep: int, side: str) -> np.ndarray:

@@ -20,11 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.layouts import save_v3_checkpoint, save_v4_checkpoint
-from models.mels import sample_mel
-from models.vocoders import BigVGAN, HiFiGAN
 from pipeline.settings import VOCODERS, load_settings
 from runtime.errors import CommandParser, run_main
+from vocoder_models.layouts import save_v3_checkpoint, save_v4_checkpoint
+from vocoder_models.mels import sample_mel
+from vocoder_models.vocoders import BigVGAN, HiFiGAN
 
 log = logging.getLogger("export")
 

@@ -20,12 +20,12 @@ from torch import nn
 
 from export.float64 import float64_evaluation
 from export.reach import stream_metadata
-from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import update_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak, within_float32_noise
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("export")
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("runtime", "pipeline", "models", "export", "build", "serving", "validate")
+PACKAGES = ("runtime", "pipeline", "vocoder_models", "export", "build", "serving", "validate")
 # The in-process part: every module of the runtime a service copies, and the GPT-SoVITS drop-in with
 # every stage it loads into GPT-SoVITS' interpreter (its closure follows whatever the drop-in imports
 # or names to run).

@@ -1,13 +1,13 @@
-"""File helpers of the offline stages: atomic writes (owned by the runtime, runtime/files.py, and
-imported from there) and content hashes for manifests."""
+"""File helpers of the offline stages: atomic writes and the check of an input file (owned by the
+runtime, runtime/files.py, and imported from there) and content hashes for manifests."""
 from __future__ import annotations
 
 import hashlib
 import os
 
-from runtime.files import atomic_output
+from runtime.files import atomic_output, input_file
 
-__all__ = ["atomic_output", "sha256_of"]
+__all__ = ["atomic_output", "input_file", "sha256_of"]
 
 
 def sha256_of(path: str | os.PathLike) -> str:

@@ -27,13 +27,14 @@ def onnx_session(model, providers: list):
 
 def external_data_inside(path: str | Path) -> None:
     """Every external-data file `path` names is a plain name whose real path (symlinks followed)
-    stays in the model's folder (runtime/files.py `inside`): TensorRT's parser and ONNX Runtime
-    would otherwise read whatever a crafted location or link points at."""
+    stays in the model's folder (runtime/files.py `inside`) and is a regular file (`input_file`):
+    TensorRT's parser and ONNX Runtime would otherwise read whatever a crafted location or link
+    points at, or wait forever on a FIFO."""
     import onnx
     from google.protobuf.message import DecodeError
     from onnx.external_data_helper import _get_all_tensors
 
-    from runtime.files import inside
+    from runtime.files import input_file, inside
 
     path = Path(path)
     try:
@@ -44,7 +45,8 @@ def external_data_inside(path: str | Path) -> None:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
-        inside(path.parent, location, f"{path}: external data file of {tensor.name}")
+        data = inside(path.parent, location, f"{path}: external data file of {tensor.name}")
+        input_file(data, f"{path}: external data file of {tensor.name},", "keep it beside the model as the export wrote it")
 
 
 def run_audio(session, mel: np.ndarray) -> np.ndarray:

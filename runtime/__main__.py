@@ -12,9 +12,10 @@ import numpy as np
 
 from runtime.engine import load_engine
 from runtime.errors import CommandParser, RuntimeUserError, run_main
+from runtime.files import input_file
 from runtime.limits import MAX_ARRAY_BYTES, within
 from runtime.manifest import manifest_path, read_manifest
-from runtime.mel import check_mel
+from runtime.mel import check_mel, check_mel_size
 from runtime.wav import to_pcm16, write_wav
 
 log = logging.getLogger("runtime")
@@ -22,13 +23,10 @@ log = logging.getLogger("runtime")
 
 def load_mel(path: str | Path, n_mels: int) -> np.ndarray:
     """A checked (batch, n_mels, frames) mel from a .npy file; (n_mels, frames) gets a batch axis."""
-    path = Path(path)
+    path = input_file(path, "mel file", "pass a .npy file of shape (n_mels, frames) or (batch, n_mels, frames)")
     try:
         check_npy_size(path)
         mel = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise RuntimeUserError(f"mel file {path} not found; pass a .npy file of shape (n_mels, frames) "
-                               "or (batch, n_mels, frames)") from None
     except (ValueError, OSError) as error:
         raise RuntimeUserError(f"{path} is not a numeric .npy array ({error}); save the mel with numpy.save") from None
     return check_mel(mel[None] if mel.ndim == 2 else mel, n_mels)
@@ -45,6 +43,8 @@ def check_npy_size(path: Path) -> None:
     claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
     within(claimed, 0, MAX_ARRAY_BYTES, f"the array {path} claims (shape {shape}, {dtype}) in bytes",
            "pass a smaller mel or cut it into pieces")
+    if len(shape) in (2, 3) and all(shape):
+        check_mel_size((1,) * (3 - len(shape)) + tuple(shape))  # as float32, before numpy reads (and check_mel converts)
     if claimed > holds and not dtype.hasobject:
         raise RuntimeUserError(f"{path} claims shape {shape} ({claimed} bytes) but holds {holds}; the file is truncated, "
                                "save the mel again with numpy.save")

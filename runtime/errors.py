@@ -71,6 +71,32 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[Callable[[], bool]]:
+    """For foreign code that calls back into Python and swallows what the callback raises (TensorRT
+    prints a KeyboardInterrupt raised in its logger or progress monitor, then carries on): SIGINT and
+    SIGTERM are recorded instead of raised while the block runs; `pending()` tells whether one came
+    (a progress monitor returns False then, which stops the build), and leaving the block raises
+    KeyboardInterrupt for it. A SIGINT that was ignored (a background job) stays ignored. Only the
+    main thread receives signals; elsewhere nothing changes."""
+    received: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = {}
+    for name in ("SIGINT", "SIGTERM"):
+        signum = getattr(signal, name, None)
+        if signum is not None and signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, lambda number, frame: received.append(number))
+    try:
+        yield lambda: bool(received)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        raise KeyboardInterrupt
+
+
 def refuse_undecodable_paths(argv: Sequence[str]) -> None:
     """TensorRT's parser, ONNX Runtime and torch's exporter take file names as UTF-8. Where Python
     decodes file names otherwise (LC_ALL=C with PYTHONUTF8=0, a GBK locale), a non-ASCII path reaches

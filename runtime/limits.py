@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from runtime.errors import RuntimeUserError
 
-MAX_ARRAY_BYTES = 2 ** 31          # a mel file: 2 GiB is (1, 100, 5.3 million) float32 frames, ~16 h of v3 audio
+MAX_ARRAY_BYTES = 2 ** 31          # a mel (file or caller) as float32: 2 GiB is (1, 100, 5.3 million), ~16 h of v3 audio
 MAX_FRAMES = 10 ** 7               # mel frames of one request, profile or stream window
 MAX_BATCH = 4096                   # batch items of a profile
 MAX_N_MELS = 1024                  # mel bands (the vocoders take 80 to 128)
 MAX_HOP = 4096                     # audio samples per mel frame (BigVGAN's largest is 512)
+MAX_DILATION = 1024                # of a convolution in a vocoder's config.json (BigVGAN's largest is 5)
 MIN_SAMPLING_RATE = 1000           # Hz, of a WAV or a manifest
 MAX_SAMPLING_RATE = 768_000
 MAX_WAV_CHANNELS = 64

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import EngineError, RuntimeUserError
+from runtime.files import input_file
 from runtime.limits import (
     MAX_BATCH,
     MAX_FRAMES,
@@ -73,11 +74,8 @@ def read_manifest(plan_path: str | Path) -> dict:
     """The checked manifest of `plan_path` (the plan's path with .json)."""
     plan_path = Path(plan_path)
     path = manifest_path(plan_path)
-    if not plan_path.is_file():
-        raise RuntimeUserError(f"engine plan {plan_path} not found; build it with `make engines` "
-                               "or pass the path of a .plan file")
-    if not path.is_file():
-        raise RuntimeUserError(f"manifest {path} not found beside the plan; {REBUILD} (the build stage writes both)")
+    input_file(plan_path, "engine plan", "build it with `make engines` or pass the path of a .plan file")
+    input_file(path, "manifest", f"it belongs beside the plan; {REBUILD} (the build stage writes both)")
     within(path.stat().st_size, 0, MAX_JSON_BYTES, f"the size of manifest {path} in bytes", REBUILD)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

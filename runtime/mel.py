@@ -8,10 +8,25 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.errors import RuntimeUserError
+from runtime.limits import MAX_ARRAY_BYTES, MAX_FRAMES, within
+
+FLOAT32_BYTES = 4
 
 
 def is_torch(x: object) -> bool:
     return type(x).__module__.startswith("torch")
+
+
+def check_mel_size(shape) -> None:
+    """The frames and the float32 bytes a mel of `shape` claims, against runtime/limits.py, before
+    anything is converted or copied (a broadcast view of a few bytes can claim gigabytes)."""
+    within(int(shape[-1]), 1, MAX_FRAMES, f"the mel's frame count (shape {tuple(shape)})",
+           "cut the mel into pieces or stream it (engine.stream)")
+    claimed = FLOAT32_BYTES
+    for size in shape:
+        claimed *= int(size)
+    within(claimed, 1, MAX_ARRAY_BYTES, f"the mel's size as float32 in bytes (shape {tuple(shape)})",
+           "cut the mel into pieces or stream it (engine.stream)")
 
 
 def check_mel(mel, n_mels: int):
@@ -32,6 +47,7 @@ def check_mel(mel, n_mels: int):
                                f"pass the vocoder's {n_mels}-band log-mel")
     if shape[0] == 0 or shape[2] == 0:
         raise RuntimeUserError(f"mel is empty (shape {shape}); pass at least one frame of one batch item")
+    check_mel_size(shape)
     if not floating:
         raise RuntimeUserError(f"mel must be floating point (a natural-log mel), got {dtype}; convert it to float32")
     if is_torch(mel):

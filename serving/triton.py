@@ -132,14 +132,17 @@ def _instance_kind(pb, serving: dict[str, Any]) -> int:
 
 
 def write_model(plan: Path, config, repository: Path) -> Path:
-    """`<repository>/<name>/1/model.plan` then `config.pbtxt`, each written whole or not at all."""
+    """`<repository>/<name>/1/model.plan` and `config.pbtxt`, both or neither: both are written to
+    temporaries first (a disk with room for the plan but not the config fails before either lands),
+    then the plan is renamed into place and the config last, the mark of a complete model."""
     from google.protobuf import text_format
 
     folder = inside(repository, config.name, "Triton model")
-    with atomic_output(folder / "1" / "model.plan") as tmp:
-        shutil.copyfile(plan, tmp)
-    with atomic_output(folder / "config.pbtxt") as tmp:
-        tmp.write_text(text_format.MessageToString(config), encoding="utf-8")
+    with atomic_output(folder / "config.pbtxt", (plan,)) as tmp_config, \
+            atomic_output(folder / "1" / "model.plan", (plan,)) as tmp_plan:
+        shutil.copyfile(plan, tmp_plan)
+        tmp_config.write_text(text_format.MessageToString(config), encoding="utf-8")
+        # leaving the block renames the plan, then the config (context managers exit in reverse order)
     return folder
 
 

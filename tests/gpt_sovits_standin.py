@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.mels import MEL_SPECS, log_mel, sample_mel
+from vocoder_models.mels import MEL_SPECS, log_mel, sample_mel
 
 spec_min, spec_max = -12, 2
 FEATURES_PER_TOKEN = {"v3": 3.875, "v4": 4}

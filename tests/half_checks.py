@@ -7,10 +7,10 @@ from pathlib import Path
 import onnx
 
 from export.to_onnx import pytorch_audio
-from models.mels import sample_mel
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import audio_errors, bar_for, meets_bar
 from pipeline.settings import load_settings
+from vocoder_models.mels import sample_mel
 
 HALF = onnx.TensorProto.FLOAT16
 FLOAT = onnx.TensorProto.FLOAT

@@ -442,7 +442,7 @@ def test_a_build_cut_short_between_the_renames_leaves_no_manifest(onnx_v4, tmp_p
 
     assert plan.read_bytes() == (b"old plan" if crash_before == "plan" else b"new plan")
     assert not plan.with_suffix(".json").exists()
-    with pytest.raises(runtime.RuntimeUserError, match="not found beside the plan"):
+    with pytest.raises(runtime.RuntimeUserError, match="not found; it belongs beside the plan"):
         runtime.read_manifest(plan)
     _rebuild_with(b"new plan", tmp_path, onnx_v4, monkeypatch, plan)
     assert_whole_pair(plan, b"new plan")

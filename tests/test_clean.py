@@ -16,12 +16,12 @@ from export.clean import check_parity, clean, clean_graph, load_model, op_counts
 from export.float64 import evaluate_float64
 from export.precision import read_precision_file
 from export.to_onnx import pytorch_audio
-from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak
 from pipeline.settings import VOCODERS, load_settings
+from vocoder_models.mels import sample_mel
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
 NODE_LIMITS = {"v3": 1500, "v4": 260}

@@ -24,7 +24,7 @@ def relative(files: list[Path], root: Path = REPO) -> set[str]:
 def test_the_clean_stage_loads_its_oracle_and_the_quality_bar():
     """The three files the hand-kept list missed, and the planner the command imports in a function."""
     files = relative(closure(["export.clean"]))
-    assert {"export/clean.py", "export/precision.py", "export/float64.py", "models/mels.py",
+    assert {"export/clean.py", "export/precision.py", "export/float64.py", "vocoder_models/mels.py",
             "pipeline/quality.py", "pipeline/settings.py", "export/__init__.py"} <= files
     assert not any(name.startswith(("build/", "validate/", "serving/")) for name in files), files
 
@@ -105,3 +105,21 @@ def test_a_stage_that_starts_loading_another_file_is_remade(tree):
     os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
     remade = commands(tree)
     assert remade.count("-m export.clean ") == 4 and "-m export --vocoder" not in remade, remade
+
+
+# Top-level module names GPT-SoVITS' own code imports from its own tree (read from its source at
+# 48b1a01 with ast: absolute imports whose first name is a folder or file of that tree). GPT-SoVITS
+# puts those folders on sys.path, and the drop-in loads this project's packages into the same
+# interpreter: a package of ours with one of these names shadows GPT-SoVITS' own (a top-level
+# `models` did: tools/AP_BWE_main's `from models.model import ...` failed, and api_v2.py with it).
+GPT_SOVITS_TOP_LEVEL = {
+    "AR", "BigVGAN", "ERes2NetV2", "GPT_SoVITS", "TTS_infer_pack", "bs_roformer", "bsroformer", "config",
+    "datasets1", "export_torch_script", "f5_tts", "feature_extractor", "fusion", "inference_webui", "kaldi",
+    "lib", "mdxnet", "models", "module", "my_utils", "pooling_layers", "process_ckpt", "slicer2", "sv", "text",
+    "tools", "utils", "vr",
+}
+
+
+def test_no_package_shadows_a_gpt_sovits_module():
+    assert {path.parent.name for path in REPO.glob("*/__init__.py")} == set(PACKAGES)
+    assert not set(PACKAGES) & GPT_SOVITS_TOP_LEVEL

@@ -13,14 +13,14 @@ import torch
 
 from export.checkpoints import load_vocoder
 from export.to_onnx import pytorch_audio, verify_export
-from models.layouts import add_weight_norm, fold_weight_norm, save_v3_checkpoint, save_v4_checkpoint
-from models.mels import sample_mel
-from models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
 from pipeline.errors import UserError
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak
 from pipeline.settings import load_settings
+from vocoder_models.layouts import add_weight_norm, fold_weight_norm, save_v3_checkpoint, save_v4_checkpoint
+from vocoder_models.mels import sample_mel
+from vocoder_models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
 
 REPO = Path(__file__).resolve().parent.parent
 

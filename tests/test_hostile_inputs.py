@@ -18,10 +18,12 @@ import copy
 import errno
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -36,13 +38,14 @@ from build.__main__ import main as build_command
 from build.plan import build_plan
 from export.__main__ import main as export_main
 from export.clean import main as clean_main
-from models.layouts import save_v4_checkpoint
 from pipeline.settings import VOCODERS, load_settings
 from runtime.__main__ import main as runtime_main
 from runtime.errors import run_main
+from runtime.limits import MAX_FRAMES
 from serving.triton import main as triton_main
 from trt_double import install_on_cpu
 from validate.__main__ import main as validate_main
+from vocoder_models.layouts import save_v4_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [2, 64]},
@@ -87,7 +90,7 @@ class Inputs:
 
 
 def speech_mel(frames: int, batch: int = 1) -> np.ndarray:
-    from models.mels import sample_mel
+    from vocoder_models.mels import sample_mel
     return sample_mel("v4", frames, batch=batch, seed=frames)
 
 
@@ -164,7 +167,7 @@ def v3_folder(config_change: Callable[[dict], None]) -> Callable:
     """(inputs) -> a BigVGAN v2 folder whose config.json is the default one changed; its weights file
     is a readable but empty generator (the config is read and refused first)."""
     def folder(i):
-        from models.vocoders import BigVGANConfig
+        from vocoder_models.vocoders import BigVGANConfig
         target = i.folder / "bigvgan"
         target.mkdir(exist_ok=True)
         config = {k: v for k, v in BigVGANConfig().__dict__.items()}
@@ -211,7 +214,7 @@ def wav_file(channels: int = 1, rate: int = 32000, samples: bytes = b"\x10\x00" 
 
 
 def recording(i, name: str = "speech.wav", nan: bool = False) -> Path:
-    from models.mels import speech_like_audio
+    from vocoder_models.mels import speech_like_audio
     audio = speech_like_audio(0.5, 32000)
     if nan:
         audio[100:110] = np.nan
@@ -389,7 +392,182 @@ VALIDATE = [
         damage=lambda i, mp: i.edit_manifest(lambda m: m["input"].update(shape=5))),
 ]
 
-ROWS = EXPORT + CLEAN + BUILD + RUNTIME + VALIDATE
+
+# ---- rows by class: what is never written, what is never read, sizes and values checked before work ----
+
+def special_output(kind: str, name: str = "audio.wav") -> Callable:
+    """(inputs) -> an output path in the input folder that exists and is not a regular file (a FIFO, a
+    socket, a link to the character device /dev/null, a folder), or `-`, or a legal name of 244 bytes."""
+    def path(i):
+        target = i.folder / name
+        if kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "socket":
+            import socket
+            target = i.folder / "s.sock"  # AF_UNIX paths are short: a name beside the inputs, not the full name
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(str(target))
+            listener.close()
+        elif kind == "null":
+            target.symlink_to(os.devnull)
+        elif kind == "folder":
+            target.mkdir()
+        elif kind == "dash":
+            target = Path("-")
+        elif kind == "long":
+            target = i.out / ("a" * 240 + ".wav")
+        return target
+    return path
+
+
+def special_input(kind: str, name: str) -> Callable:
+    """(inputs) -> an input path that is not a regular file: a FIFO (a reader would wait forever) or a
+    folder; or, for "data-fifo", the v4 ONNX whose external-data file is a FIFO."""
+    def path(i):
+        target = i.folder / name
+        if kind == "fifo":
+            os.mkfifo(target)
+        elif kind == "data-fifo":
+            onnx.save(onnx.load(str(i.onnx)), str(target), save_as_external_data=True, location="f.weights",
+                      size_threshold=0)
+            (i.folder / "f.weights").unlink()
+            os.mkfifo(i.folder / "f.weights")
+        else:
+            target.mkdir()
+        return target
+    return path
+
+
+def damaged_checkpoint(kind: str) -> Callable:
+    """(inputs) -> a checkpoint damaged as `kind` says: a v4 vocoder.pth with one NaN or Inf weight, a
+    malicious pickle, a v3 BigVGAN folder (for --vocoder v4), a folder holding vocoder.pth."""
+    def path(i):
+        if kind in ("nan", "inf"):
+            state = torch.load(i.checkpoint, weights_only=True)
+            state["conv_pre.weight"].view(-1)[7] = float(kind)
+            torch.save(state, i.folder / f"{kind}.pth")
+            return i.folder / f"{kind}.pth"
+        if kind == "pickle":
+            return i.file("evil.pth", pickle.dumps(RunsACommand(), protocol=4))
+        folder = i.folder / kind
+        folder.mkdir()
+        if kind == "v3-folder":
+            (folder / "config.json").write_text("{}", encoding="utf-8")
+            (folder / "bigvgan_generator.pt").write_bytes(b"")
+        else:
+            (folder / "vocoder.pth").write_bytes(i.checkpoint.read_bytes())
+        return folder
+    return path
+
+
+class RunsACommand:
+    """Pickled, a call of os.system: what a malicious checkpoint holds (torch's weights-only reader refuses it)."""
+
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def bigvgan_built_only_on_meta(i, mp) -> None:
+    """BigVGAN may be built from config.json's sizes on torch's meta device only, until the weights
+    are known to match them: a real build of a config's plausible but huge sizes costs gigabytes."""
+    from export import checkpoints
+    real = checkpoints.BigVGAN
+
+    def guarded(*args, **kwargs):
+        assert torch.get_default_device().type == "meta", "BigVGAN built from config.json before its sizes were checked"
+        return real(*args, **kwargs)
+    mp.setattr(checkpoints, "BigVGAN", guarded)
+
+
+def numpy_short_write(*args, **kwargs):
+    """What numpy's tofile raises on a full disk: an OSError without errno."""
+    raise OSError("400000 requested and 262112 written")
+
+
+def cut_wav(length: int) -> Callable:
+    """(inputs) -> a PCM WAV cut after `length` bytes (inside its header below 44)."""
+    return lambda i: i.file("cut.wav", recording(i).read_bytes()[:length])
+
+
+def mel_argv(wav: Callable, output: Callable = lambda i: i.out / "m.npy") -> Callable:
+    return lambda i: ["mel", wav(i), "--vocoder", "v4", "--output", output(i)]
+
+
+NOT_REGULAR = "not a regular file"
+WRITING = [
+    Row("writing: runtime --output a FIFO", runtime_main,
+        lambda i: [i.plan, "--mel", "MEL", "--output", special_output("fifo")(i)], "error",
+        "is a FIFO (named pipe), " + NOT_REGULAR),
+    Row("writing: runtime --output a socket", runtime_main,
+        lambda i: [i.plan, "--mel", "MEL", "--output", special_output("socket")(i)], "error", "is a socket"),
+    Row("writing: runtime --output a link to /dev/null", runtime_main,
+        lambda i: [i.plan, "--mel", "MEL", "--output", special_output("null")(i)], "error", "is a character device"),
+    Row("writing: runtime --output a folder", runtime_main,
+        lambda i: [i.plan, "--mel", "MEL", "--output", special_output("folder")(i)], "error", "is a folder"),
+    Row("writing: runtime --output - (refused, not standard output)", runtime_main,
+        lambda i: [i.plan, "--mel", "MEL", "--output", special_output("dash")(i)], "error", "is not standard output",
+        damage=lambda i, mp: mp.chdir(i.folder)),
+    Row("writing: runtime --output a legal 244-byte name", runtime_main,
+        lambda i: [i.plan, "--mel", "MEL", "--output", special_output("long")(i)], "accepted"),
+    Row("writing: build --output a link to /dev/null", build_main, build_argv(ONNX, special_output("null", "linked.fp32.plan")),
+        "error", "is a character device"),
+    Row("writing: clean --output a folder (no precision file left)", clean_main,
+        clean_argv(ONNX, special_output("folder", "v4.fp32.onnx")), "error", "is a folder"),
+    Row("writing: validate mel --output a FIFO", validate_main,
+        mel_argv(recording, special_output("fifo", "m.npy")), "error", "is a FIFO"),
+    Row("writing: validate mel on a full disk numpy reports without errno", validate_main, mel_argv(recording), "error",
+        "is full", damage=lambda i, mp: mp.setattr(np, "save", numpy_short_write)),
+    Row("writing: triton on a disk with room for the plan but not its config", triton_main,
+        lambda i: ["--engines", i.folder, "--output", i.out / "triton", "--force-rtx"], "error", "is full",
+        damage=lambda i, mp: mp.setattr("google.protobuf.text_format.MessageToString", raising(FULL))),
+]
+
+INPUTS = [
+    Row("inputs: runtime --mel a FIFO", runtime_main,
+        lambda i: [i.plan, "--mel", special_input("fifo", "mel.npy")(i), "--output", i.out / "a.wav"], "error",
+        "is a FIFO (named pipe), " + NOT_REGULAR),
+    Row("inputs: runtime plan a FIFO", runtime_main,
+        lambda i: [special_input("fifo", "fifo.plan")(i), "--mel", "MEL", "--output", i.out / "a.wav"], "error", "is a FIFO"),
+    Row("inputs: runtime manifest a FIFO", runtime_main, run_cmd("--mel", "MEL", "--output", "OUT"), "error", "is a FIFO",
+        damage=lambda i, mp: (i.manifest().unlink(), os.mkfifo(i.manifest()))),
+    Row("inputs: export --checkpoint a FIFO", export_main, export_argv(special_input("fifo", "v.pth")), "error", "is a FIFO"),
+    Row("inputs: build ONNX a FIFO", build_main, build_argv(special_input("fifo", "f.onnx")), "error", "is a FIFO"),
+    Row("inputs: build ONNX whose external data is a FIFO", build_main, build_argv(special_input("data-fifo", "f.onnx")),
+        "error", "is a FIFO"),
+    Row("inputs: clean ONNX a folder", clean_main, clean_argv(special_input("folder", "f.onnx")), "error", "is a folder"),
+    Row("inputs: validate mel WAV a FIFO", validate_main, mel_argv(special_input("fifo", "in.wav")), "error", "is a FIFO"),
+    Row("inputs: validate compare candidate a FIFO", validate_main,
+        lambda i: ["compare", i.onnx, special_input("fifo", "c.plan")(i)], "error", "is a FIFO"),
+    Row("inputs: export --vocoder v4 given a v3 BigVGAN folder", export_main, export_argv(damaged_checkpoint("v3-folder")),
+        "error", "is a BigVGAN v2 folder (the v3 vocoder"),
+    Row("inputs: export --vocoder v4 given the folder holding vocoder.pth", export_main,
+        export_argv(damaged_checkpoint("v4-folder")), "error", "pass the v4 checkpoint file inside it"),
+    Row("inputs: checkpoint a malicious pickle (no warning before the line)", export_main,
+        export_argv(damaged_checkpoint("pickle")), "error", READ_PT),
+] + [
+    Row(f"inputs: WAV cut after {length} bytes, inside its header", validate_main, mel_argv(cut_wav(length)), "error",
+        "ends inside its WAV header") for length in (6, 18, 30)
+]
+
+SIZES = [
+    Row("sizes: v4 checkpoint with one NaN weight (the reach would double its mel forever)", export_main,
+        export_argv(damaged_checkpoint("nan")), "error", "NaN or Inf weights in conv_pre.weight (1 of"),
+    Row("sizes: v4 checkpoint with one Inf weight", export_main, export_argv(damaged_checkpoint("inf")), "error",
+        "NaN or Inf weights"),
+    Row("sizes: BigVGAN config of plausible but huge sizes (checked against the weights first)", export_main,
+        lambda i: ["--vocoder", "v3", "--checkpoint", v3_folder(lambda c: c.update(upsample_initial_channel=1536 * 1024))(i),
+                   "--output", i.out / "v3.onnx"], "error", "does not match the BigVGAN layout",
+        damage=bigvgan_built_only_on_meta),
+] + [
+    Row(f"sizes: BigVGAN config whose {what} leaves the weights' shapes alone", export_main,
+        lambda i, change=change: ["--vocoder", "v3", "--checkpoint", v3_folder(change)(i), "--output", i.out / "v3.onnx"],
+        "error", says, damage=bigvgan_built_only_on_meta)
+    for what, change, says in (("hop is 4 million", lambda c: c.update(upsample_rates=[1000, 1000, 2, 2, 2, 2]), "hop"),
+                               ("dilation is 10**9", lambda c: c.update(resblock_dilation_sizes=[[1, 3, 10 ** 9]] * 3),
+                                "resblock_dilation_sizes is 1000000000"))
+]
+
+ROWS = EXPORT + CLEAN + BUILD + RUNTIME + VALIDATE + WRITING + INPUTS + SIZES
 
 
 def _stale_temporaries(inputs: Inputs) -> None:
@@ -418,7 +596,9 @@ MELS = {"nan": lambda: np.full((1, 100, 20), np.nan, np.float32), "inf": lambda:
         "rank4": lambda: np.zeros((1, 1, 100, 20), np.float32), "80bands": lambda: np.zeros((1, 80, 20), np.float32),
         "zero-frames": lambda: np.zeros((1, 100, 0), np.float32), "batch0": lambda: np.zeros((0, 100, 20), np.float32),
         "int": lambda: np.zeros((1, 100, 20), np.int16), "float64": lambda: speech_mel(30).astype(np.float64),
-        "fortran": lambda: np.asfortranarray(speech_mel(30)), "long": lambda: speech_mel(300)}
+        "fortran": lambda: np.asfortranarray(speech_mel(30)), "long": lambda: speech_mel(300),
+        # a broadcast view of 4 bytes claiming one frame past runtime/limits.py: 4 GB once converted
+        "past-limit": lambda: np.broadcast_to(np.zeros((1, 1, 1), np.float32), (1, 100, MAX_FRAMES + 1))}
 CRAFTED = {"bomb": npy_claiming((1, 100, 10 ** 10)), "short": npy_claiming((1, 100, 30)), "text": b"not numpy at all"}
 
 
@@ -483,13 +663,15 @@ def test_hostile_input(row: Row, inputs: Inputs, monkeypatch, capsys):
     if row.damage is not None:
         row.damage(inputs, monkeypatch)
     before = files_under(inputs.folder)
-    code = run_main(row.main, argv)
-    err = capsys.readouterr().err.strip().splitlines()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = run_main(row.main, argv)
+    err = capsys.readouterr().err.strip().splitlines() + shown_warnings(caught)
     after = {name: stat for name, stat in files_under(inputs.folder).items() if not name.endswith(".runtime-cache")}
     added = {name for name in after if name not in before}
     if row.expect == "accepted":
         assert code == 0, err
-        samples = _wav_samples(inputs.out / "audio.wav")
+        samples = _wav_samples(Path(argv[argv.index("--output") + 1]))
         mel = np.load(argv[argv.index("--mel") + 1])
         assert samples == mel.shape[-1] * 480
         assert not [name for name in added if name.endswith((".tmp", ".lock"))], sorted(added)
@@ -506,6 +688,12 @@ def test_hostile_input(row: Row, inputs: Inputs, monkeypatch, capsys):
     assert row.says in err[0], err[0]
 
 
+def shown_warnings(caught) -> list[str]:
+    """The warnings a user's console shows (Python's default filters hide the deprecation kinds)."""
+    hidden = (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning)
+    return [f"warning: {w.message}" for w in caught if not issubclass(w.category, hidden)]
+
+
 def _wav_samples(path: Path) -> int:
     import wave
     with wave.open(str(path)) as wav:
@@ -516,7 +704,8 @@ def _wav_samples(path: Path) -> int:
 
 
 @pytest.mark.parametrize("kind, says", [("nan", "NaN or Inf"), ("rank4", "(batch, n_mels, frames)"), ("80bands", "80 bands"),
-                                        ("zero-frames", "empty"), ("batch0", "empty"), ("int", "floating point")])
+                                        ("zero-frames", "empty"), ("batch0", "empty"), ("int", "floating point"),
+                                        ("past-limit", "frame count")])
 def test_python_api_refuses_bad_mels(kind, says, inputs):
     with runtime.load_engine(inputs.plan) as engine, pytest.raises(runtime.RuntimeUserError, match=says.replace("(", r"\(")
                                                                      .replace(")", r"\)")):
@@ -683,3 +872,115 @@ def test_real_signal_during_an_export_leaves_nothing(tmp_path, signum):
     assert process.returncode == 130, (process.returncode, stderr)
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- sizes: every loop that grows is bounded ------------------------------------------------------
+
+
+class EveryFrameEverywhere(torch.nn.Module):
+    """A stand-in vocoder whose every audio sample depends on every mel frame (the mean over time),
+    so no mel is long enough to show where one frame's reach stops."""
+    hop, sampling_rate, num_mels = 4, 16000, 100
+
+    def __init__(self):
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, mel):
+        level = self.gain * mel.mean(dim=(1, 2), keepdim=True)
+        return level.expand(-1, 1, mel.shape[-1] * self.hop)
+
+
+def test_the_reach_measurement_stops_growing_its_mel():
+    from export.reach import stream_metadata
+    from pipeline.errors import UserError
+    with pytest.raises(UserError, match="far beyond the architecture's reach"):
+        stream_metadata(EveryFrameEverywhere(), "v4", 60.0)
+
+
+# ---- work thrown away: every argument is checked before the first stage --------------------------
+
+
+@pytest.mark.parametrize("precisions, says", [(["fp8"], "unknown precision 'fp8'"), (["fp16", "fp16"], "fp16 twice")])
+def test_bundle_build_checks_every_argument_before_the_first_stage(precisions, says, tmp_path, monkeypatch):
+    """In a GPT-SoVITS folder that has both checkpoints, a bad --precisions used to cost the whole
+    export (and replace the ONNX file) before the clean stage refused it."""
+    from serving.gpt_sovits import bundle_build
+    for relative in load_settings()["serving"]["gpt_sovits"]["checkpoints"].values():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"checkpoint")
+    monkeypatch.chdir(tmp_path)
+    stages = []
+    monkeypatch.setattr(bundle_build, "run_step", stages.append)
+    with pytest.raises(runtime.RuntimeUserError, match=says):
+        bundle_build.main(["--precisions", *precisions])
+    assert stages == []
+
+
+# ---- signals: TensorRT swallows what its callbacks raise ------------------------------------------
+
+# `python -m build` with small profiles, whose first TensorRT log message sends the process a signal:
+# the signal then lands inside TensorRT's logger callback, where TensorRT prints a KeyboardInterrupt
+# and carries on unless the build holds the signal.
+SIGNAL_IN_CALLBACK = """
+import copy, logging, os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+from pipeline.settings import VOCODERS, load_settings
+settings = copy.deepcopy(load_settings())
+for vocoder in VOCODERS:
+    settings["profiles"][vocoder] = [{"name": "short", "min": [1, 1], "opt": [1, 32], "max": [1, 64]}]
+build_log, signum, sent = logging.getLogger("build"), int(sys.argv.pop(1)), []
+real = build_log.log
+def signalling_log(level, message, *args, **kwargs):  # TensorRT's logger only: the stage itself uses info/warning
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signum)
+    real(level, message, *args, **kwargs)
+build_log.log = signalling_log
+from build.__main__ import main
+from runtime.errors import run_main
+raise SystemExit(run_main(lambda argv: main(argv, settings=settings)))
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_inside_tensorrts_callback_stops_the_build(signum, onnx_v4, tmp_path):
+    """The real TensorRT-RTX builder: exit 130 and no plan, not a finished build with exit 0."""
+    pytest.importorskip("tensorrt_rtx")
+    output = tmp_path / "out" / "v4.fp32.plan"
+    result = subprocess.run([sys.executable, "-c", SIGNAL_IN_CALLBACK, str(int(signum)), str(onnx_v4), "--vocoder", "v4",
+                             "--precision", "fp32", "--backend", "tensorrt_rtx", "--output", str(output)],
+                            cwd=REPO, capture_output=True, text=True, encoding="utf-8", timeout=300)
+    assert result.returncode == 130, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: interrupted"), result.stderr[-2000:]
+    assert not output.parent.exists() or list(output.parent.iterdir()) == []
+
+
+# ---- writing: the atomic writer itself -----------------------------------------------------------
+
+
+def test_an_output_that_is_a_link_is_written_through(tmp_path):
+    """Renaming over a symbolic link replaced the link itself (run as root against /dev/stdout, that
+    broke the system's link): the target is written, the link stays."""
+    target, link = tmp_path / "real.wav", tmp_path / "link.wav"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    with runtime.files.atomic_output(link) as tmp:
+        tmp.write_bytes(b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.wav", "real.wav"]
+
+
+@pytest.mark.parametrize("name", ["a" * 251 + ".wav", "é" * 125 + ".wav"], ids=["255-ascii", "254-utf8"])
+def test_the_longest_legal_output_names_are_written_and_swept(name, tmp_path):
+    """The temporary and lock names beside an output of 255 bytes fit too, and a killed writer's
+    temporary of such a name is swept by the next writer."""
+    output = tmp_path / name
+    with runtime.files.atomic_output(output) as tmp:
+        assert len(os.fsencode(tmp.name)) <= 255
+        stale = tmp.with_name(tmp.name.replace(".tmp", "").rsplit(".", 1)[0] + ".k1ll3d00.tmp")
+        stale.write_bytes(b"left by a killed writer")
+        tmp.write_bytes(b"whole")
+    with runtime.files.atomic_output(output) as tmp:
+        tmp.write_bytes(b"again")
+    assert [p.name for p in tmp_path.iterdir()] == [name] and output.read_bytes() == b"again"

@@ -14,11 +14,11 @@ import pytest
 from export.clean import clean, clean_graph, load_model
 from export.precision import Planner, _is_dense, candidate_order, layerwise_errors, ranked_units, to_half
 from half_checks import FLOAT, HALF, assert_meets_bar_against_pytorch, assert_plan_types_hold, declared_types
-from models.mels import sample_mel
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import audio_errors
 from pipeline.settings import load_settings
+from vocoder_models.mels import sample_mel
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from factories import write_plan
-from models.mels import sample_mel
-from models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
 from pipeline.settings import load_settings
 from serving.gpt_sovits.dropin import DropIn, EngineVocoder
 from serving.torch_tier import dropin as tier_dropin
 from serving.torch_tier.dropin import TierVocoder
 from serving.torch_tier.fused import FusedAntiAliasedSnake
+from vocoder_models.mels import sample_mel
+from vocoder_models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
 
 
 def small_v4() -> torch.nn.Module:

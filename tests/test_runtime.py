@@ -292,8 +292,8 @@ def test_infer_returning_the_wrong_length_is_an_engine_error():
 
 
 def test_chunked_v4_under_onnx_runtime_matches_one_pass(onnx_v4):
-    from models.mels import sample_mel
     from pipeline.onnx_metadata import read_metadata
+    from vocoder_models.mels import sample_mel
 
     session = cpu_session(onnx_v4)
     infer = lambda m: session.run(["audio"], {"mel": m})[0]  # noqa: E731

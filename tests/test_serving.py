@@ -24,13 +24,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from factories import write_plan
-from models.mels import sample_mel
-from models.vocoders import BigVGAN, BigVGANConfig
 from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS, load_settings, profiles_for
 from serving.gpt_sovits import EngineRequest, EngineVocoder, install, rebuild_reasons, yaml_options
 from serving.triton import write_repository
+from vocoder_models.mels import sample_mel
+from vocoder_models.vocoders import BigVGAN, BigVGANConfig
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = load_settings()

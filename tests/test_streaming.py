@@ -24,7 +24,6 @@ from build.plan import build_plan
 from cuda_double import HostCudaLayer
 from export.reach import shortest_window
 from factories import write_plan
-from models.mels import sample_mel
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import snr_db
@@ -34,6 +33,7 @@ from runtime.__main__ import main as runtime_main
 from runtime.errors import run_main
 from runtime.streaming import ARCHITECTURE_REACH, DEFAULT_STEPS, Stream, stream_window
 from trt_double import World, install
+from vocoder_models.mels import sample_mel
 
 BAR_DB = load_settings()["stream"]["snr_min_db"]
 TOY_HOP, TOY_BACK, TOY_AHEAD = 5, 3, 2  # the toy's audio frame t comes from mel frames t - 3 .. t + 2

@@ -17,11 +17,11 @@ from export.checkpoints import load_vocoder
 from export.clean import clean
 from export.to_onnx import onnx_from_module, pytorch_audio, verify_export
 from half_checks import assert_meets_bar_against_pytorch, assert_plan_types_hold, fp16_bar
-from models.mels import sample_mel
 from pipeline.errors import UserError
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak, meets_bar
 from pipeline.settings import VOCODERS, load_settings
+from vocoder_models.mels import sample_mel
 
 FLOAT16_MAX = 65504.0
 

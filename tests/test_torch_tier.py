@@ -12,7 +12,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from export.float64 import float64_evaluation  # noqa: E402
-from models.vocoders import AntiAliasedSnake, BigVGAN, BigVGANConfig  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 from pipeline.quality import audio_errors, bar_for, failures, max_error_over_peak, snr_db  # noqa: E402
 from pipeline.settings import VOCODERS, load_settings  # noqa: E402
@@ -25,6 +24,7 @@ from serving.torch_tier.fused import (  # noqa: E402
     is_antialiased_snake,
     snake_terms,
 )
+from vocoder_models.vocoders import AntiAliasedSnake, BigVGAN, BigVGANConfig  # noqa: E402
 
 pytest.importorskip("triton")
 from serving.torch_tier.kernel import antialiased_snake  # noqa: E402
@@ -159,7 +159,7 @@ def test_plans_cover_every_frame_once_and_hold_each_frames_reach():
 def tiny_hifigan(num_mels: int = 8) -> torch.nn.Module:
     """The v4 architecture at a small size (two 2x stages), so float64 passes take milliseconds;
     GPT-SoVITS' 100 bands where the drop-in's proof at start vocodes its mel through it."""
-    from models.vocoders import HiFiGAN, HiFiGANConfig
+    from vocoder_models.vocoders import HiFiGAN, HiFiGANConfig
     torch.manual_seed(6)
     config = HiFiGANConfig(num_mels=num_mels, upsample_rates=(2, 2), upsample_kernel_sizes=(4, 4), upsample_initial_channel=16,
                            resblock_kernel_sizes=(3, 5), resblock_dilation_sizes=((1, 3), (1, 3)))

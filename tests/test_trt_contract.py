@@ -83,7 +83,7 @@ def reference(onnx_path, mel) -> np.ndarray:
 
 
 def speech(frames, batch=1, seed=0) -> np.ndarray:
-    from models.mels import sample_mel
+    from vocoder_models.mels import sample_mel
     return sample_mel("v4", frames, batch=batch, seed=seed)
 
 

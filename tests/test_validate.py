@@ -17,10 +17,10 @@ from onnx import numpy_helper
 
 import runtime
 from factories import write_plan
-from models.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
 from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
 from validate import metrics
+from vocoder_models.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
 
 
 def small_settings(tmp_path: Path) -> dict:
@@ -68,7 +68,7 @@ def test_log_mel_distance_sees_gain_as_log_of_it():
 
 
 def reference_mel(audio: np.ndarray, spec: MelSpec) -> np.ndarray:
-    """GPT-SoVITS' recipe rebuilt on torch.stft and librosa's filterbank, independent of models/mels.py."""
+    """GPT-SoVITS' recipe rebuilt on torch.stft and librosa's filterbank, independent of vocoder_models/mels.py."""
     import librosa
     import torch
     y = torch.from_numpy(audio.astype(np.float32))[None, None]

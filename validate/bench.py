@@ -23,13 +23,13 @@ from typing import Any, Callable
 import numpy as np
 
 import runtime
-from models.mels import sample_mel
 from pipeline.files import atomic_output
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, onnx_session, run_audio
 from pipeline.quality import cosine_similarity, snr_db
 from pipeline.settings import REPO_ROOT, VOCODERS, output_paths
 from runtime.errors import reason_of
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("validate")
 

@@ -31,14 +31,14 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 
 import runtime
-from models.mels import sample_mel
 from pipeline.errors import UserError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, input_file
 from pipeline.onnx_metadata import missing_metadata, read_metadata
 from pipeline.onnx_tools import external_data_inside
 from pipeline.quality import bar_for, failures
 from pipeline.settings import REPO_ROOT, VOCODERS
 from validate.metrics import audio_metrics
+from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("validate")
 
@@ -143,8 +143,7 @@ def plan_comparison(reference: Path, candidate: Path, layerwise: bool, settings:
 
 def _check_inputs(reference: Path, candidate: Path) -> None:
     for path, kinds in ((reference, (".onnx",)), (candidate, (".onnx", ".plan"))):
-        if not path.is_file():
-            raise UserError(f"{path} not found; run make onnx (or make engines) first")
+        input_file(path, "model", "run make onnx (or make engines) first")
         if path.suffix not in kinds:
             raise UserError(f"{path} is not a {' or '.join(kinds)} file")
         if path.suffix == ".onnx":

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from models.mels import MelSpec, log_mel
 from pipeline.quality import audio_errors, paired
+from vocoder_models.mels import MelSpec, log_mel
 
 
 def mean_squared_error(reference, candidate) -> float:

@@ -1,6 +1,6 @@
 """python -m validate mel IN.wav --vocoder v3|v4 --output MEL.npy
 
-The mel GPT-SoVITS computes for each vocoder (models/mels.py: v3 24 kHz, n_fft 1024, hop 256;
+The mel GPT-SoVITS computes for each vocoder (vocoder_models/mels.py: v3 24 kHz, n_fft 1024, hop 256;
 v4 32 kHz, n_fft 1280, hop 320), from a recording, so real speech can be copy-synthesised through
 PyTorch and through the engine and listened to. Like GPT-SoVITS, stereo is averaged to mono and
 other sample rates are resampled (polyphase, scipy) to the rate the vocoder's mel needs.
@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 import struct
+import warnings
 from math import gcd
 from pathlib import Path
 
 import numpy as np
 
-from models.mels import MEL_SPECS, log_mel
 from pipeline.errors import UserError
-from pipeline.files import atomic_output
+from pipeline.files import atomic_output, input_file
 from pipeline.settings import VOCODERS
+from runtime.errors import one_line
 from runtime.limits import MAX_SAMPLING_RATE, MAX_WAV_CHANNELS, MIN_SAMPLING_RATE, within
+from vocoder_models.mels import MEL_SPECS, log_mel
 
 log = logging.getLogger("validate")
 
@@ -27,14 +29,19 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     """Mono float32 samples in [-1, 1] and the sample rate, from integer PCM or float WAV."""
     from scipy.io import wavfile
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} not found; pass an existing .wav file")
+    path = input_file(path, "recording", "pass an existing .wav file")
     try:
         check_wav_header(path)
-        rate, data = wavfile.read(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", wavfile.WavFileWarning)
+            rate, data = wavfile.read(path)
+    except struct.error:  # a header field the file ends inside (our check or scipy's reader)
+        raise UserError(f"{path} ends inside its WAV header (the file is cut short); copy or export the recording "
+                        "again") from None
     except (ValueError, OSError) as error:
         raise UserError(f"{path} is not a readable WAV file ({error}); convert it to 16-bit PCM WAV") from None
+    for warning in caught:  # scipy's warnings (samples cut short, unknown chunks) as log lines, not tracebacks
+        log.warning("%s: %s", path, one_line(warning.message))
     if np.issubdtype(data.dtype, np.integer):
         info = np.iinfo(data.dtype)
         data = (data.astype(np.float64) - (info.max + 1 + info.min) / 2) / ((info.max - info.min + 1) / 2)

@@ -11,7 +11,6 @@ tests/test_desktop.py). It needs Python 3.11+ and the `pipeline` and `rtx` extra
 """
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from pipeline.errors import UserError
-from pipeline.settings import REPO_ROOT, VOCODERS, load_settings, output_paths
+from pipeline.settings import REPO_ROOT, VOCODERS, check_precision, load_settings, output_paths
+from runtime.errors import CommandParser
+from runtime.files import output_target
 
 
 def stage_commands(settings: dict, vocoder: str, checkpoint: Path, precisions: list[str]) -> list[tuple[str, list[str]]]:
@@ -45,9 +46,23 @@ def run_step(command: list[str]) -> None:
         raise UserError(f"python -m {command[2]} failed: {lines[-1]}")
 
 
+def check_arguments(settings: dict, vocoders: list[str], precisions: list[str]) -> None:
+    """Every argument and output before the first stage runs, so a bad one costs no export and
+    replaces no file: known, distinct precisions and outputs that are files or missing."""
+    for precision in precisions:
+        check_precision(settings, precision)
+    repeated = sorted({p for p in precisions if precisions.count(p) > 1})
+    if repeated:
+        raise UserError(f"--precisions names {', '.join(repeated)} twice; name each precision once")
+    for vocoder in vocoders:
+        for precision in precisions:
+            for path in output_paths(settings, vocoder, precision).values():
+                output_target(path)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.gpt_sovits build",
-                                     description="Engines from the vocoder checkpoints of the GPT-SoVITS here.")
+    parser = CommandParser(prog="python -m serving.gpt_sovits build",
+                           description="Engines from the vocoder checkpoints of the GPT-SoVITS here.")
     parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
     parser.add_argument("--precisions", nargs="+", default=["fp16", "fp32"])
     args = parser.parse_args(argv)
@@ -55,6 +70,7 @@ def main(argv=None) -> int:
         raise UserError(f"the pipeline needs Python 3.11+, this is {sys.version.split()[0]}; run "
                         "`make engines CHECKPOINT_V3=... CHECKPOINT_V4=...` on a machine with 3.11 and copy engines/ here")
     settings = load_settings()
+    check_arguments(settings, args.vocoders, args.precisions)
     checkpoints = {v: Path.cwd() / settings["serving"]["gpt_sovits"]["checkpoints"][v] for v in args.vocoders}
     missing = [str(path) for path in checkpoints.values() if not path.exists()]
     if missing:

@@ -52,7 +52,7 @@ def gpt_sovits_checkpoint(settings: dict[str, Any], vocoder: str) -> Path:
 
 def checkpoint_sha256(checkpoint: Path) -> str | None:
     """The hash the export stage records for this checkpoint (v3: the .pt in the BigVGAN folder)."""
-    from models.layouts import V3_WEIGHTS
+    from vocoder_models.layouts import V3_WEIGHTS
 
     weights = checkpoint / V3_WEIGHTS if checkpoint.is_dir() else checkpoint
     return sha256_of(weights) if weights.is_file() else None

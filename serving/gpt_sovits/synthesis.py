@@ -8,10 +8,10 @@ import sys
 
 import torch
 
-from models.mels import MEL_SPECS
 from pipeline.errors import UserError
 from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window, fitted_stream, stream_window
 from serving.gpt_sovits.dropin import EngineVocoder
+from vocoder_models.mels import MEL_SPECS
 
 
 @torch.inference_mode()

@@ -15,10 +15,10 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 from torch import nn
 
-from models.vocoders import BigVGANConfig, HiFiGANConfig
 from pipeline.errors import UserError
 from runtime.streaming import architecture_window
 from serving.torch_tier.fast import TIER_FAST, FastVocoder, choose_tier
+from vocoder_models.vocoders import BigVGANConfig, HiFiGANConfig
 
 log = logging.getLogger("serving")
 

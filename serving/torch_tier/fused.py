@@ -1,6 +1,6 @@
 """Swap BigVGAN's anti-aliased activations for the fused Triton kernel, in place.
 
-Two module families have the same shape: this project's `models.vocoders.AntiAliasedSnake` and
+Two module families have the same shape: this project's `vocoder_models.vocoders.AntiAliasedSnake` and
 upstream's `Activation1d` (NVIDIA's `bigvgan` package; GPT-SoVITS vendors the same code). Each has
 `act` (SnakeBeta with `alpha`, `beta` and a log-scale flag, or Snake with `alpha` only),
 `upsample` (a 12-tap `filter` buffer, ratio 2) and `downsample` (`lowpass.filter`, ratio 2). The

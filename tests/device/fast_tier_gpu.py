@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from export.checkpoints import load_vocoder  # noqa: E402
-from models.mels import sample_mel  # noqa: E402
 from pipeline.quality import audio_errors, bar_for, failures, max_error_over_peak, snr_db  # noqa: E402
 from pipeline.settings import VOCODERS, load_settings  # noqa: E402
 from runtime.streaming import DEFAULT_STEPS, Stream, architecture_window  # noqa: E402
@@ -33,6 +32,7 @@ from serving.torch_tier.fast import FastVocoder, choose_tier  # noqa: E402
 from serving.torch_tier.fused import FusedAntiAliasedSnake, fuse_activations  # noqa: E402
 from serving.torch_tier.kernel import antialiased_snake  # noqa: E402
 from stream_timing import GraphedVocoder  # noqa: E402
+from vocoder_models.mels import sample_mel  # noqa: E402
 
 CUDA = torch.device("cuda")
 FP16_BAR = bar_for(load_settings(), "fp16")

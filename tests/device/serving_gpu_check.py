@@ -43,9 +43,9 @@ def main() -> None:
     sys.path[:0] = [".", "tests"]  # the stages and tests/factories.py, when run as a script from the repository root
     from export.checkpoints import load_vocoder
     from factories import write_plan
-    from models.mels import sample_mel
     from pipeline.settings import load_settings
     from serving.gpt_sovits import EngineVocoder, install
+    from vocoder_models.mels import sample_mel
 
     vocoder = load_vocoder("v4", settings=load_settings()).cuda()
     settings = copy.deepcopy(load_settings())

@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from export.checkpoints import load_vocoder  # noqa: E402
 from export.reach import stream_metadata  # noqa: E402
-from models.mels import sample_mel  # noqa: E402
 from pipeline.settings import VOCODERS, load_settings  # noqa: E402
 from runtime.streaming import DEFAULT_STEPS, Stream  # noqa: E402
+from vocoder_models.mels import sample_mel  # noqa: E402
 
 CHUNK_FRAMES = {"v3": 934 - 468, "v4": 1000 - 500}  # T_chunk - T_ref of GPT-SoVITS' init_vocoder
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.limits import MAX_DILATION, MAX_HOP, MAX_N_MELS, MAX_SAMPLING_RATE, MIN_SAMPLING_RATE
+
 # --- hyper-parameters -------------------------------------------------------------------------
 
 
@@ -81,6 +83,20 @@ class BigVGANConfig:
         if self.upsample_initial_channel % 2 ** len(self.upsample_rates):
             raise ValueError(f"upsample_initial_channel {self.upsample_initial_channel} does not halve "
                              f"{len(self.upsample_rates)} times")
+        self.check_limits()
+
+    def check_limits(self) -> None:
+        """The sizes that leave the weights' shapes alone but set the work of every pass (the hop,
+        the dilations, the bands and the rate) against runtime/limits.py: a plausible config.json
+        with a hop of a million would pass the weight check and then ask gigabytes of each pass."""
+        hop = math.prod(self.upsample_rates)
+        largest_dilation = max(max(d) for d in self.resblock_dilation_sizes)
+        for what, value, lowest, highest in (("hop (the product of upsample_rates)", hop, 1, MAX_HOP),
+                                             ("the largest of resblock_dilation_sizes", largest_dilation, 1, MAX_DILATION),
+                                             ("num_mels", self.num_mels, 1, MAX_N_MELS),
+                                             ("sampling_rate", self.sampling_rate, MIN_SAMPLING_RATE, MAX_SAMPLING_RATE)):
+            if not lowest <= value <= highest:
+                raise ValueError(f"{what} is {value}, outside {lowest}..{highest} (runtime/limits.py)")
 
 
 REQUIRED_SIZES = ("num_mels", "upsample_rates", "upsample_kernel_sizes", "upsample_initial_channel",
@@ -127,7 +143,9 @@ def mean_of_blocks(blocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
 
 
 def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> torch.Tensor:
-    """BigVGAN's windowed-sinc low-pass filter, shape (1, 1, kernel_size), summing to one."""
+    """BigVGAN's windowed-sinc low-pass filter, shape (1, 1, kernel_size), summing to one; computed on
+    the CPU even where the module is laid out on torch's meta device (a few values, and meta's
+    decompositions of these ops are slow)."""
     half_size = kernel_size // 2
     delta_f = 4 * half_width
     attenuation = 2.285 * (half_size - 1) * math.pi * delta_f + 7.95
@@ -137,11 +155,11 @@ def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> to
         beta = 0.5842 * (attenuation - 21) ** 0.4 + 0.07886 * (attenuation - 21.0)
     else:
         beta = 0.0
-    window = torch.kaiser_window(kernel_size, beta=beta, periodic=False)
+    window = torch.kaiser_window(kernel_size, beta=beta, periodic=False, device="cpu")
     if kernel_size % 2 == 0:
-        time = torch.arange(-half_size, half_size) + 0.5
+        time = torch.arange(-half_size, half_size, device="cpu") + 0.5
     else:
-        time = torch.arange(kernel_size) - half_size
+        time = torch.arange(kernel_size, device="cpu") - half_size
     taps = 2 * cutoff * window * torch.sinc(2 * cutoff * time)
     return (taps / taps.sum()).view(1, 1, kernel_size)
 

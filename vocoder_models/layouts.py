@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from models.vocoders import BigVGAN, HiFiGAN
 from pipeline.files import atomic_output
+from vocoder_models.vocoders import BigVGAN, HiFiGAN
 
 V3_WEIGHTS = "bigvgan_generator.pt"
 V3_CONFIG = "config.json"
