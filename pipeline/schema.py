@@ -318,7 +318,8 @@ SCHEMA = Table({
         "triton_repository": PATH, "dynamic_batching": Flag(), "preferred_batch_sizes": ListOf(BATCH, least=0),
         "max_queue_delay_microseconds": Number(0, 60_000_000, integer=True, note="at most a minute"),
         "instance_count": Number(1, 64, integer=True), "instance_kind": Choice(TRITON_INSTANCE_KINDS),
-        "gpt_sovits": Table({"checkpoints": per_vocoder(PATH), "stats_window": COUNT})}),
+        "gpt_sovits": Table({"checkpoints": per_vocoder(PATH), "stats_window": COUNT,
+                             "proof_frames": per_vocoder(FRAMES), "proof_seed": SEED})}),
     "stream": Table({"snr_min_db": DECIBELS}),
 })
 

@@ -96,7 +96,8 @@ def settings_with_engines(engines: Path) -> dict:
 
 @pytest.fixture()
 def v4_engines(tmp_path, onnx_v4) -> Path:
-    """v4 at fp32 and fp16 and a v3 fp16 engine beside them, all runnable through the stand-in."""
+    """v4 at fp32 and fp16, runnable through the stand-in (the v4 model's own function: the proof at
+    start passes), and a v3 fp16 plan beside them that is never served (its ONNX is v4's)."""
     engines = tmp_path / "engines"
     for vocoder, precision in (("v4", "fp32"), ("v4", "fp16"), ("v3", "fp16")):
         write_plan(engines, vocoder=vocoder, precision=precision, onnx_path=onnx_v4)

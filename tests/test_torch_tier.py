@@ -157,11 +157,12 @@ def test_plans_cover_every_frame_once_and_hold_each_frames_reach():
             assert edge_right or w.keep_to + lookahead <= w.start + w.frames, (frames, w)
 
 
-def tiny_hifigan() -> torch.nn.Module:
-    """The v4 architecture at a small size (two 2x stages), so float64 passes take milliseconds."""
+def tiny_hifigan(num_mels: int = 8) -> torch.nn.Module:
+    """The v4 architecture at a small size (two 2x stages), so float64 passes take milliseconds;
+    GPT-SoVITS' 100 bands where the drop-in's proof at start vocodes its mel through it."""
     from vocoder_models.vocoders import HiFiGAN, HiFiGANConfig
     torch.manual_seed(6)
-    config = HiFiGANConfig(num_mels=8, upsample_rates=(2, 2), upsample_kernel_sizes=(4, 4), upsample_initial_channel=16,
+    config = HiFiGANConfig(num_mels=num_mels, upsample_rates=(2, 2), upsample_kernel_sizes=(4, 4), upsample_initial_channel=16,
                            resblock_kernel_sizes=(3, 5), resblock_dilation_sizes=((1, 3), (1, 3)))
     return HiFiGAN(config).eval()
 
@@ -486,7 +487,7 @@ def test_drop_in_serves_the_fast_tier_when_no_engine_loads(tmp_path, monkeypatch
     from serving.torch_tier import fallback as tier_fallback
     monkeypatch.setattr(tier_fallback, "choose_tier", lambda device, fallback: ("pytorch-fast", "stand-in: CUDA and Triton")
                         if fallback == "fast" else ("pytorch", "tensorrt_fallback is 'plain'"))
-    model = tiny_hifigan()
+    model = tiny_hifigan(num_mels=100)
     tts = TinyTTS(model)
     with caplog.at_level(logging.WARNING, logger="serving"):
         stats = gpt_sovits.install(tts, {"use_tensorrt": True}, settings=drop_in_settings(tmp_path))
@@ -494,7 +495,7 @@ def test_drop_in_serves_the_fast_tier_when_no_engine_loads(tmp_path, monkeypatch
     assert len(lines) == 1 and "[tier: pytorch-fast: stand-in: CUDA and Triton]" in lines[0]
     assert isinstance(tts.vocoder, tier_fallback.TierVocoder) and tts.vocoder.pytorch is model
     with torch.inference_mode():
-        tts.vocoder(torch.randn(1, 8, 30) - 5)
+        tts.vocoder(torch.randn(1, 100, 30) - 5)
     assert stats.snapshot()["pytorch_fast_calls"] == 1 and stats.snapshot()["tensorrt_calls"] == 0
     tts.init_vocoder("v4")  # a model switch: GPT-SoVITS' own module again, the tier around it again
     assert isinstance(tts.vocoder, tier_fallback.TierVocoder) and tts.vocoder.pytorch is model

@@ -35,6 +35,7 @@ from serving.gpt_sovits.plans import (
     readable_manifest,
     rebuild_reasons,
 )
+from serving.gpt_sovits.proof import StartProof
 from serving.gpt_sovits.stats import VocoderStats
 from serving.timed import TimedVocoder
 from serving.torch_tier.fallback import fallback_vocoder
@@ -90,6 +91,7 @@ class DropIn:
         self.load_engine = load_engine
         self.stats = VocoderStats(settings["serving"]["gpt_sovits"]["stats_window"])
         self.failed: set[tuple[str, str]] = set()
+        self.proof = StartProof(settings)
 
     def serve(self, module, version: str, dtype: torch.dtype, device, expected: tuple[int, int] | None = None):
         """`module`, GPT-SoVITS' PyTorch vocoder for `version` on `device`, wrapped around the engine
@@ -101,18 +103,23 @@ class DropIn:
         request = dataclasses.replace(engine_request(self.options, version, dtype, self.settings),
                                       gpu_target=gpu_target(device))
         key = (request.vocoder, request.precision)
-        if key in self.failed:
-            return self.pytorch_fallback(module, request, None)
+        if key in self.failed:  # every tier serves only once proven against `module` (proof.py)
+            return self.proof.served(module, lambda: self.pytorch_fallback(module, request, None), *key)
         try:
             plan = self.servable_plan(request)
             engine = self.load_engine(plan, device_index(device))
             check_engine(engine, version, expected)
         except Exception as error:  # noqa: BLE001 - whatever stops the engine, GPT-SoVITS keeps working
             self.failed.add(key)
-            return self.pytorch_fallback(module, request, reason_of(error))
+            reason = reason_of(error)
+            return self.proof.served(module, lambda: self.pytorch_fallback(module, request, reason), *key)
+        served = self.proof.served(module, lambda: EngineVocoder(module, engine, plan, self.stats), *key)
+        if served is module:  # not proven: the engine's memory goes back now
+            getattr(engine, "close", lambda: None)()
+            return module
         log.info("GPT-SoVITS %s vocoder: TensorRT engine %s (%s %s, %s) [tier: tensorrt]", version, plan,
                  engine.manifest["backend"], engine.manifest["backend_version"], request.precision)
-        return EngineVocoder(module, engine, plan, self.stats)
+        return served
 
     def pytorch_fallback(self, module: nn.Module, request: EngineRequest, reason: str | None) -> nn.Module:
         """The one place that chooses what serves when no engine can (`reason`; None: already said):
