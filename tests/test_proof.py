@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from serving.torch_tier.dropin import TierVocoder
+from serving.torch_tier.fallback import TierVocoder
 
 from factories import write_plan
 from pipeline.settings import load_settings

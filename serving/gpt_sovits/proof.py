@@ -28,7 +28,7 @@ from torch import nn
 
 from pipeline.quality import audio_errors, bar_for, failures
 from runtime.errors import reason_of
-from serving.torch_tier.dropin import TierVocoder
+from serving.torch_tier.fallback import TierVocoder
 from serving.torch_tier.fast import TIER_FAST, TIER_PLAIN
 from vocoder_models.mels import sample_mel
 

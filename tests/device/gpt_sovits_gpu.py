@@ -115,7 +115,7 @@ def prepare(gsv: Path, work: Path, size: str, device: str, half: bool):
     with mock.patch.dict(gsv_real.V3_CONFIG, v3_config):
         gsv_real.write_vocoders(work)
     for seed, version in enumerate(("v3", "v4")):
-        gsv_real.write_s2_checkpoint(work / gsv_real.S2_FILES[version], version, seed)
+        gsv_real.write_s2_checkpoint(gsv, work / gsv_real.S2_FILES[version], version, seed)
     gsv_real.write_t2s_checkpoint(work)
     import TTS_infer_pack.TTS as upstream
 
