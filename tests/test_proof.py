@@ -13,12 +13,12 @@ import logging
 import numpy as np
 import pytest
 import torch
-from serving.torch_tier.fallback import TierVocoder
 
 from factories import write_plan
 from pipeline.settings import load_settings
 from serving.gpt_sovits.dropin import DropIn, EngineVocoder
-from serving.torch_tier import dropin as tier_dropin
+from serving.torch_tier import fallback as tier_fallback
+from serving.torch_tier.fallback import TierVocoder
 from serving.torch_tier.fused import FusedAntiAliasedSnake
 from vocoder_models.mels import sample_mel
 from vocoder_models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
@@ -142,7 +142,7 @@ def test_an_engine_that_fails_on_the_proof_mel_is_not_served(tmp_path, caplog):
 @pytest.fixture()
 def fast_tier_here(monkeypatch):
     """The fast tier chosen on this CPU (it then calls the module; v3's activations fused in place)."""
-    monkeypatch.setattr(tier_dropin, "choose_tier", lambda device, fallback: ("pytorch-fast", "CUDA and Triton (here: CPU)"))
+    monkeypatch.setattr(tier_fallback, "choose_tier", lambda device, fallback: ("pytorch-fast", "CUDA and Triton (here: CPU)"))
 
 
 def test_the_fast_tier_serves_once_proven(tmp_path, caplog, fast_tier_here):

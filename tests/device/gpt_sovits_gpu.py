@@ -227,8 +227,8 @@ def install_drop_in(tts, small: bool):
     logger.setLevel(logging.INFO)
     forced = contextlib.nullcontext()
     if small:  # the CPU dry run: the fast tier chosen where it only calls the module
-        from serving.torch_tier import dropin
-        forced = mock.patch.object(dropin, "choose_tier", lambda device, fallback: ("pytorch-fast", "forced (dry run)"))
+        from serving.torch_tier import fallback
+        forced = mock.patch.object(fallback, "choose_tier", lambda device, fallback: ("pytorch-fast", "forced (dry run)"))
     try:
         with forced:
             sync(tts.configs.device)
