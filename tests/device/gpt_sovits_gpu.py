@@ -39,6 +39,8 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
+from pipeline.settings import VOCODERS  # noqa: E402
+
 SEED = 1234
 SENTENCES = {"full": (120, 200, 280), "small": (60, 90)}  # semantic tokens (25 a second)
 STEPS = {"full": 32, "small": 4}  # CFM sample steps (api_v2's default: 32)
@@ -114,7 +116,7 @@ def prepare(gsv: Path, work: Path, size: str, device: str, half: bool):
     v3_config = {"upsample_initial_channel": 1536} if size == "full" else {}
     with mock.patch.dict(gsv_real.V3_CONFIG, v3_config):
         gsv_real.write_vocoders(work)
-    for seed, version in enumerate(("v3", "v4")):
+    for seed, version in enumerate(VOCODERS):
         gsv_real.write_s2_checkpoint(gsv, work / gsv_real.S2_FILES[version], version, seed)
     gsv_real.write_t2s_checkpoint(work)
     import TTS_infer_pack.TTS as upstream
@@ -311,7 +313,7 @@ def main() -> int:
     parser.add_argument("--gsv", type=Path, required=True, help="a GPT-SoVITS checkout (48b1a01)")
     parser.add_argument("--output", type=Path, required=True, help="the report (text)")
     parser.add_argument("--small", action="store_true", help="the CPU dry run (small sizes, fp32)")
-    parser.add_argument("--versions", nargs="+", choices=("v3", "v4"), default=["v3", "v4"],
+    parser.add_argument("--versions", nargs="+", choices=VOCODERS, default=list(VOCODERS),
                         help="the model versions to run, in this order (default: v3 v4)")
     args = parser.parse_args()
     size = "small" if args.small else "full"
