@@ -19,6 +19,7 @@ import runtime
 from factories import write_plan
 from pipeline.errors import UserError
 from pipeline.settings import REPO_ROOT, VOCODERS, load_settings
+from runtime.errors import RuntimeUserError
 from validate import metrics
 from vocoder_models.mels import MEL_SPECS, MelSpec, log_mel, speech_like_audio
 
@@ -231,7 +232,7 @@ def test_runners_are_left_through_one_exit_stack_when_one_fails():
 
 def test_compare_rejects_missing_files(onnx_v4, tmp_path):
     from validate.compare import compare
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(RuntimeUserError, match="not found"):  # UserError's base: runtime.files.input_file
         compare(onnx_v4, tmp_path / "absent.onnx", settings=load_settings())
 
 
