@@ -159,7 +159,8 @@ def test_upstream_synthesis_through_the_drop_in_matches_upstream_alone(gsv, vers
     torch.manual_seed(SEED)
     served_batched = tts.using_vocoder_synthesis_batched_infer([90, 120], batch, batch_phones, sample_steps=4)
     chunk = tts.vocoder_configs["T_chunk"] - tts.vocoder_configs["T_ref"]
-    calls = tts.vocoder.engine.calls
+    proof, *calls = tts.vocoder.engine.calls  # the first: the proof at start, on its own fixed mel
+    assert proof == (1, 100, gsv.settings["serving"]["gpt_sovits"]["proof_frames"][version])
     print(f"{gsv.label} {version}: using_vocoder_synthesis {snr_db(served, alone):.1f} dB, batched "
           f"{[round(snr_db(s, a), 1) for s, a in zip(served_batched, alone_batched, strict=True)]} dB; engine calls {calls}")
     assert served.shape == alone.shape and snr_db(served, alone) >= 100
