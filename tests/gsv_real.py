@@ -44,8 +44,6 @@ from unittest import mock
 
 import torch
 
-from pipeline.settings import VOCODERS
-
 GSV_SOURCE = os.environ.get("GSV_SOURCE")
 SUPPORTED = ("20250228v3", "20250422v4", "20250606v2pro", "48b1a01")
 VARIANTS = ("plain", "crlf", "edited")
@@ -285,13 +283,16 @@ def write_s2_checkpoint(root: Path, path: Path, version: str, seed: int) -> None
     path.write_bytes(head + buffer.getvalue()[2:])
 
 
-def write_vocoders(work: Path, versions: tuple[str, ...] = VOCODERS, seed: int = 5) -> None:
+def write_vocoders(work: Path, versions: tuple[str, ...] | None = None, seed: int = 5) -> None:
     """v3: BigVGAN folder (config.json + bigvgan_generator.pt, weight norm kept, as NVIDIA's);
     v4: vocoder.pth, a plain state dict after weight-norm removal; both from upstream's own classes."""
     from BigVGAN.bigvgan import BigVGAN
     from BigVGAN.env import AttrDict
     from module.models import Generator
 
+    from pipeline.settings import VOCODERS  # here: webui.py's children import this file without the project
+
+    versions = VOCODERS if versions is None else versions
     torch.manual_seed(seed)
     folder = work / V3_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -366,10 +367,13 @@ def upstream_vocoder(vocoder: str, checkpoint: Path) -> torch.nn.Module:
     return module.eval().float()
 
 
-def write_plans(engines: Path, work: Path, versions: tuple[str, ...] = VOCODERS) -> None:
+def write_plans(engines: Path, work: Path, versions: tuple[str, ...] | None = None) -> None:
     """fp32 plans (placeholder bytes) whose manifests name the checkpoints in `work` (GPT-SoVITS' own)."""
     from factories import write_plan
+    from pipeline.settings import VOCODERS
     from serving.gpt_sovits import checkpoint_sha256
+
+    versions = VOCODERS if versions is None else versions
 
     for vocoder, checkpoint in (("v3", work / V3_DIR), ("v4", work / V4_FILE)):
         if vocoder not in versions:
