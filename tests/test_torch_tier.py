@@ -236,6 +236,27 @@ def test_a_length_that_comes_back_gets_a_graph_of_its_own():
     assert [w.frames for w in masked.plan(5).windows] == [40]     # its edge inside the bucket: no tail
     assert [w.frames for w in masked.plan(50).windows] == [64]
     assert [w.frames for w in masked.plan(50).windows] == [50]
+    default = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64))
+    assert [w.frames for w in default.plan(50).windows] == [64]   # masked edges: the bucket serves every time,
+    assert [w.frames for w in default.plan(50).windows] == [64]   # no capture for a length's second call
+    unmasked = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), fuse=False, mask_edges=False)
+    assert [w.frames for w in unmasked.plan(50).windows] == [64, 40]
+    assert [w.frames for w in unmasked.plan(50).windows] == [50]  # tail windows: the second call gets its own graph
+
+
+def test_graph_inputs_leave_the_hosts_random_state_alone():
+    """GPT-SoVITS seeds a request and draws the CFM's noise between vocoder calls: filling a graph's
+    inputs at capture must not advance torch's global generator (it once did, and a stream's first
+    pass differed from upstream's for the same seed)."""
+    from serving.torch_tier.fast import capture_inputs
+
+    torch.manual_seed(11)
+    expected = torch.randn(4)
+    torch.manual_seed(11)
+    inputs = capture_inputs(1, 8, (16, 40), torch.device("cpu"), torch.float32)
+    assert torch.equal(torch.randn(4), expected)
+    assert [tuple(x.shape) for x in inputs] == [(1, 8, 16), (1, 8, 40)]
+    assert all(bool((x != 0).all()) and -20 < float(x.mean()) < 0 for x in inputs)  # mel-like, never zeros
 
 
 # --- edges emulated inside a padded window (masking.py) -------------------------------------------

@@ -9,7 +9,12 @@ largest bucket runs one graph of the next bucket's length with the mel's end emu
 (the valid length is a device scalar the graph reads): exactly the module on the unpadded mel, with
 no second window. Otherwise a padded main window and a tail window that ends where the mel ends are
 captured into one graph on two streams, and a mel shorter than the tail bucket runs without a graph.
-A length that comes back `exact_after` times gets a graph of exactly its length. All graphs share
+Without masking, a length that comes back `exact_after` times gets a graph of exactly its length
+(its tail window is the cost saved); with masking the padded bucket is within a few per cent of the
+exact graph, so no length gets its own graph unless `exact_after` asks (each capture costs a few
+calls' time: measured inside GPT-SoVITS, a second pass over the same sentences recaptured every
+length and spent 7x upstream's vocoder time). A capture leaves torch's random state as it found it:
+GPT-SoVITS seeds a request and draws the CFM's noise between vocoder calls. All graphs share
 one memory pool; at most `max_graphs` are kept (least recently used dropped); `stats()` lists them
 with the pool's size. Non-CUDA modules run the module directly unless `graphs=False` asks for the
 windows to run without graphs (the CPU tests of the masked path).
@@ -29,6 +34,7 @@ from serving.torch_tier.fused import fuse_activations
 from serving.torch_tier.masking import EdgeMask, unsupported_layers
 
 TIER_FAST, TIER_PLAIN = "pytorch-fast", "pytorch"
+AUTO = -1  # exact_after's default: never with masked edges, else a length's second call
 
 
 def choose_tier(device, fallback: str = "fast") -> Tuple[str, str]:
@@ -70,7 +76,7 @@ class FastVocoder:
 
     def __init__(self, module: nn.Module, hop: int, *, context: int, lookahead: int,
                  buckets: Optional[Sequence[int]] = None, precision: Optional[torch.dtype] = None,
-                 max_graphs: Optional[int] = None, exact_after: Optional[int] = 1, fuse: bool = True, warmup: int = 2,
+                 max_graphs: Optional[int] = None, exact_after: Optional[int] = AUTO, fuse: bool = True, warmup: int = 2,
                  mask_edges: bool = True, graphs: bool = True):
         self.fused_activations = fuse_activations(module) if fuse else 0
         if precision is not None:
@@ -87,6 +93,8 @@ class FastVocoder:
         if self.buckets[-1] <= context + lookahead:
             raise ValueError(f"the largest bucket {self.buckets[-1]} must exceed context {context} + lookahead {lookahead}")
         self.max_graphs = max_graphs or len(self.buckets) + 4
+        if exact_after == AUTO:
+            exact_after = None if self.edge is not None else 1
         self.warmup, self.exact_after, self.use_graphs = warmup, exact_after, graphs
         self.seen: Counter = Counter()
         self.graphs: "OrderedDict[Tuple, _Graph]" = OrderedDict()
@@ -167,9 +175,7 @@ class FastVocoder:
 
     def _capture(self, batch: int, bands: int, lengths: Tuple[int, ...]) -> _Graph:
         """Warm up, then capture one forward per window; windows after the first on a side stream."""
-        inputs = [torch.zeros(batch, bands, n, device=self.device, dtype=self.dtype) for n in lengths]
-        for x in inputs:
-            x.normal_().mul_(2).sub_(5)  # a mel-like range, never zeros
+        inputs = capture_inputs(batch, bands, lengths, self.device, self.dtype)
         side = torch.cuda.Stream(self.device)
         warm = torch.cuda.Stream(self.device)
         warm.wait_stream(torch.cuda.current_stream(self.device))
@@ -199,6 +205,14 @@ class FastVocoder:
         torch.cuda.synchronize(self.device)
         self.pool_bytes += torch.cuda.memory_reserved(self.device) - before
         return _Graph(graph, inputs, outputs, self.edge)
+
+
+def capture_inputs(batch: int, bands: int, lengths: Sequence[int], device, dtype) -> List[torch.Tensor]:
+    """The graph's static inputs, filled in a mel-like range (never zeros) from a generator of their
+    own: torch's global random state is the host's (GPT-SoVITS draws seeded noise around our calls)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    return [torch.randn(batch, bands, n, generator=generator, device=device, dtype=dtype).mul_(2).sub_(5)
+            for n in lengths]
 
 
 def _unpadded(mel: torch.Tensor, frames: int) -> torch.Tensor:

@@ -175,6 +175,29 @@ def masked_exactness(v3: torch.nn.Module, v4: torch.nn.Module) -> list:
     return rows
 
 
+def random_state(v3: torch.nn.Module, v4: torch.nn.Module) -> list:
+    """A call that captures a graph (and one that replays it) leaves torch's CPU and CUDA random
+    state as it was: GPT-SoVITS seeds a request and draws its CFM noise between vocoder calls."""
+    rows = []
+    for vocoder, module in (("v3", v3), ("v4", v4)):
+        fast = tier(module, vocoder)
+        mel = mel_of(vocoder, 1, 123).half()
+        for call in ("capture", "replay"):
+            torch.manual_seed(1234)
+            before = (torch.get_rng_state(), torch.cuda.get_rng_state())
+            with torch.no_grad():
+                fast(mel)
+            torch.cuda.synchronize()
+            after = (torch.get_rng_state(), torch.cuda.get_rng_state())
+            rows.append({"vocoder": vocoder, "call": call, "captures": fast.stats()["captures"],
+                         "cpu_state_unchanged": bool(torch.equal(before[0], after[0])),
+                         "cuda_state_unchanged": bool(torch.equal(before[1], after[1]))})
+            log(rows[-1])
+        del fast
+        torch.cuda.empty_cache()
+    return rows
+
+
 # --- timings -----------------------------------------------------------------------------------
 
 
@@ -481,7 +504,8 @@ def section(report: dict, name: str, fn, *args) -> None:
 
 
 # (section, function, the vocoders it takes), in the order of what matters most when time runs out
-FIRST = [("masked_exactness", masked_exactness, "v3", "v4"), ("kernel_exactness", kernel_exactness, "v3"),
+FIRST = [("masked_exactness", masked_exactness, "v3", "v4"), ("random_state", random_state, "v3", "v4"),
+         ("kernel_exactness", kernel_exactness, "v3"),
          ("activation_alone", activation_alone, "v3"), ("model_exactness", model_exactness, "v3"),
          ("curves", curves, "v3", "v4"), ("profile_v3", profile_v3, "v3"), ("cudnn_choice", cudnn_choice, "v3"),
          ("nvidia_check", nvidia_check, "v3")]
@@ -506,8 +530,8 @@ def main() -> int:
 
     def save():
         Path(args.output).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
-    everything = FIRST[:2] + FINAL[:2] + [FIRST[2], FIRST[5]] + FINAL[2:] + [FIRST[6], FIRST[4]]
-    parts = {"first": FIRST, "final": FINAL, "all": everything, "core": [FIRST[0]] + FINAL[:2] + [FIRST[1]]}[args.part]
+    everything = FIRST[:3] + FINAL[:2] + [FIRST[3], FIRST[6]] + FINAL[2:] + [FIRST[7], FIRST[5]]
+    parts = {"first": FIRST, "final": FINAL, "all": everything, "core": FIRST[:2] + FINAL[:2] + [FIRST[2]]}[args.part]
     for name, fn, *needs in parts:
         exact = name.endswith("exactness")
         torch.backends.cudnn.allow_tf32 = not exact  # exactness: float32 means float32

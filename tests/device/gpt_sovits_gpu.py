@@ -216,6 +216,17 @@ def streamed(tts, semantic, phones, steps: int, device: str) -> dict:
             "audio": np.concatenate(pieces)}
 
 
+def counting(tts, counted: dict, key: str, run, *args):
+    """`run(*args)`, with the graphs the fast tier captured meanwhile put in `counted[key]`."""
+    def captures() -> int:
+        stats = getattr(tts.vocoder, "tier_stats", None)
+        return stats().get("captures", 0) if stats is not None else 0
+    before = captures()
+    result = run(*args)
+    counted[key] = captures() - before
+    return result
+
+
 def install_drop_in(tts, small: bool):
     """The drop-in as the launcher attaches it (no plans: the fast tier serves); its lines and time."""
     from pipeline.settings import load_settings
@@ -257,10 +268,15 @@ def measure(version: str, gsv_real, upstream, work: Path, size: str, device: str
             for line in result["lines"]:
                 say(line)
             say(f"install() took {result['install_seconds'] * 1000:.0f} ms (the proof included)")
-        passes = [one_by_one(tts, texts, steps, device) for _ in range(2)]
-        result[served_by] = {"first": passes[0], "warm": passes[1], "batched": batched(tts, texts, steps, device)}
-        streams = [streamed(tts, *texts[-1], steps, device) for _ in range(2)]
+        counted = {}
+        passes = [counting(tts, counted, key, one_by_one, tts, texts, steps, device) for key in ("first", "warm")]
+        result[served_by] = {"first": passes[0], "warm": passes[1],
+                             "batched": counting(tts, counted, "batched", batched, tts, texts, steps, device)}
+        streams = [counting(tts, counted, key, streamed, tts, *texts[-1], steps, device)
+                   for key in ("stream_first", "stream")]
         result[served_by]["stream_first"], result[served_by]["stream"] = streams
+        if served_by == "drop-in":
+            say("graph captures by the fast tier in each path: " + ", ".join(f"{k} {v}" for k, v in counted.items()))
         say(f"{served_by}: {type(tts.vocoder).__name__} serves; done")
     del tts
     if device == "cuda":
