@@ -302,7 +302,7 @@ def test_bench_tensorrt_rows_run_the_projects_runtime(world, onnx_v4, tmp_path, 
     models = bench.Models(settings, tmp_path)
     mel = speech(100, 1, 7)  # above the short profile: the runtime picks the long one
     for zero_copy in (False, True):
-        run, notes = bench._tensorrt(models, "v4", mel, "fp32", zero_copy)
+        run, notes = bench.TensorRT("tensorrt-fp32", "fp32", zero_copy).prepare(models, "v4", mel, 1, 100)
         np.testing.assert_array_equal(np.asarray(run()), reference(onnx_v4, mel))
     models.close()
 
