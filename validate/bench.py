@@ -255,23 +255,13 @@ def eager(module, x) -> Callable[[], Any]:
 
 
 def graph_replay(module, static_in) -> Callable[[], Any]:
-    """`module` on `static_in` captured in one CUDA graph (after three warm-up runs on a side
-    stream, as torch asks); the returned function replays it and gives the graph's output."""
+    """`module` on `static_in` captured in one CUDA graph (serving/torch_tier/graphs.py: three warm-up
+    runs on a side stream, as torch asks); the returned function replays it and gives the graph's output."""
     import torch
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(3):
-            module(static_in)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.inference_mode():
-        static_out = module(static_in)
 
-    def replay():
-        graph.replay()
-        return static_out
-    return replay
+    from serving.torch_tier.graphs import capture
+    captured = capture(lambda: [module(static_in)], [static_in], warmup=3, around=torch.inference_mode)
+    return lambda: captured.replay()[0]
 
 
 class TorchEager(BenchRunner):

@@ -24,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter, OrderedDict
+from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from serving.torch_tier import buckets as bucketing
+from serving.torch_tier import graphs as cuda_graphs
 from serving.torch_tier.fused import fuse_activations
 from serving.torch_tier.masking import EdgeMask, unsupported_layers
 
@@ -56,19 +58,18 @@ def choose_tier(device, fallback: str = "fast") -> Tuple[str, str]:
 
 
 class _Graph:
-    """One captured replay: static inputs (one per window) and their audio. With an edge mask, one
-    window, and each call says how many of its frames are the mel's (the rest is never read)."""
+    """One captured replay (graphs.py): static inputs (one per window) and their audio. With an edge
+    mask, one window, and each call says how many of its frames are the mel's (the rest is never read)."""
 
-    def __init__(self, graph, inputs: List[torch.Tensor], outputs: List[torch.Tensor], edge: Optional[EdgeMask]):
-        self.graph, self.inputs, self.outputs, self.edge = graph, inputs, outputs, edge
+    def __init__(self, captured: cuda_graphs.Captured, edge: Optional[EdgeMask]):
+        self.captured, self.edge = captured, edge
 
     def __call__(self, windows: List[torch.Tensor], valid: Optional[int] = None) -> List[torch.Tensor]:
-        for static, window in zip(self.inputs, windows):
+        for static, window in zip(self.captured.inputs, windows):
             static[:, :, :window.shape[2]].copy_(window)
         if self.edge is not None:
             self.edge.set_valid(valid)
-        self.graph.replay()
-        return [out.clone() for out in self.outputs]
+        return [out.clone() for out in self.captured.replay()]
 
 
 class FastVocoder:
@@ -174,37 +175,31 @@ class FastVocoder:
         return self.graphs[key]
 
     def _capture(self, batch: int, bands: int, lengths: Tuple[int, ...]) -> _Graph:
-        """Warm up, then capture one forward per window; windows after the first on a side stream."""
+        """One forward per window in one graph (graphs.py), windows after the first on a side
+        stream; warmed up one window after another, the edge emulated around both."""
         inputs = capture_inputs(batch, bands, lengths, self.device, self.dtype)
-        side = torch.cuda.Stream(self.device)
-        warm = torch.cuda.Stream(self.device)
-        warm.wait_stream(torch.cuda.current_stream(self.device))
-        edge = self.edge.window(lengths[0]) if self.edge is not None else contextlib.nullcontext()
-        if self.edge is not None:
-            self.edge.set_valid(max(1, lengths[0] - 1))
-        with torch.cuda.stream(warm), edge:
-            for _ in range(self.warmup):
-                for x in inputs:
-                    self.module(x)
-        torch.cuda.current_stream(self.device).wait_stream(warm)
-        torch.cuda.synchronize(self.device)
-        torch.cuda.empty_cache()  # torch.cuda.graph empties the cache on entry: measure the pool's growth only
-        before = torch.cuda.memory_reserved(self.device)
-        graph = torch.cuda.CUDAGraph()
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        edge = self.edge.window(lengths[0]) if self.edge is not None else contextlib.nullcontext()
-        with torch.cuda.graph(graph, pool=self.pool), edge:
+        module, side = self.module, torch.cuda.Stream(self.device)
+
+        def forward() -> List[torch.Tensor]:
             main = torch.cuda.current_stream(self.device)
-            outputs = [self.module(inputs[0])]
+            outputs = [module(inputs[0])]
             for x in inputs[1:]:
                 side.wait_stream(main)
                 with torch.cuda.stream(side):
-                    outputs.append(self.module(x))
+                    outputs.append(module(x))
                 main.wait_stream(side)
-        torch.cuda.synchronize(self.device)
-        self.pool_bytes += torch.cuda.memory_reserved(self.device) - before
-        return _Graph(graph, inputs, outputs, self.edge)
+            return outputs
+
+        edge = contextlib.nullcontext
+        if self.edge is not None:
+            self.edge.set_valid(max(1, lengths[0] - 1))
+            edge = partial(self.edge.window, lengths[0])
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        captured = cuda_graphs.capture(forward, inputs, device=self.device, warmup=self.warmup, pool=self.pool, around=edge,
+                                  warm=lambda: [module(x) for x in inputs])
+        self.pool_bytes += captured.pool_bytes
+        return _Graph(captured, self.edge)
 
 
 def capture_inputs(batch: int, bands: int, lengths: Sequence[int], device, dtype) -> List[torch.Tensor]:
