@@ -28,7 +28,7 @@ from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS, load_settings, profiles_for
 from serving.gpt_sovits import EngineRequest, EngineVocoder, install, rebuild_reasons, yaml_options
-from serving.triton import write_repository
+from serving.triton_server import write_repository
 from vocoder_models.mels import sample_mel
 from vocoder_models.vocoders import BigVGAN, BigVGANConfig
 
@@ -327,7 +327,7 @@ def rtx_engines(tmp_path_factory, onnx_v4) -> Path:
 def test_triton_refuses_tensorrt_rtx_plans_unless_forced(tmp_path, rtx_engines):
     engines, repository = rtx_engines, tmp_path / "triton"
     manifest = json.loads((engines / "v4.fp32.json").read_text(encoding="utf-8"))
-    command = [sys.executable, "-m", "serving.triton", "--engines", str(engines), "--output", str(repository)]
+    command = [sys.executable, "-m", "serving.triton_server", "--engines", str(engines), "--output", str(repository)]
     refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert refused.returncode == 2 and not repository.exists()
     assert refused.stderr.count("\n") == 1 and "full TensorRT only" in refused.stderr and "--force-rtx" in refused.stderr

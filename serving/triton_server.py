@@ -1,4 +1,4 @@
-"""python -m serving.triton [--force-rtx] [--engines DIR] [--output DIR]
+"""python -m serving.triton_server [--force-rtx] [--engines DIR] [--output DIR]
 
 Write a Triton Inference Server model repository from the engines: one model per manifest,
 `<repository>/<vocoder>_<precision>/config.pbtxt` and `1/model.plan`. The configs are built with
@@ -155,7 +155,7 @@ def write_repository(engines: Path, repository: Path, serving: dict[str, Any], f
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
-    parser = CommandParser(prog="python -m serving.triton", description=__doc__.split("\n\n")[1])
+    parser = CommandParser(prog="python -m serving.triton_server", description=__doc__.split("\n\n")[1])
     parser.add_argument("--engines", type=Path, default=REPO_ROOT / settings["paths"]["engines"],
                         help="folder of .plan files and their manifests (default: paths.engines)")
     parser.add_argument("--output", type=Path, default=REPO_ROOT / settings["serving"]["triton_repository"],
