@@ -353,6 +353,17 @@ def test_triton_rejects_bad_inputs_in_one_line(tmp_path):
     assert not (tmp_path / "triton" / "v4_fp32" / "config.pbtxt").exists()
 
 
+def test_the_former_triton_command_runs_the_server_writer_and_names_it(tmp_path, caplog, capsys):
+    """`python -m serving.triton` (the name before serving/triton_server.py) still works, with one line."""
+    from runtime.errors import run_main
+    from serving import triton
+    with caplog.at_level(logging.WARNING, "serving"):
+        code = run_main(triton.main, ["--engines", str(tmp_path / "none"), "--output", str(tmp_path / "triton")])
+    assert code == 2 and "no .plan files" in capsys.readouterr().err
+    assert [r.getMessage() for r in caplog.records] == [
+        "python -m serving.triton is now python -m serving.triton_server; the old name will be removed"]
+
+
 def test_the_schema_names_exactly_tritons_instance_kinds():
     from pipeline.schema import TRITON_INSTANCE_KINDS
     assert set(TRITON_INSTANCE_KINDS) == set(model_config_pb2.ModelInstanceGroup.Kind.keys())
