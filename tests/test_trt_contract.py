@@ -408,7 +408,7 @@ def test_gpu_host_and_zero_copy_paths(gpu_world):
             audio = engine(mel)
         side.synchronize()
         assert torch.equal(audio, mel)
-        flags = [stream_flags(slot.io.stream.handle) for slot in engine._slots]
+        flags = [stream_flags(slot.io.cuda_stream.handle) for slot in engine._slots]
     assert gpu_world.refusals == [] and flags == [1] * len(flags)  # CU_STREAM_NON_BLOCKING
     print(f"\n{gpu_world.binding} / {gpu_world.surface}: host and zero-copy paths exact; slot streams non-blocking")
 
