@@ -424,6 +424,18 @@ def test_launcher_refuses_in_one_line_outside_a_gpt_sovits_folder(tmp_path):
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
 
 
+def test_launcher_takes_webui_fast_as_webui_parallel_with_one_line(monkeypatch, capsys):
+    """The parallel-inference UI's former name here still starts it, and says the new one."""
+    from serving.gpt_sovits import __main__ as command
+    from serving.gpt_sovits import launcher
+
+    started = []
+    monkeypatch.setattr(launcher, "launch", lambda name, argv: started.append((name, argv)))
+    assert command.run(["webui-fast", "zh_CN"]) == 0
+    assert started == [("webui-parallel", ["zh_CN"])]
+    assert capsys.readouterr().err == "webui-fast is now webui-parallel; the old name will be removed\n"
+
+
 FAKE_WEBUI = '''
 import torch
 device, is_half = "cpu", False
