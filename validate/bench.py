@@ -187,7 +187,7 @@ class Models:
 
     def onnx_path(self, vocoder: str, precision: str) -> tuple[Path, str]:
         """The cleaned ONNX of this precision, the model its engine is built from (fp16: the precision
-        planner's mixed model), and a note when it had to be made for this run."""
+        search's mixed model), and a note when it had to be made for this run."""
         return self.cached(("onnx", vocoder, precision), lambda: self._make_onnx(vocoder, precision))
 
     def _make_onnx(self, vocoder: str, precision: str) -> tuple[Path, str]:
@@ -195,7 +195,7 @@ class Models:
         if cleaned.is_file():
             return cleaned, ""
         from export.clean import clean
-        log.info("%s: no %s; cleaning (and planning the precision) into a temporary folder", vocoder, cleaned)
+        log.info("%s: no %s; cleaning (and searching the precision) into a temporary folder", vocoder, cleaned)
         made = clean(self.exported(vocoder), precision, self.workdir / cleaned.name, settings=self.settings)
         return made, "cleaned for this run (python -m export.clean)"
 
