@@ -122,7 +122,7 @@ class Comparison:
     layers: list[tuple[str, str, str]]   # reference (tensor, node, op) in topological order; --layerwise only
 
 
-def plan_comparison(reference: Path, candidate: Path, layerwise: bool, settings: dict) -> Comparison:
+def settle_comparison(reference: Path, candidate: Path, layerwise: bool, settings: dict) -> Comparison:
     """Check both files and read what the comparison needs from them (one-line errors)."""
     _check_inputs(reference, candidate)
     metadata = read_metadata(reference)
@@ -279,7 +279,7 @@ def compare(reference: str | Path, candidate: str | Path, layerwise: bool = Fals
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # Polygraphy's progress lines would drown the summary
-    comparison = plan_comparison(Path(reference), Path(candidate), layerwise, settings)
+    comparison = settle_comparison(Path(reference), Path(candidate), layerwise, settings)
     runners = make_runners(comparison, settings)
     inputs = feeds(comparison.vocoder, comparison.frames, comparison.inputs, settings)
     log.info("%s vs %s: %d input(s) of %d frames%s", comparison.reference.name, comparison.candidate.name,
