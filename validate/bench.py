@@ -210,8 +210,8 @@ class BenchRunner:
     notes) and `deactivate` (free what the backend's rows share, once its family's rows are done).
     A runner may still raise Skip from `prepare`, with the reason."""
 
-    family = "torch"   # rows of one family follow each other; deactivate runs when the family ends
-    memory = "torch"   # how the row's GPU memory is read: torch's allocator, or "device" memory in use (MEMORY_METHOD)
+    family = ""        # rows of one family follow each other; deactivate runs when the family ends
+    memory = "device"  # how the row's GPU memory is read: "torch"'s allocator, or device memory in use (MEMORY_METHOD)
 
     def __init__(self, name: str, device: str, precision: str):
         self.name, self.device, self.precision = name, device, precision
@@ -233,15 +233,24 @@ class BenchRunner:
         raise NotImplementedError
 
     def deactivate(self, models: Models) -> None:
-        """Drop the PyTorch modules before the next family's rows, so their memory is not counted twice."""
-        if self.family == "torch":
-            models.release_torch()
+        """What the family's rows share stays loaded until the end (Models.close)."""
 
     def input(self, mel: np.ndarray):
         """The mel as a CUDA tensor of the row's precision."""
         import torch
         x = torch.from_numpy(mel).cuda()
         return x.half() if self.half else x
+
+
+class TorchRunner(BenchRunner):
+    """A backend that runs a PyTorch module, its memory read from torch's allocator."""
+
+    family = "torch"
+    memory = "torch"
+
+    def deactivate(self, models: Models) -> None:
+        """Drop the PyTorch modules before the next family's rows, so their memory is not counted twice."""
+        models.release_torch()
 
 
 def eager(module, x) -> Callable[[], Any]:
@@ -264,7 +273,7 @@ def graph_replay(module, static_in) -> Callable[[], Any]:
     return lambda: captured.replay()[0]
 
 
-class TorchEager(BenchRunner):
+class TorchEager(TorchRunner):
     """The vocoder's PyTorch module as it is, on the GPU or the CPU."""
 
     def prepare(self, models, vocoder, mel, batch, frames):
@@ -274,7 +283,7 @@ class TorchEager(BenchRunner):
         return eager(module, x.half() if self.half else x), []
 
 
-class TorchCudaGraph(BenchRunner):
+class TorchCudaGraph(TorchRunner):
     """The PyTorch module in one CUDA graph per shape."""
 
     def prepare(self, models, vocoder, mel, batch, frames):
@@ -292,7 +301,7 @@ def fast_tier_reason() -> str | None:
     return None if tier == TIER_FAST else why
 
 
-class TorchFused(BenchRunner):
+class TorchFused(TorchRunner):
     """v3's module with the fast tier's fused anti-aliased activation, eager or in one graph per shape."""
 
     def __init__(self, name: str, precision: str, graphs: bool = False):
@@ -321,7 +330,7 @@ class TorchFused(BenchRunner):
         return graph_replay(module, self.input(mel)), notes + ["one captured graph per shape"]
 
 
-class TorchFast(BenchRunner):
+class TorchFast(TorchRunner):
     """The GPT-SoVITS drop-in's fast tier as served (serving/torch_tier FastVocoder): fused
     activations (v3) and CUDA graphs per mel-length bucket."""
 
@@ -352,6 +361,7 @@ class NvidiaBigVGAN(BenchRunner):
     """NVIDIA's BigVGAN with its fused CUDA activation (validate/nvidia_bigvgan.py), fp16, one graph."""
 
     family = "nvidia"
+    memory = "torch"
 
     def unavailable(self, vocoder, settings):
         from validate import nvidia_bigvgan
@@ -377,7 +387,7 @@ class NvidiaBigVGAN(BenchRunner):
                                                        "one captured graph per shape"]
 
 
-class TorchCompile(BenchRunner):
+class TorchCompile(TorchRunner):
     """torch.compile of the fp16 module, in `[validate] bench_compile_mode` or the mode given."""
 
     def __init__(self, name: str, mode: str | None = None):
@@ -405,7 +415,6 @@ class OnnxRuntimeCpu(BenchRunner):
     """The cleaned float32 model (what the fp32 engine is built from) in ONNX Runtime on the CPU."""
 
     family = "onnxruntime"
-    memory = "device"
 
     def __init__(self, name: str):
         super().__init__(name, "cpu", "fp32")
@@ -421,7 +430,6 @@ class OnnxRuntimeCuda(BenchRunner):
     provider, input and output bound on the GPU."""
 
     family = "onnxruntime"
-    memory = "device"
 
     def unavailable(self, vocoder, settings):
         return onnxruntime_cuda_reason()
@@ -455,7 +463,6 @@ class TensorRT(BenchRunner):
     through pinned buffers, or CUDA tensors zero-copy. Both rows of a precision share one engine."""
 
     family = "tensorrt"
-    memory = "device"
 
     def __init__(self, name: str, precision: str, zero_copy: bool = False):
         super().__init__(name, "cuda", precision)
