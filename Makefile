@@ -103,7 +103,7 @@ report: engines
 	$(PYTHON) -m validate report
 
 triton: engines
-	$(PYTHON) -m serving.triton
+	$(PYTHON) -m serving.triton_server
 
 test: $(VENV)/.installed
 	$(PYTHON) -m pytest

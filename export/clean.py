@@ -142,27 +142,27 @@ def parity_summary(errors: dict[str, float]) -> str:
 
 def clean(source: str | Path, precision: str, output: str | Path, *, settings: dict[str, Any], io_dtype: str = "float32",
           verify_frames: list[int] | None = None) -> Path:
-    """Clean `source`, convert it to `precision` by its measured plan, write `output` and its precision file;
+    """Clean `source`, convert it to `precision` by its measured float32 regions, write `output` and its precision file;
     `verify_frames` replaces `[clean] verify_frames` (the tests verify one short length)."""
     from export import precision as precisions
 
     check_precision(settings, precision)
     started = time.perf_counter()
     output = Path(output)
-    plan_path = precision_file_for(output)
-    with atomic_output(output, (source,)) as tmp_model, atomic_output(plan_path, (source,)) as tmp_plan:
-        typed, plan = _cleaned_and_typed(source, precision, io_dtype, verify_frames, settings, plan_path.name)
-        plan["seconds"] = round(time.perf_counter() - started, 1)
+    record_path = precision_file_for(output)
+    with atomic_output(output, (source,)) as tmp_model, atomic_output(record_path, (source,)) as tmp_record:
+        typed, record = _cleaned_and_typed(source, precision, io_dtype, verify_frames, settings, record_path.name)
+        record["seconds"] = round(time.perf_counter() - started, 1)
         onnx.save(typed, str(tmp_model))
-        tmp_plan.write_text(json.dumps(plan, indent=2) + "\n", encoding="utf-8")
+        tmp_record.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     precisions.legacy_precision_file_for(output).unlink(missing_ok=True)  # its old name (*.plan.json)
     log.info("wrote %s (%d nodes, %.0f%% of MACs in half precision) and %s in %.0f s", output,
-             len(typed.graph.node), 100 * plan["fp16_mac_share"], plan_path.name, plan["seconds"])
+             len(typed.graph.node), 100 * record["fp16_mac_share"], record_path.name, record["seconds"])
     return output
 
 
-def _cleaned_and_typed(source, precision: str, io_dtype: str, verify_frames, settings: dict, plan_name: str):
-    """The cleaned, typed model and its precision plan (inside the outputs' locks, so a second
+def _cleaned_and_typed(source, precision: str, io_dtype: str, verify_frames, settings: dict, record_name: str):
+    """The cleaned, typed model and its precision record (inside the outputs' locks, so a second
     clean of the same output waits for this one)."""
     from export import precision as precisions
 
@@ -173,12 +173,12 @@ def _cleaned_and_typed(source, precision: str, io_dtype: str, verify_frames, set
     log.info("cleaned %s: %d -> %d nodes, %s", source, len(original.graph.node), len(cleaned.graph.node),
              parity_summary(parity))
     del original
-    typed, plan = precisions.apply_precision(cleaned, precision, settings, io_dtype, verify_frames)
-    plan.update(source=str(source), op_counts=counts)
+    typed, record = precisions.apply_precision(cleaned, precision, settings, io_dtype, verify_frames)
+    record.update(source=str(source), op_counts=counts)
     update_metadata(typed, {"precision": precision, "io_dtype": io_dtype,
-                         "fp16_mac_share": plan["fp16_mac_share"], "precision_file": plan_name,
+                         "fp16_mac_share": record["fp16_mac_share"], "precision_file": record_name,
                          "clean_parity_rel_error": parity["cleaned_vs_exported"]})
-    return typed, plan
+    return typed, record
 
 
 def main(argv=None) -> int:

@@ -12,8 +12,8 @@ which nodes stay float32, per checkpoint, in three measured steps:
    nodes by the error they pass on, then the dense convolutions from the input side on. A bisection over how
    long a prefix of that order stays float32, like `polygraphy debug precision`, finds the shortest
    that clears the bar on short mels. The order's full length is the float32 model itself, so the
-   search always ends with a plan that clears the bar;
-3. the chosen plan is checked once at every verification length, and widened along the same order
+   search always ends with a choice that clears the bar;
+3. the chosen model is checked once at every verification length, and widened along the same order
    until it holds.
 
 The reference is the float32 ONNX model in ONNX Runtime (no PyTorch module travels with an ONNX
@@ -206,7 +206,7 @@ def half_values(values: np.ndarray) -> np.ndarray:
 
 def to_half(model: onnx.ModelProto, float32_nodes: set[str] | list[str], io_dtype: str = "float32") -> onnx.ModelProto:
     """float16 copy of `model` with `float32_nodes` left in float32 (one conversion; a search over many
-    plans of one model keeps a HalfConverter)."""
+    choices of one model keeps a HalfConverter)."""
     return HalfConverter(model).typed(float32_nodes, io_dtype)
 
 
@@ -280,7 +280,7 @@ def half_mac_share(macs: dict[str, int], float32_nodes: set[str]) -> float:
     return round(sum(v for k, v in macs.items() if k not in float32_nodes) / total, 5) if total else 1.0
 
 
-# --- planning ----------------------------------------------------------------------------------
+# --- the search ----------------------------------------------------------------------------------
 
 
 def ranked_units(model: onnx.ModelProto, errors: dict[str, dict[str, float]]) -> list[dict]:
@@ -366,7 +366,7 @@ def float32_set(units: list[dict], count: int) -> set[str]:
     return {name for unit in units[:count] for name in unit["nodes"]}
 
 
-class Planner:
+class PrecisionSearch:
     """Finds, for one model and checkpoint, the shortest prefix of the candidate order that keeps the bar;
     `config` is pipeline.toml's [clean] table."""
 
@@ -382,15 +382,16 @@ class Planner:
         typed = self.converter.typed(float32_nodes, self.io_dtype)
         return typed, errors_by_frames(cpu_session(typed), references)
 
-    def plan(self) -> tuple[onnx.ModelProto, dict]:
-        plan_refs = references_for(self.model32, self.vocoder, self.config["plan_frames"], self.config["mel_seed"])
-        plain, plain_errors = self.measure(set(), plan_refs)
-        margin = self.config["plan_margin_db"]
+    def run(self) -> tuple[onnx.ModelProto, dict]:
+        """The typed model and its record (the precision file's body)."""
+        search_refs = references_for(self.model32, self.vocoder, self.config["search_frames"], self.config["mel_seed"])
+        plain, plain_errors = self.measure(set(), search_refs)
+        margin = self.config["search_margin_db"]
         order: list[dict] = []
         count = 0
         if not meets_bar(worst(list(plain_errors.values())), self.bar, margin):
             order = self._candidate_order(plain)
-            count = self._bisect(order, plan_refs, margin)
+            count = self._bisect(order, search_refs, margin)
         chosen = plain if count == 0 else self.converter.typed(float32_set(order, count), self.io_dtype)
         del plain
         typed, count, verified = self._verified(order, count, chosen)
@@ -410,7 +411,7 @@ class Planner:
         the answer is always in range; prefixes are nested, so keeping more float32 never gives back
         what a shorter prefix kept."""
         low, high = 0, len(order)
-        progress = tqdm(total=max(1, int(np.ceil(np.log2(max(2, len(order)))))), desc=f"{self.vocoder} precision plan",
+        progress = tqdm(total=max(1, int(np.ceil(np.log2(max(2, len(order)))))), desc=f"{self.vocoder} precision search",
                         leave=False)
         while high - low > 1:
             middle = (low + high) // 2
@@ -424,7 +425,7 @@ class Planner:
         return high
 
     def _verified(self, order: list[dict], count: int, typed: onnx.ModelProto) -> tuple[onnx.ModelProto, int, dict[str, dict]]:
-        """The plan (`typed`, the first `count` of `order` in float32) measured at every verification
+        """The choice (`typed`, the first `count` of `order` in float32) measured at every verification
         length and widened along the candidate order until it holds there; at worst that is the whole
         order, the float32 model, so it always ends."""
         references = references_for(self.model32, self.vocoder, self.verify_frames, self.config["mel_seed"])
@@ -433,7 +434,7 @@ class Planner:
             if not order:  # all-half passed the short mels only: the order is needed after all
                 order.extend(self._candidate_order(typed))
             count = min(len(order), max(1, 2 * count))
-            log.info("plan misses the bar at full length; widening to %d of %d candidates", count, len(order))
+            log.info("the choice misses the bar at full length; widening to %d of %d candidates", count, len(order))
             typed, verified = self.measure(float32_set(order, count), references)
         if not meets_bar(worst(list(verified.values())), self.bar):
             raise UserError(f"{self.vocoder}: with every node float32 the model still differs from the float32 model "
@@ -444,12 +445,12 @@ class Planner:
         floor = self.config["min_fp16_mac_share"]
         if share < floor:
             log.warning("%s: only %.1f%% of the multiply-accumulates run in float16 on this checkpoint (floor %.0f%%), "
-                        "so fp16 buys little over fp32; the mixed plan is written and meets the bar", self.vocoder,
+                        "so fp16 buys little over fp32; the mixed model is written and meets the bar", self.vocoder,
                         100 * share, 100 * floor)
 
     def _report(self, order: list[dict], count: int, plain: dict, verified: dict) -> dict:
         kept = float32_set(order, count)
-        frames = max(self.config["plan_frames"])
+        frames = max(self.config["search_frames"])
         macs = mac_counts(self.model32, frames)
         stages = ("error growth", "contribution", "dense")
         summary = ("node", "op", "stage", "error", "absolute_error", "growth")
@@ -457,10 +458,10 @@ class Planner:
             "float32_nodes": sorted(kept),
             "fp16_mac_share": half_mac_share(macs, kept),
             "macs_per_frame": round(sum(macs.values()) / frames),
-            "bar": self.bar, "plan_margin_db": self.config["plan_margin_db"],
+            "bar": self.bar, "search_margin_db": self.config["search_margin_db"],
             "reference": "float32 ONNX model in ONNX Runtime (CPU provider)",
             "errors_all_half": {k: rounded(v) for k, v in plain.items()},
-            "errors_planned": {k: rounded(v) for k, v in verified.items()},
+            "errors_chosen": {k: rounded(v) for k, v in verified.items()},
             "candidates": {stage: sum(unit["stage"] == stage for unit in order) for stage in stages},
             "candidates_kept": {stage: sum(unit["stage"] == stage for unit in order[:count]) for stage in stages},
             "bisection": self.trials,
@@ -470,7 +471,7 @@ class Planner:
 
 def apply_precision(model: onnx.ModelProto, precision: str, settings: dict[str, Any], io_dtype: str = "float32",
                     verify_frames: list[int] | None = None) -> tuple[onnx.ModelProto, dict]:
-    """The typed model for `precision` and its plan (what stays float32, measured errors, half MAC share);
+    """The typed model for `precision` and its record (what stays float32, measured errors, half MAC share);
     `verify_frames` replaces `[clean] verify_frames` (the tests verify one short length)."""
     spec = check_precision(settings, precision)
     metadata = metadata_of(model)
@@ -479,5 +480,5 @@ def apply_precision(model: onnx.ModelProto, precision: str, settings: dict[str, 
     if spec["onnx_type"] == "float32":
         return model, {**header, "float32_nodes": "all", "fp16_mac_share": 0.0}
     bar = bar_for(settings, precision)
-    typed, plan = Planner(model, bar, io_dtype, settings["clean"], verify_frames).plan()
-    return typed, {**header, **plan}
+    typed, record = PrecisionSearch(model, bar, io_dtype, settings["clean"], verify_frames).run()
+    return typed, {**header, **record}

@@ -1,8 +1,9 @@
 """The audio quality bar: how close a candidate's audio is to a reference's, and whether that passes.
 
-The one place the pass/fail numbers are computed and judged: the fp16 planner (export/precision.py)
-and validate (compare, report, bench) both call it, so a plan the planner accepts is one validate
-accepts. numpy only; comparisons are exact (values are rounded for display, never before judging).
+The one place the pass/fail numbers are computed and judged: the fp16 precision search
+(export/precision.py) and validate (compare, report, bench) both call it, so a mixed model the
+search accepts is one validate accepts. numpy only; comparisons are exact (values are rounded for
+display, never before judging).
 """
 from __future__ import annotations
 
@@ -93,6 +94,6 @@ def meets_bar(errors: dict, bar: dict, margin_db: float = 0.0) -> bool:
 
 
 def rounded(errors: dict) -> dict:
-    """For reports and plan files only: fewer digits to read, after the verdict was made."""
+    """For reports and precision files only: fewer digits to read, after the verdict was made."""
     return {key: (round(value, 8 if key == "cosine" else 3) if isinstance(value, float) else value)
             for key, value in errors.items()}

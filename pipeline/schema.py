@@ -8,6 +8,7 @@ to describe. Sizes are bounded by runtime/limits.py, the one place that holds th
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -17,6 +18,8 @@ from runtime.limits import MAX_BATCH, MAX_FRAMES, MAX_N_MELS
 from runtime.manifest import HARDWARE_COMPATIBILITY, KERNEL_SPECIALIZATIONS
 from runtime.runnable import BACKENDS
 from runtime.targets import RTX_TARGET_SETS, parse_sm
+
+log = logging.getLogger("pipeline")
 
 SHOWN_CHARACTERS = 40
 MISSING = "is missing; add it back (the repository's pipeline.toml has every key)"
@@ -294,7 +297,7 @@ SCHEMA = Table({
         "verify_cases": ListOf(PAIR, most=16), "mel_seed": SEED}),
     "clean": Table({
         "parity_rel_tol": TOLERANCE, "parity_frames": FRAMES, "mel_seed": SEED, "study_frames": FRAMES,
-        "plan_frames": FRAME_LIST, "plan_margin_db": Number(0, 100), "verify_frames": per_vocoder(FRAME_LIST),
+        "search_frames": FRAME_LIST, "search_margin_db": Number(0, 100), "verify_frames": per_vocoder(FRAME_LIST),
         "report_layers": COUNT, "min_fp16_mac_share": Number(0, 1)}),
     "precisions": Table(names=(Text(name=True), PRECISION)),
     "validate": Table({
@@ -322,6 +325,24 @@ SCHEMA = Table({
                              "proof_frames": per_vocoder(FRAMES), "proof_seed": SEED})}),
     "stream": Table({"snr_min_db": DECIBELS}),
 })
+
+
+# keys that had another name: (table, former name) -> the name now. A file with a former name is
+# read as the new one, with one warning naming it; a file with both is refused.
+FORMER_KEYS = {("clean", "plan_frames"): "search_frames", ("clean", "plan_margin_db"): "search_margin_db"}
+
+
+def renamed_keys(settings: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """`settings` (as parsed) with each former key of FORMER_KEYS moved to its new name."""
+    for (table, former), name in FORMER_KEYS.items():
+        section = settings.get(table)
+        if not isinstance(section, dict) or former not in section:
+            continue
+        if name in section:
+            raise UserError(f"{source}: [{table}] has both {former} and its new name {name}; keep {name} only")
+        log.warning("%s: [%s] %s is now %s; rename it there (the old name will stop working)", source, table, former, name)
+        section[name] = section.pop(former)
+    return settings
 
 
 def check_settings(settings: Mapping[str, Any], source: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from pipeline.errors import UserError
 from pipeline.schema import VOCODERS as VOCODERS  # defined with the schema; named here, where every stage looks
-from pipeline.schema import check_part, check_settings, missing
+from pipeline.schema import check_part, check_settings, missing, renamed_keys
 
 try:
     import tomllib  # novermin (guarded: tomli below on Python 3.9 and 3.10)
@@ -60,7 +60,7 @@ def load_settings(path: Optional[Path] = None) -> dict[str, Any]:
     """Read the config file (default: pipeline.toml) and check all of it against pipeline/schema.py,
     so every stage can trust what it reads and a bad value stops a command before any work."""
     path = Path(CONFIG_PATH if path is None else path)
-    raw = _parsed(_config_text(path), path)
+    raw = renamed_keys(_parsed(_config_text(path), path), str(path))
     check_settings(raw, str(path))
     return _sections(raw, "", path)
 
@@ -115,7 +115,7 @@ def check_precision(settings: dict[str, Any], precision: str) -> dict[str, Any]:
 
 
 def precision_file_for(model_path: str | Path) -> Path:
-    """engines/onnx/v3.fp16.onnx -> engines/onnx/v3.fp16.precision.json: the precision planner's
+    """engines/onnx/v3.fp16.onnx -> engines/onnx/v3.fp16.precision.json: the precision search's
     record (float32 regions, measured errors, fp16 MAC share), beside the model it describes."""
     model_path = Path(model_path)
     return model_path.with_name(model_path.name.removesuffix(".onnx") + ".precision.json")

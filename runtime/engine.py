@@ -1,7 +1,7 @@
 """Engine execution: a TensorRT or TensorRT-RTX plan on the device's primary CUDA context.
 
 A Slot is one execution context bound to one optimization profile, with its own non-blocking
-stream, device buffers sized once for that profile's largest shape and pinned host buffers. The
+CUDA stream, device buffers sized once for that profile's largest shape and pinned host buffers. The
 engine keeps a small pool of slots per profile, so threads infer at once without sharing a
 context. TensorRT requires every execution context in concurrent use to have its own optimization
 profile, so N slots for one profile need N copies of it in the plan (the same shapes listed N
@@ -10,7 +10,7 @@ scratch memory for their own profile (ON_PROFILE_CHANGE), not the plan's largest
 
 CUDA goes through runtime/cuda.py (pycuda or cuda-bindings); TensorRT is imported when a plan is
 loaded, never by `import runtime`; torch only when the caller passes a torch tensor, which then
-runs zero-copy, ordered against the caller's stream with events.
+runs zero-copy, ordered against the caller's CUDA stream with events.
 
 Every bool TensorRT returns is checked: a refused shape, address, profile or enqueue is an
 EngineError, never a silent run with stale state.
@@ -49,12 +49,12 @@ _CLOSED = object()  # put in each pool once an engine is closed, so a thread wai
 
 class IOBuffers:
     """Device buffers for one input and one output, sized once for the largest shape served, pinned
-    host buffers as large, and the non-blocking stream copies and execution are queued on."""
+    host buffers as large, and the non-blocking CUDA stream copies and execution are queued on."""
 
     def __init__(self, layer, input_elements: int, output_elements: int, input_dtype, output_dtype):
         self.layer, made = layer, []
         try:
-            self.stream = made_by(made, layer.stream)
+            self.cuda_stream = made_by(made, layer.stream)
             self.host_input = made_by(made, layer.pinned_array, input_elements, np.dtype(input_dtype))
             self.host_output = made_by(made, layer.pinned_array, output_elements, np.dtype(output_dtype))
             self.device_input = made_by(made, layer.device_buffer, self.host_input.array.nbytes)
@@ -69,18 +69,18 @@ class IOBuffers:
         """Queue `array` host -> device through the pinned buffer (cast to the input dtype)."""
         staged = self.host_input.array[:array.size]
         staged[...] = array.reshape(-1)
-        self.layer.copy_to_device(self.device_input.address, staged, self.stream)
+        self.layer.copy_to_device(self.device_input.address, staged, self.cuda_stream)
 
     def download(self, shape: tuple) -> np.ndarray:
-        """Queue device -> host of `shape`, wait for the stream, return a float32 copy."""
+        """Queue device -> host of `shape`, wait for the CUDA stream, return a float32 copy."""
         staged = self.host_output.array[:math.prod(shape)]
-        self.layer.copy_to_host(staged, self.device_output.address, self.stream)
-        self.stream.synchronize()
+        self.layer.copy_to_host(staged, self.device_output.address, self.cuda_stream)
+        self.cuda_stream.synchronize()
         return staged.astype(np.float32).reshape(shape)
 
     def free(self) -> None:
-        self.stream.synchronize()
-        for buffer in (self.device_input, self.device_output, self.host_input, self.host_output, self.stream):
+        self.cuda_stream.synchronize()
+        for buffer in (self.device_input, self.device_output, self.host_input, self.host_output, self.cuda_stream):
             buffer.free()
 
 
@@ -92,7 +92,7 @@ def made_by(made: list, make, *args):
 
 
 class Slot:
-    """One execution context bound to one profile, its stream and buffers: one request at a time.
+    """One execution context bound to one profile, its CUDA stream and buffers: one request at a time.
 
     With `manual_graphs` (full TensorRT) the host path's enqueue is captured into one CUDA graph
     per context, as trtexec keeps it: a new shape replaces the graph after a real run, and a capture
@@ -123,7 +123,7 @@ class Slot:
             raise EngineError("TensorRT could not create an execution context (GPU memory full?); "
                               "free GPU memory or use fewer contexts")
         try:  # the binding raises rather than return False (pyCore.cpp: PY_ASSERT_RUNTIME_ERROR)
-            accepted = self.context.set_optimization_profile_async(self.plan_profile, self.io.stream.handle)
+            accepted = self.context.set_optimization_profile_async(self.plan_profile, self.io.cuda_stream.handle)
         except RuntimeError as error:
             accepted, refusal = False, one_line(error)
         else:
@@ -131,37 +131,37 @@ class Slot:
         if not accepted:
             raise EngineError(f"TensorRT refused profile {profile.name!r} (index {self.plan_profile}: {refusal}); "
                               "rebuild the plan with `make engines`")
-        self.io.stream.synchronize()
+        self.io.cuda_stream.synchronize()
 
     def run_host(self, mel: np.ndarray) -> np.ndarray:
-        """numpy in, numpy out, through the pinned and device buffers on the slot's own stream."""
+        """numpy in, numpy out, through the pinned and device buffers on the slot's own CUDA stream."""
         self.io.upload(mel)
         out_shape = self._bind(mel.shape, self.io.device_input.address, self.io.device_output.address)
         self._execute(tuple(mel.shape), replayable=True)
         return self.io.download(out_shape)
 
-    def run_device(self, mel_address: int, out_address: int, shape: tuple, caller_stream, itemsizes: tuple) -> None:
+    def run_device(self, mel_address: int, out_address: int, shape: tuple, caller_cuda_stream, itemsizes: tuple) -> None:
         """Zero-copy: the engine reads the caller's device memory and writes `out_address`, on the
-        slot's stream, after the caller's queued work and before the caller's later work. An address
+        slot's CUDA stream, after the caller's queued work and before the caller's later work. An address
         TensorRT cannot take (not 256-byte aligned) goes through the slot's own buffers."""
-        stream = self.io.stream
+        cuda_stream = self.io.cuda_stream
         caller_done, ours_done = self.events
         self._drop_graph()  # this run changes the context's shape and addresses: the host graph is not replayed after it
-        caller_done.record(caller_stream)
-        self.layer.wait(stream, caller_done)
+        caller_done.record(caller_cuda_stream)
+        self.layer.wait(cuda_stream, caller_done)
         in_bytes, out_bytes = math.prod(shape) * itemsizes[0], shape[0] * shape[2] * self.hop * itemsizes[1]
         bound_in, bound_out = mel_address, out_address
         if not cuda.aligned(mel_address):
-            self.layer.copy_on_device(self.io.device_input.address, mel_address, in_bytes, stream)
+            self.layer.copy_on_device(self.io.device_input.address, mel_address, in_bytes, cuda_stream)
             bound_in = self.io.device_input.address
         if not cuda.aligned(out_address):
             bound_out = self.io.device_output.address
         self._bind(shape, bound_in, bound_out)
         self._execute(shape, replayable=False)
         if bound_out != out_address:
-            self.layer.copy_on_device(out_address, bound_out, out_bytes, stream)
-        ours_done.record(stream)
-        self.layer.wait(caller_stream, ours_done)
+            self.layer.copy_on_device(out_address, bound_out, out_bytes, cuda_stream)
+        ours_done.record(cuda_stream)
+        self.layer.wait(caller_cuda_stream, ours_done)
 
     def _bind(self, shape: tuple, input_address: int, output_address: int) -> tuple:
         expected = (shape[0], 1, shape[2] * self.hop)
@@ -179,23 +179,24 @@ class Slot:
 
     def _execute(self, shape: tuple, replayable: bool) -> None:
         """Enqueue the engine, or replay this context's graph when it was captured for this shape."""
-        stream = self.io.stream
+        cuda_stream = self.io.cuda_stream
         if replayable and self.manual_graphs and self.graph is not None and self.graph_shape == shape:
-            self.graph.launch(stream)
+            self.graph.launch(cuda_stream)
             return
         self._enqueue()
         if replayable and self.manual_graphs:
             self._capture(shape)
 
     def _enqueue(self) -> None:
-        if not self.context.execute_async_v3(self.io.stream.handle):
+        if not self.context.execute_async_v3(self.io.cuda_stream.handle):
             raise EngineError("TensorRT failed to execute the engine (its message is logged above); check free GPU memory")
 
     def _capture(self, shape: tuple) -> None:
         """After a real run of `shape` (which flushed TensorRT's deferred shape work), record its enqueue."""
         self._drop_graph()
         try:
-            self.graph = self.layer.capture(self.io.stream, lambda: self.context.execute_async_v3(self.io.stream.handle))
+            cuda_stream = self.io.cuda_stream
+            self.graph = self.layer.capture(cuda_stream, lambda: self.context.execute_async_v3(cuda_stream.handle))
             self.graph_shape = shape
         except EngineError as error:
             self.manual_graphs = False
@@ -208,9 +209,9 @@ class Slot:
         self.graph, self.graph_shape = None, None
 
     def free(self) -> None:
-        """Wait for the slot's stream, then free graph, events, context and buffers (what exists of them)."""
+        """Wait for the slot's CUDA stream, then free graph, events, context and buffers (what exists of them)."""
         if self.io is not None:
-            self.io.stream.synchronize()
+            self.io.cuda_stream.synchronize()
         self._drop_graph()
         for event in self.events:
             event.free()
@@ -318,11 +319,12 @@ class Engine:
         batch, _, frames = mel.shape
         out_dtype = getattr(torch, self.manifest["output"]["dtype"])
         out = torch.empty((batch, 1, frames * self.hop), dtype=out_dtype, device=mel.device)
-        caller = self.layer.foreign_stream(self.layer.tensor_stream(mel))
+        caller_cuda_stream = self.layer.foreign_stream(self.layer.tensor_stream(mel))
         itemsizes = (mel.element_size(), out.element_size())
         for piece in batch_pieces(batch, profile.max_batch):
             with self._slot(profile) as slot:
-                slot.run_device(mel[piece].data_ptr(), out[piece].data_ptr(), tuple(mel[piece].shape), caller, itemsizes)
+                slot.run_device(mel[piece].data_ptr(), out[piece].data_ptr(), tuple(mel[piece].shape), caller_cuda_stream,
+                                itemsizes)
         return out.float()
 
     @contextlib.contextmanager
@@ -370,7 +372,7 @@ class Engine:
 
 def _free_engine(layer, device: int, slots: list, runtime_cache, trt_objects: tuple) -> None:
     """Free what an engine made, the primary context current: the runtime cache saved first, every
-    slot (each waits for its stream), then the TensorRT objects, engine last."""
+    slot (each waits for its CUDA stream), then the TensorRT objects, engine last."""
     with layer.activate(device):
         try:
             if runtime_cache is not None:

@@ -2,7 +2,7 @@
 double, either through the launcher (as `python -m serving.gpt_sovits ENTRY` does) or plainly (as
 `python SCRIPT` does, no launcher at all); write what serves to REPORT.
 
-python tests/gsv_launch.py launcher|plain api|webui-fast|webui GSV_ROOT ENGINES REPORT   (cwd: the work folder)
+python tests/gsv_launch.py launcher|plain api|webui-parallel|webui GSV_ROOT ENGINES REPORT   (cwd: the work folder)
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
-ENTRIES = {"inference_webui.py": "webui", "inference_webui_fast.py": "webui-fast", "api_v2.py": "api"}
+ENTRIES = {"inference_webui.py": "webui", "inference_webui_fast.py": "webui-parallel", "api_v2.py": "api"}
 
 
 def install() -> None:

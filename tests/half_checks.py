@@ -1,4 +1,4 @@
-"""Checks the half-precision tests share: the bar against float32 PyTorch, and that a plan's float32
+"""Checks the half-precision tests share: the bar against float32 PyTorch, and that a precision record's float32
 nodes really are float32 in the written graph (and every other node half)."""
 from __future__ import annotations
 
@@ -45,11 +45,11 @@ def declared_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
-def assert_plan_types_hold(path: Path, plan: dict) -> None:
-    """Nodes the plan keeps float32 read and write float32, all others half; mel and audio float32."""
+def assert_precision_types_hold(path: Path, record: dict) -> None:
+    """Nodes the record keeps float32 read and write float32, all others half; mel and audio float32."""
     model = onnx.load(str(path))
     types = declared_types(model)
-    kept = set(plan["float32_nodes"])
+    kept = set(record["float32_nodes"])
     for node in model.graph.node:
         if node.op_type == "Cast":
             continue

@@ -22,7 +22,7 @@ def relative(files: list[Path], root: Path = REPO) -> set[str]:
 
 
 def test_the_clean_stage_loads_its_oracle_and_the_quality_bar():
-    """The three files the hand-kept list missed, and the planner the command imports in a function."""
+    """The three files the hand-kept list missed, and the precision search the command imports in a function."""
     files = relative(closure(["export.clean"]))
     assert {"export/clean.py", "export/precision.py", "export/float64.py", "vocoder_models/mels.py",
             "pipeline/quality.py", "pipeline/settings.py", "export/__init__.py"} <= files

@@ -91,6 +91,26 @@ def test_the_vocoder_pair_is_written_out_once():
     assert len(places) == 1
 
 
+def test_a_former_key_is_read_under_its_new_name_with_one_warning(tmp_path: Path, caplog):
+    """[clean] plan_frames and plan_margin_db (before the precision search had its own words) still
+    load; a file with a key under both names is refused."""
+    text = CONFIG_PATH.read_text(encoding="utf-8")
+    former = tmp_path / "pipeline.toml"
+    former.write_text(text.replace("search_frames =", "plan_frames =").replace("search_margin_db =", "plan_margin_db ="),
+                      encoding="utf-8")
+    with caplog.at_level("WARNING", "pipeline"):
+        settings = load_settings(former)
+    assert settings["clean"]["search_frames"] == load_settings()["clean"]["search_frames"]
+    assert "plan_frames" not in settings["clean"] and "plan_margin_db" not in settings["clean"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{former}: [clean] {old} is now {new}; rename it there (the old name will stop working)"
+        for old, new in (("plan_frames", "search_frames"), ("plan_margin_db", "search_margin_db"))]
+    both = tmp_path / "both.toml"
+    both.write_text(text.replace("search_frames =", "plan_frames = [1]\nsearch_frames ="), encoding="utf-8")
+    with pytest.raises(UserError, match=r"\[clean\] has both plan_frames and its new name search_frames; keep search_frames"):
+        load_settings(both)
+
+
 def test_load_settings_refuses_a_config_that_is_not_utf8(tmp_path: Path):
     bad = tmp_path / "pipeline.toml"
     bad.write_bytes(b"[tensors]\ninput = \"m\xe9l\"\n")

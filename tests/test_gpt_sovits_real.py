@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(not REVISIONS, reason=gsv_real.SKIP_REASON)
 TESTS = Path(__file__).resolve().parent
 SEED = 1234
 # where the launcher must start GPT-SoVITS unchanged: TTS.py has no v3/v4 vocoder at 20250228v3
-UNCHANGED = {("20250228v3", "api"), ("20250228v3", "webui-fast")}
+UNCHANGED = {("20250228v3", "api"), ("20250228v3", "webui-parallel")}
 
 
 def snr_db(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -311,7 +311,7 @@ def start(gsv, mode: str, entry: str, root: Path, version: str):
 def test_revision_check_is_the_same_with_crlf_and_a_local_edit(source):
     """What the launcher reads from this revision's code (ast only) is the same for the tree as it is,
     with CRLF line ends and with a local edit, for every entry point."""
-    for entry in ("api", "webui-fast", "webui"):
+    for entry in ("api", "webui-parallel", "webui"):
         found = {variant: check(tree(source, variant), entry) for variant in gsv_real.VARIANTS}
         print(f"{source.label} {entry}: missing {len(found['plain'].missing)}, vocoders {found['plain'].vocoders}, "
               f"streaming {found['plain'].streaming or '-'}")
@@ -321,10 +321,10 @@ def test_revision_check_is_the_same_with_crlf_and_a_local_edit(source):
 
 
 # every entry point as the tree is; CRLF and the local edit with api (api_v2.py and TTS.py edited) and
-# webui (inference_webui.py edited, run in two steps by the launcher): webui-fast reads the same
+# webui (inference_webui.py edited, run in two steps by the launcher): webui-parallel reads the same
 # TTS.py as api, and starting it again costs minutes on two cores
-STARTS = [(entry, variant) for variant in gsv_real.VARIANTS for entry in ("api", "webui-fast", "webui")
-          if variant == "plain" or entry != "webui-fast"]
+STARTS = [(entry, variant) for variant in gsv_real.VARIANTS for entry in ("api", "webui-parallel", "webui")
+          if variant == "plain" or entry != "webui-parallel"]
 
 
 @pytest.mark.parametrize(("entry", "variant"), STARTS)

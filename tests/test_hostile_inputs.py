@@ -43,7 +43,7 @@ from pipeline.settings import VOCODERS, load_settings
 from runtime.__main__ import main as runtime_main
 from runtime.errors import run_main
 from runtime.limits import MAX_FRAMES
-from serving.triton import main as triton_main
+from serving.triton_server import main as triton_main
 from trt_double import install_on_cpu
 from validate.__main__ import main as validate_main
 from vocoder_models.layouts import save_v4_checkpoint

@@ -1,5 +1,5 @@
 """Half-precision models: the accuracy bar against float32 PyTorch on the default checkpoints, float32
-regions that really are float32, clean Cast placement, and a planner search that always ends.
+regions that really are float32, clean Cast placement, and a precision search that always ends.
 (The stress checkpoints are tests/test_stress.py.)"""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import onnx
 import pytest
 
 from export.clean import clean, clean_graph, load_model
-from export.precision import Planner, _is_dense, candidate_order, layerwise_errors, ranked_units, to_half
-from half_checks import FLOAT, HALF, assert_meets_bar_against_pytorch, assert_plan_types_hold, declared_types
+from export.precision import PrecisionSearch, _is_dense, candidate_order, layerwise_errors, ranked_units, to_half
+from half_checks import FLOAT, HALF, assert_meets_bar_against_pytorch, assert_precision_types_hold, declared_types
 from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import audio_errors
@@ -23,7 +23,7 @@ from vocoder_models.mels import sample_mel
 
 @pytest.fixture(scope="module")
 def fp16_v4(onnx_v4, tmp_path_factory):
-    """The fp16 model and plan of the default v4 checkpoint, made by the CLI's function."""
+    """The fp16 model and precision record of the default v4 checkpoint, made by the CLI's function."""
     folder = tmp_path_factory.mktemp("fp16")
     output = clean(onnx_v4, "fp16", folder / "v4.fp16.onnx", settings=load_settings())
     return output, json.loads((folder / "v4.fp16.precision.json").read_text(encoding="utf-8"))
@@ -35,14 +35,14 @@ def cleaned_v4(onnx_v4) -> onnx.ModelProto:
 
 
 def test_fp16_v4_meets_the_bar_against_pytorch(fp16_v4, vocoder_v4):
-    path, plan = fp16_v4
+    path, record = fp16_v4
     assert_meets_bar_against_pytorch(vocoder_v4, path, "v4", load_settings()["clean"]["verify_frames"]["v4"])
-    assert 0.0 < plan["fp16_mac_share"] <= 1.0
-    assert read_metadata(path)["fp16_mac_share"] == plan["fp16_mac_share"]
+    assert 0.0 < record["fp16_mac_share"] <= 1.0
+    assert read_metadata(path)["fp16_mac_share"] == record["fp16_mac_share"]
 
 
-def test_planned_float32_nodes_are_float32_in_the_graph(fp16_v4):
-    assert_plan_types_hold(*fp16_v4)
+def test_chosen_float32_nodes_are_float32_in_the_graph(fp16_v4):
+    assert_precision_types_hold(*fp16_v4)
 
 
 def test_to_half_casts_only_at_region_edges(cleaned_v4):
@@ -143,9 +143,9 @@ def test_search_ends_at_float32_when_nothing_less_meets_the_bar(cleaned_v4, capl
     float32, and the command warns that fp16 buys nothing here."""
     bar = {"cosine_min": 0.9995, "snr_min_db": 1000.0}
     with caplog.at_level(logging.WARNING, logger="clean"):
-        typed, plan = Planner(cleaned_v4, bar, "float32", load_settings()["clean"], verify_frames=[7]).plan()
-    assert set(plan["float32_nodes"]) == {node.name for node in cleaned_v4.graph.node}
-    assert plan["fp16_mac_share"] == 0.0 and plan["errors_planned"]["7"]["snr_db"] == float("inf")
+        typed, record = PrecisionSearch(cleaned_v4, bar, "float32", load_settings()["clean"], verify_frames=[7]).run()
+    assert set(record["float32_nodes"]) == {node.name for node in cleaned_v4.graph.node}
+    assert record["fp16_mac_share"] == 0.0 and record["errors_chosen"]["7"]["snr_db"] == float("inf")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "fp16 buys little" in warnings[0], warnings
 

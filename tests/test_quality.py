@@ -1,5 +1,5 @@
 """The one quality bar (pipeline/quality.py): hand-computed values, exact verdicts at the edge, and the
-config's thresholds, shared by the fp16 planner and validate."""
+config's thresholds, shared by the fp16 precision search and validate."""
 from __future__ import annotations
 
 import math
@@ -29,7 +29,7 @@ def test_non_finite_audio_never_passes():
 
 
 def test_the_verdict_is_exact_at_the_edge():
-    """39.996 dB is below a 40 dB bar: nothing is rounded before judging (the planner once rounded to 0.01 dB)."""
+    """39.996 dB is below a 40 dB bar: nothing is rounded before judging (the precision search once rounded to 0.01 dB)."""
     bar = quality.bar_for(load_settings(), "fp16")
     reference = np.sin(np.linspace(0, 50, 4000))
     noise = np.cos(np.linspace(0, 77, 4000))

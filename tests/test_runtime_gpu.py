@@ -72,7 +72,7 @@ def test_io_buffers_round_trip_through_pinned_and_device_memory(layer):
         for shape in ((2, 100, 1000), (1, 100, 37)):
             mel = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
             io.upload(mel)
-            layer.copy_on_device(io.device_output.address, io.device_input.address, mel.nbytes, io.stream)
+            layer.copy_on_device(io.device_output.address, io.device_input.address, mel.nbytes, io.cuda_stream)
             np.testing.assert_array_equal(io.download(shape), mel)
         assert (io.device_input.address, io.device_output.address) == addresses  # allocated once, reused
         assert all(cuda_module.aligned(a) for a in addresses)
@@ -93,7 +93,7 @@ def test_primary_context_is_torchs_context(layer, torch_cuda):
         ours = current_context_handle()
         owner = context_of_pointer(tensor.data_ptr())
         io = IOBuffers(layer, 4096, 4096, np.float32, np.float32)
-        layer.copy_on_device(io.device_output.address, tensor.data_ptr(), tensor.numel() * 4, io.stream)
+        layer.copy_on_device(io.device_output.address, tensor.data_ptr(), tensor.numel() * 4, io.cuda_stream)
         copied = io.download((4096,))
         io.free()
     print(f"{layer.name}: torch's current context 0x{torchs:x}, runtime's 0x{ours:x}, owner of torch's tensor 0x{owner:x}")

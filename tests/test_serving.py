@@ -28,7 +28,7 @@ from pipeline.errors import UserError
 from pipeline.files import sha256_of
 from pipeline.settings import VOCODERS, load_settings, profiles_for
 from serving.gpt_sovits import EngineRequest, EngineVocoder, install, rebuild_reasons, yaml_options
-from serving.triton import write_repository
+from serving.triton_server import write_repository
 from vocoder_models.mels import sample_mel
 from vocoder_models.vocoders import BigVGAN, BigVGANConfig
 
@@ -327,7 +327,7 @@ def rtx_engines(tmp_path_factory, onnx_v4) -> Path:
 def test_triton_refuses_tensorrt_rtx_plans_unless_forced(tmp_path, rtx_engines):
     engines, repository = rtx_engines, tmp_path / "triton"
     manifest = json.loads((engines / "v4.fp32.json").read_text(encoding="utf-8"))
-    command = [sys.executable, "-m", "serving.triton", "--engines", str(engines), "--output", str(repository)]
+    command = [sys.executable, "-m", "serving.triton_server", "--engines", str(engines), "--output", str(repository)]
     refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert refused.returncode == 2 and not repository.exists()
     assert refused.stderr.count("\n") == 1 and "full TensorRT only" in refused.stderr and "--force-rtx" in refused.stderr
@@ -351,6 +351,17 @@ def test_triton_rejects_bad_inputs_in_one_line(tmp_path):
     with pytest.raises(UserError, match="does not match its manifest"):
         write_repository(engines, tmp_path / "triton", SETTINGS["serving"])
     assert not (tmp_path / "triton" / "v4_fp32" / "config.pbtxt").exists()
+
+
+def test_the_former_triton_command_runs_the_server_writer_and_names_it(tmp_path, caplog, capsys):
+    """`python -m serving.triton` (the name before serving/triton_server.py) still works, with one line."""
+    from runtime.errors import run_main
+    from serving import triton
+    with caplog.at_level(logging.WARNING, "serving"):
+        code = run_main(triton.main, ["--engines", str(tmp_path / "none"), "--output", str(tmp_path / "triton")])
+    assert code == 2 and "no .plan files" in capsys.readouterr().err
+    assert [r.getMessage() for r in caplog.records] == [
+        "python -m serving.triton is now python -m serving.triton_server; the old name will be removed"]
 
 
 def test_the_schema_names_exactly_tritons_instance_kinds():
@@ -411,6 +422,18 @@ def test_launcher_refuses_in_one_line_outside_a_gpt_sovits_folder(tmp_path):
         done = subprocess.run([sys.executable, "-m", "serving.gpt_sovits", *argv], cwd=tmp_path, env=env,
                               capture_output=True, text=True, encoding="utf-8")
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+
+
+def test_launcher_takes_webui_fast_as_webui_parallel_with_one_line(monkeypatch, capsys):
+    """The parallel-inference UI's former name here still starts it, and says the new one."""
+    from serving.gpt_sovits import __main__ as command
+    from serving.gpt_sovits import launcher
+
+    started = []
+    monkeypatch.setattr(launcher, "launch", lambda name, argv: started.append((name, argv)))
+    assert command.run(["webui-fast", "zh_CN"]) == 0
+    assert started == [("webui-parallel", ["zh_CN"])]
+    assert capsys.readouterr().err == "webui-fast is now webui-parallel; the old name will be removed\n"
 
 
 FAKE_WEBUI = '''

@@ -240,7 +240,7 @@ def real(tmp_path_factory):
     return python, work
 
 
-@pytest.mark.parametrize("parallel, entry", [(False, "webui"), (True, "webui-fast")])
+@pytest.mark.parametrize("parallel, entry", [(False, "webui"), (True, "webui-parallel")])
 def test_go_webui_start_reaches_the_drop_in(real, tmp_path, parallel, entry):
     """webui.py started with -I, its inference switch pressed: the inference UI it starts (with -s,
     through its own Popen) serves v4 through the engine, started by the hook alone."""

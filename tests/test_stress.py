@@ -1,7 +1,7 @@
 """Stress checkpoints in the upstream layouts, written by the documented command: large gains and
 Snake log-alpha/beta in [-1, 1] drive v3's activations into the thousands (PyTorch float32 itself then
 strays past the export bar from float64) and v4's past float16's range. Each must export through the
-float32-aware oracle, and its planned fp16 must meet the bar; v3 at one short length here (the full
+float32-aware oracle, and its fp16 choice must meet the bar; v3 at one short length here (the full
 lengths are `make engines` on the same checkpoint, see docs/guides/export-and-build.md)."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from export import synthetic
 from export.checkpoints import load_vocoder
 from export.clean import clean
 from export.to_onnx import onnx_from_module, pytorch_audio, verify_export
-from half_checks import assert_meets_bar_against_pytorch, assert_plan_types_hold, fp16_bar
+from half_checks import assert_meets_bar_against_pytorch, assert_precision_types_hold, fp16_bar
 from pipeline.errors import UserError
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak, meets_bar
@@ -26,7 +26,7 @@ from vocoder_models.mels import sample_mel
 FLOAT16_MAX = 65504.0
 
 
-SHORT_LENGTHS = [7]  # frames the tests verify the plans at; the full lengths run in `make engines`
+SHORT_LENGTHS = [7]  # frames the tests verify the precision choices at; the full lengths run in `make engines`
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +81,20 @@ def test_v3_stress_export_still_refuses_a_planted_wrong_weight(stress):
 
 
 @pytest.mark.parametrize("vocoder", VOCODERS)
-def test_stress_fp16_plan_meets_the_bar(stress, vocoder, caplog):
-    """Plain half misses the bar; the planned model keeps it, at a short length, with its float32
+def test_stress_fp16_choice_meets_the_bar(stress, vocoder, caplog):
+    """Plain half misses the bar; the chosen mixed model keeps it, at a short length, with its float32
     nodes really float32, and the command warns when little runs in half."""
     entry = stress[vocoder]
     output = entry["folder"] / f"{vocoder}.fp16.onnx"
     with caplog.at_level(logging.WARNING, logger="clean"):
         clean(entry["onnx"], "fp16", output, settings=load_settings(), verify_frames=SHORT_LENGTHS)
-    plan = json.loads(output.with_name(f"{vocoder}.fp16.precision.json").read_text(encoding="utf-8"))
+    record = json.loads(output.with_name(f"{vocoder}.fp16.precision.json").read_text(encoding="utf-8"))
     errors = assert_meets_bar_against_pytorch(entry["module"], output, vocoder, SHORT_LENGTHS)
-    print(f"\n{vocoder} stress fp16: {100 * plan['fp16_mac_share']:.1f}% of MACs in half, "
-          f"{len(plan['float32_nodes'])} nodes float32, against PyTorch float32: "
+    print(f"\n{vocoder} stress fp16: {100 * record['fp16_mac_share']:.1f}% of MACs in half, "
+          f"{len(record['float32_nodes'])} nodes float32, against PyTorch float32: "
           + ", ".join(f"{f} frames {e['snr_db']:.1f} dB / {e['cosine']:.7f}" for f, e in errors.items()))
-    assert not all(meets_bar(e, fp16_bar()) for e in plan["errors_all_half"].values()), plan["errors_all_half"]
-    assert all(meets_bar(e, fp16_bar()) for e in plan["errors_planned"].values()), plan["errors_planned"]
-    assert_plan_types_hold(output, plan)
+    assert not all(meets_bar(e, fp16_bar()) for e in record["errors_all_half"].values()), record["errors_all_half"]
+    assert all(meets_bar(e, fp16_bar()) for e in record["errors_chosen"].values()), record["errors_chosen"]
+    assert_precision_types_hold(output, record)
     warned = any("fp16 buys little" in r.getMessage() for r in caplog.records)
-    assert warned == (plan["fp16_mac_share"] < load_settings()["clean"]["min_fp16_mac_share"])
+    assert warned == (record["fp16_mac_share"] < load_settings()["clean"]["min_fp16_mac_share"])

@@ -140,16 +140,16 @@ def test_upstream_bigvgan_modules_are_recognised_and_fused():
 # --- buckets ------------------------------------------------------------------------------------
 
 
-def test_plans_cover_every_frame_once_and_hold_each_frames_reach():
+def test_windows_cover_every_frame_once_and_hold_each_frames_reach():
     buckets, context, lookahead = (40, 64, 96), 12, 12
     for frames in range(1, 260):
-        plan = bucketing.plan(frames, buckets, context, lookahead)
+        chosen = bucketing.windows_for(frames, buckets, context, lookahead)
         if frames < 40 and frames not in buckets:
-            assert plan.eager
+            assert chosen.eager
             continue
-        kept = [t for w in plan.windows for t in range(w.keep_from, w.keep_to)]
+        kept = [t for w in chosen.windows for t in range(w.keep_from, w.keep_to)]
         assert kept == list(range(frames)), frames
-        for w in plan.windows:
+        for w in chosen.windows:
             assert w.frames in buckets
             edge_left, edge_right = w.start == 0, w.start + w.frames >= frames
             assert edge_left or w.keep_from - w.start >= context, (frames, w)
@@ -179,7 +179,7 @@ def measured_reach(module, frames: int = 61) -> tuple[int, int]:
 
 
 def test_bucketed_windows_give_the_single_pass_exactly():
-    """Padding to a bucket and cutting after is exact at the measured reach: every plan shape (a
+    """Padding to a bucket and cutting after is exact at the measured reach: every window shape (a
     bucket, main plus tail, chunks past the largest bucket) against one plain pass, float64."""
     model = tiny_hifigan()
     with float64_evaluation(model):
@@ -190,8 +190,8 @@ def test_bucketed_windows_give_the_single_pass_exactly():
         for frames in (tail, tail + 1, buckets[1] - 3, buckets[2], buckets[2] + 1, 3 * buckets[2] + 7):
             mel = torch.randn(2, 8, frames, dtype=torch.float64) * 2 - 5
             truth = model(mel).numpy()
-            plan = bucketing.plan(frames, buckets, context, lookahead)
-            pieces = bucketing.run_plan(mel, plan.windows, lambda xs: [model(x) for x in xs], model.hop,
+            chosen = bucketing.windows_for(frames, buckets, context, lookahead)
+            pieces = bucketing.run_windows(mel, chosen.windows, lambda xs: [model(x) for x in xs], model.hop,
                                         lambda m, n: torch.cat([m, torch.zeros(2, 8, n - m.shape[2], dtype=m.dtype)], 2))
             out = torch.cat(pieces, dim=2).numpy()
             assert out.shape == truth.shape
@@ -199,8 +199,8 @@ def test_bucketed_windows_give_the_single_pass_exactly():
         # half the measured lookahead, and the padding shows: the reach is what makes it exact
         frames = buckets[1] - 3
         mel = torch.randn(1, 8, frames, dtype=torch.float64)
-        short = bucketing.plan(frames, buckets, context, lookahead // 2)
-        pieces = bucketing.run_plan(mel, short.windows, lambda xs: [model(x) for x in xs], model.hop,
+        short = bucketing.windows_for(frames, buckets, context, lookahead // 2)
+        pieces = bucketing.run_windows(mel, short.windows, lambda xs: [model(x) for x in xs], model.hop,
                                     lambda m, n: torch.cat([m, torch.zeros(1, 8, n - m.shape[2], dtype=m.dtype)], 2))
         assert max_error_over_peak(model(mel).numpy(), torch.cat(pieces, dim=2).numpy()) > 1e-9
 
@@ -228,20 +228,20 @@ def test_a_length_that_comes_back_gets_a_graph_of_its_own():
     model = tiny_hifigan()
     fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1, fuse=False,
                        mask_edges=False)
-    assert [w.frames for w in fast.plan(50).windows] == [64, 40]  # first time: the bucket and the tail
-    assert [w.frames for w in fast.plan(50).windows] == [50]      # again: its own length, no padding
-    assert [w.frames for w in fast.plan(51).windows] == [64, 40]
-    assert len(fast.plan(500).windows) > 1 and len(fast.plan(500).windows) > 1  # past the largest bucket: chunks
+    assert [w.frames for w in fast.windows_for(50).windows] == [64, 40]  # first time: the bucket and the tail
+    assert [w.frames for w in fast.windows_for(50).windows] == [50]      # again: its own length, no padding
+    assert [w.frames for w in fast.windows_for(51).windows] == [64, 40]
+    assert len(fast.windows_for(500).windows) > 1 and len(fast.windows_for(500).windows) > 1  # past the largest bucket: chunks
     masked = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), exact_after=1)
-    assert [w.frames for w in masked.plan(5).windows] == [40]     # its edge inside the bucket: no tail
-    assert [w.frames for w in masked.plan(50).windows] == [64]
-    assert [w.frames for w in masked.plan(50).windows] == [50]
+    assert [w.frames for w in masked.windows_for(5).windows] == [40]     # its edge inside the bucket: no tail
+    assert [w.frames for w in masked.windows_for(50).windows] == [64]
+    assert [w.frames for w in masked.windows_for(50).windows] == [50]
     default = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64))
-    assert [w.frames for w in default.plan(50).windows] == [64]   # masked edges: the bucket serves every time,
-    assert [w.frames for w in default.plan(50).windows] == [64]   # no capture for a length's second call
+    assert [w.frames for w in default.windows_for(50).windows] == [64]   # masked edges: the bucket serves every time,
+    assert [w.frames for w in default.windows_for(50).windows] == [64]   # no capture for a length's second call
     unmasked = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64), fuse=False, mask_edges=False)
-    assert [w.frames for w in unmasked.plan(50).windows] == [64, 40]
-    assert [w.frames for w in unmasked.plan(50).windows] == [50]  # tail windows: the second call gets its own graph
+    assert [w.frames for w in unmasked.windows_for(50).windows] == [64, 40]
+    assert [w.frames for w in unmasked.windows_for(50).windows] == [50]  # tail windows: the second call gets its own graph
 
 
 def test_graph_inputs_leave_the_hosts_random_state_alone():
@@ -368,7 +368,7 @@ def test_layers_masking_cannot_make_exact_keep_the_tail_windows():
     assert unsupported_layers(model) == ["conv_pre (Conv1d)"]
     fast = FastVocoder(model, model.hop, context=12, lookahead=12, buckets=(40, 64))
     assert fast.stats()["edges"].startswith("tail windows (conv_pre")
-    assert [w.frames for w in fast.plan(50).windows] == [64, 40]
+    assert [w.frames for w in fast.windows_for(50).windows] == [64, 40]
 
 
 def test_tier_choice_names_its_reason():
@@ -462,19 +462,19 @@ def test_tensorrt_fallback_plain_turns_the_fast_tier_off_and_bad_values_are_refu
 
 def test_a_stream_on_the_tier_runs_bucket_windows_only():
     """The step schedule's fixed windows are buckets: a stream replays the tier's graphs and never
-    plans a padded main and tail, whatever the push sizes (the last window included)."""
+    runs a padded main and tail, whatever the push sizes (the last window included)."""
     from runtime.streaming import Stream
     model = tiny_hifigan()
     fast = FastVocoder(model, model.hop, context=12, lookahead=12, fuse=False)
-    planned = []
-    plan = fast.plan
-    fast.plan = lambda frames: planned.append(frames) or plan(frames)
+    asked = []
+    windows_for = fast.windows_for
+    fast.windows_for = lambda frames: asked.append(frames) or windows_for(frames)
     mel = torch.randn(1, 8, 1500) - 5
     with torch.inference_mode(), Stream(fast, hop=model.hop, context_frames=12, lookahead_frames=12, n_mels=8) as stream:
         for start in range(0, 1500, 97):
             stream.push(mel[:, :, start:start + 97])
         stream.finish()
-    assert planned and set(planned) <= set(fast.buckets), sorted(set(planned) - set(fast.buckets))
+    assert asked and set(asked) <= set(fast.buckets), sorted(set(asked) - set(fast.buckets))
 
 
 # --- wiring into the GPT-SoVITS drop-in (serving/gpt_sovits.py's one fallback place) ----------------

@@ -302,7 +302,7 @@ def test_bench_tensorrt_rows_run_the_projects_runtime(world, onnx_v4, tmp_path, 
     models = bench.Models(settings, tmp_path)
     mel = speech(100, 1, 7)  # above the short profile: the runtime picks the long one
     for zero_copy in (False, True):
-        run, notes = bench._tensorrt(models, "v4", mel, "fp32", zero_copy)
+        run, notes = bench.TensorRT("tensorrt-fp32", "fp32", zero_copy).prepare(models, "v4", mel, 1, 100)
         np.testing.assert_array_equal(np.asarray(run()), reference(onnx_v4, mel))
     models.close()
 
@@ -408,7 +408,7 @@ def test_gpu_host_and_zero_copy_paths(gpu_world):
             audio = engine(mel)
         side.synchronize()
         assert torch.equal(audio, mel)
-        flags = [stream_flags(slot.io.stream.handle) for slot in engine._slots]
+        flags = [stream_flags(slot.io.cuda_stream.handle) for slot in engine._slots]
     assert gpu_world.refusals == [] and flags == [1] * len(flags)  # CU_STREAM_NON_BLOCKING
     print(f"\n{gpu_world.binding} / {gpu_world.surface}: host and zero-copy paths exact; slot streams non-blocking")
 

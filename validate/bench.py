@@ -29,36 +29,14 @@ from pipeline.onnx_tools import cpu_session, onnx_session, run_audio
 from pipeline.quality import cosine_similarity, snr_db
 from pipeline.settings import REPO_ROOT, VOCODERS, output_paths
 from runtime.errors import reason_of
+from validate.plan_engine import PlanEngine
 from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("validate")
 
-# backend name -> (device, precision); the order is the order rows are measured and printed
-BACKENDS = {
-    "torch-eager-fp32": ("cuda", "fp32"),
-    "torch-eager-fp16": ("cuda", "fp16"),
-    "torch-cudagraph-fp16": ("cuda", "fp16"),
-    # the GPT-SoVITS drop-in's fast tier (serving/torch_tier): v3's fused anti-aliased activation
-    # (eager, then one graph per shape) and the tier as served: fused plus bucketed CUDA graphs
-    "torch-fused-fp32": ("cuda", "fp32"),
-    "torch-fused-fp16": ("cuda", "fp16"),
-    "torch-fused-cudagraph-fp16": ("cuda", "fp16"),
-    "torch-fast-fp16": ("cuda", "fp16"),
-    "onnxruntime-cuda-fp32": ("cuda", "fp32"),
-    "onnxruntime-cuda-fp16": ("cuda", "fp16"),
-    "tensorrt-fp32": ("cuda", "fp32"),
-    "tensorrt-fp16": ("cuda", "fp16"),
-    "tensorrt-fp32-zero-copy": ("cuda", "fp32"),
-    "tensorrt-fp16-zero-copy": ("cuda", "fp16"),
-    "torch-compile-fp16": ("cuda", "fp16"),   # last GPU rows: compiling takes a minute or more
-    "torch-compile-cudagraph-fp16": ("cuda", "fp16"),  # torch.compile's reduce-overhead mode: CUDA graphs
-    "nvidia-bigvgan-cuda-fp16": ("cuda", "fp16"),      # v3 only: NVIDIA's bigvgan package, its CUDA kernel, one graph
-    "torch-cpu-fp32": ("cpu", "fp32"),
-    "onnxruntime-cpu-fp32": ("cpu", "fp32"),
-}
 REFERENCE = {"cuda": "torch-eager-fp32", "cpu": "torch-cpu-fp32"}
-MEMORY_METHOD = ("torch rows: torch.cuda.max_memory_allocated (weights included); onnxruntime and "
-                 "TensorRT rows: device memory in use above the level before the session (cudaMemGetInfo)")
+MEMORY_METHOD = ("PyTorch rows (NVIDIA's BigVGAN included): torch.cuda.max_memory_allocated (weights included); onnxruntime and "
+                 "TensorRT rows: device memory in use above the level before their session or engine (cudaMemGetInfo)")
 
 
 @dataclass
@@ -156,12 +134,12 @@ class Models:
         self._cache: dict[tuple, Any] = {}
         self.device_baseline: dict[tuple[str, str], int] = {}  # GPU bytes in use before a session
 
-    def session(self, vocoder: str, backend: str, make: Callable[[], Any]) -> Any:
-        """A cached ONNX Runtime or TensorRT session, noting the GPU memory in use before it."""
-        key = (vocoder, backend)
-        if key not in self._cache and BACKENDS[backend][0] == "cuda":
+    def session(self, vocoder: str, name: str, make: Callable[[], Any], *, on_gpu: bool) -> Any:
+        """A cached ONNX Runtime session or engine, noting the GPU memory in use before one on the GPU."""
+        key = (vocoder, name)
+        if key not in self._cache and on_gpu:
             self.device_baseline[key] = gpu_bytes_in_use()
-        return self._cached(key, make)
+        return self.cached(key, make)
 
     def close(self) -> None:
         """Close what holds GPU state of its own (the runtime's engines)."""
@@ -170,7 +148,7 @@ class Models:
                 value.close()
         self._cache.clear()
 
-    def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
+    def cached(self, key: tuple, make: Callable[[], Any]) -> Any:
         if key not in self._cache:
             self._cache[key] = make()
         return self._cache[key]
@@ -180,7 +158,7 @@ class Models:
             from export.checkpoints import load_vocoder
             module = load_vocoder(vocoder, settings=self.settings).to(device)
             return module.half() if half else module
-        return self._cached(("torch", vocoder, device, half), make)
+        return self.cached(("torch", vocoder, device, half), make)
 
     def release_torch(self) -> None:
         """Drop the modules before the ONNX Runtime rows, so their memory is not counted twice."""
@@ -192,7 +170,7 @@ class Models:
 
     def hop_and_rate(self, vocoder: str) -> tuple[int, int]:
         """Output samples per mel frame and output sample rate, as the exported model's metadata says."""
-        metadata = self._cached(("metadata", vocoder), lambda: read_metadata(self.exported(vocoder)))
+        metadata = self.cached(("metadata", vocoder), lambda: read_metadata(self.exported(vocoder)))
         return metadata["hop"], metadata["sampling_rate"]
 
     def exported(self, vocoder: str) -> Path:
@@ -205,198 +183,305 @@ class Models:
             log.info("%s: no %s; exporting into a temporary folder", vocoder, path)
             module = self.torch_module(vocoder, "cpu", False)
             return onnx_from_module(module, vocoder, self.workdir / path.name, settings=self.settings)
-        return self._cached(("exported", vocoder), make)
+        return self.cached(("exported", vocoder), make)
 
     def onnx_path(self, vocoder: str, precision: str) -> tuple[Path, str]:
         """The cleaned ONNX of this precision, the model its engine is built from (fp16: the precision
-        planner's mixed model), and a note when it had to be made for this run."""
-        return self._cached(("onnx", vocoder, precision), lambda: self._make_onnx(vocoder, precision))
+        search's mixed model), and a note when it had to be made for this run."""
+        return self.cached(("onnx", vocoder, precision), lambda: self._make_onnx(vocoder, precision))
 
     def _make_onnx(self, vocoder: str, precision: str) -> tuple[Path, str]:
         cleaned = output_paths(self.settings, vocoder, precision)["cleaned"]
         if cleaned.is_file():
             return cleaned, ""
         from export.clean import clean
-        log.info("%s: no %s; cleaning (and planning the precision) into a temporary folder", vocoder, cleaned)
+        log.info("%s: no %s; cleaning (and searching the precision) into a temporary folder", vocoder, cleaned)
         made = clean(self.exported(vocoder), precision, self.workdir / cleaned.name, settings=self.settings)
         return made, "cleaned for this run (python -m export.clean)"
 
 
-# --- backends: each returns (run_once, notes) for one input -------------------------------------
+# --- runners: one class per backend (Polygraphy's runner shape) ---------------------------------
 
 
-def _torch_eager(models: Models, vocoder: str, mel: np.ndarray, half: bool, device: str):
+class BenchRunner:
+    """One row's backend: its name, where and at what precision it runs, why it cannot run here
+    (`unavailable`, asked before anything is loaded; None: it can), `prepare` (load what the backend
+    needs, cached in Models, and return the call the timer repeats on one input, with the row's
+    notes) and `deactivate` (free what the backend's rows share, once its family's rows are done).
+    A runner may still raise Skip from `prepare`, with the reason."""
+
+    family = ""        # rows of one family follow each other; deactivate runs when the family ends
+    memory = "device"  # how the row's GPU memory is read: "torch"'s allocator, or device memory in use (MEMORY_METHOD)
+
+    def __init__(self, name: str, device: str, precision: str):
+        self.name, self.device, self.precision = name, device, precision
+
+    @property
+    def session_name(self) -> str:
+        """The name its session (ONNX Runtime) or engine is cached and its memory baseline kept under."""
+        return self.name
+
+    @property
+    def half(self) -> bool:
+        return self.precision == "fp16"
+
+    def unavailable(self, vocoder: str, settings: dict) -> str | None:
+        return cuda_reason() if self.device == "cuda" else None
+
+    def prepare(self, models: Models, vocoder: str, mel: np.ndarray, batch: int,
+                frames: int) -> tuple[Callable[[], Any], list[str]]:
+        raise NotImplementedError
+
+    def deactivate(self, models: Models) -> None:
+        """What the family's rows share stays loaded until the end (Models.close)."""
+
+    def input(self, mel: np.ndarray):
+        """The mel as a CUDA tensor of the row's precision."""
+        import torch
+        x = torch.from_numpy(mel).cuda()
+        return x.half() if self.half else x
+
+
+class TorchRunner(BenchRunner):
+    """A backend that runs a PyTorch module, its memory read from torch's allocator."""
+
+    family = "torch"
+    memory = "torch"
+
+    def deactivate(self, models: Models) -> None:
+        """Drop the PyTorch modules before the next family's rows, so their memory is not counted twice."""
+        models.release_torch()
+
+
+def eager(module, x) -> Callable[[], Any]:
+    """`module(x)` without autograd, as the timer repeats it."""
     import torch
-    module = models.torch_module(vocoder, device, half)
-    x = torch.from_numpy(mel).to(device)
-    x = x.half() if half else x
 
     def run():
         with torch.inference_mode():
             return module(x)
-    return run, []
+    return run
 
 
-def _torch_cudagraph(models: Models, vocoder: str, mel: np.ndarray):
+def graph_replay(module, static_in) -> Callable[[], Any]:
+    """`module` on `static_in` captured in one CUDA graph (serving/torch_tier/graphs.py: three warm-up
+    runs on a side stream, as torch asks); the returned function replays it and gives the graph's output."""
     import torch
-    module = models.torch_module(vocoder, "cuda", True)
-    return _graph_replay(module, torch.from_numpy(mel).cuda().half()), ["one captured graph per shape"]
+
+    from serving.torch_tier.graphs import capture
+    captured = capture(lambda: [module(static_in)], [static_in], warmup=3, around=torch.inference_mode)
+    return lambda: captured.replay()[0]
 
 
-def _graph_replay(module, static_in):
-    """`module` on `static_in` captured in one CUDA graph (after three warm-up runs on a side
-    stream, as torch asks); the returned function replays it and gives the graph's output."""
-    import torch
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side), torch.inference_mode():
-        for _ in range(3):
-            module(static_in)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph), torch.inference_mode():
-        static_out = module(static_in)
+class TorchEager(TorchRunner):
+    """The vocoder's PyTorch module as it is, on the GPU or the CPU."""
 
-    def replay():
-        graph.replay()
-        return static_out
-    return replay
+    def prepare(self, models, vocoder, mel, batch, frames):
+        import torch
+        module = models.torch_module(vocoder, self.device, self.half)
+        x = torch.from_numpy(mel).to(self.device)
+        return eager(module, x.half() if self.half else x), []
 
 
-def fast_tier_reason(backend: str, vocoder: str) -> str | None:
-    """Why a fast-tier row cannot run: no CUDA or Triton (the tier's own verdict), or nothing to fuse."""
+class TorchCudaGraph(TorchRunner):
+    """The PyTorch module in one CUDA graph per shape."""
+
+    def prepare(self, models, vocoder, mel, batch, frames):
+        module = models.torch_module(vocoder, "cuda", True)
+        return graph_replay(module, self.input(mel)), ["one captured graph per shape"]
+
+
+def fast_tier_reason() -> str | None:
+    """Why the fast tier's rows cannot run: no CUDA or Triton (the tier's own verdict)."""
     reason = cuda_reason()
     if reason:
         return reason
     from serving.torch_tier.fast import TIER_FAST, choose_tier
     tier, why = choose_tier("cuda")
-    if tier != TIER_FAST:
-        return why
-    if backend.startswith("torch-fused") and vocoder != "v3":
-        return f"{vocoder} has no anti-aliased activation to fuse (its bucketed graphs are the torch-fast-fp16 row)"
-    return None
+    return None if tier == TIER_FAST else why
 
 
-def _torch_fast_tier(models: Models, backend: str, vocoder: str, mel: np.ndarray):
-    """The fused module eager or in one graph per shape, or the tier as served (FastVocoder)."""
-    import torch
+class TorchFused(TorchRunner):
+    """v3's module with the fast tier's fused anti-aliased activation, eager or in one graph per shape."""
 
-    from runtime.streaming import architecture_window
-    from serving.torch_tier.fast import FastVocoder
-    from serving.torch_tier.fused import fuse_activations
-    half = BACKENDS[backend][1] == "fp16"
-    hop, _ = models.hop_and_rate(vocoder)
+    def __init__(self, name: str, precision: str, graphs: bool = False):
+        super().__init__(name, "cuda", precision)
+        self.graphs = graphs
 
-    def fused_module():
-        from export.checkpoints import load_vocoder
-        module = load_vocoder(vocoder, settings=models.settings)
-        fuse_activations(module)  # before .half(): the kernel's constants stay float32
-        module = module.to("cuda")
-        return module.half() if half else module
+    def unavailable(self, vocoder, settings):
+        reason = fast_tier_reason()
+        if reason is None and vocoder != "v3":
+            return f"{vocoder} has no anti-aliased activation to fuse (its bucketed graphs are the torch-fast-fp16 row)"
+        return reason
 
-    def fast_vocoder():
-        from export.checkpoints import load_vocoder
-        window = architecture_window(vocoder)
-        # exact_after=None: every call planned into buckets, as a length's first call is (the timed runs repeat one length)
-        module = load_vocoder(vocoder, settings=models.settings).to("cuda")
-        return FastVocoder(module, hop, context=window.context, lookahead=window.lookahead,
-                           precision=torch.half, fuse=vocoder == "v3", exact_after=None)
+    def prepare(self, models, vocoder, mel, batch, frames):
+        from serving.torch_tier.fused import fuse_activations
 
-    x = torch.from_numpy(mel).cuda()
-    x = x.half() if half else x
-    if backend == "torch-fast-fp16":
-        fast = models._cached(("torch", "fast", vocoder), fast_vocoder)
-
-        def run():
-            return fast(x)
-        return run, ["fused activations (v3), CUDA graphs per mel-length bucket (serving/torch_tier), the edge masked"]
-    module = models._cached(("torch", "fused", vocoder, half), fused_module)
-    if backend != "torch-fused-cudagraph-fp16":
-        def run():
-            with torch.inference_mode():
-                return module(x)
-        return run, ["fused anti-aliased activation (Triton)"]
-    return _graph_replay(module, x), ["fused anti-aliased activation (Triton)", "one captured graph per shape"]
+        def fused_module():
+            from export.checkpoints import load_vocoder
+            module = load_vocoder(vocoder, settings=models.settings)
+            fuse_activations(module)  # before .half(): the kernel's constants stay float32
+            module = module.to("cuda")
+            return module.half() if self.half else module
+        module = models.cached(("torch", "fused", vocoder, self.half), fused_module)
+        notes = ["fused anti-aliased activation (Triton)"]
+        if not self.graphs:
+            return eager(module, self.input(mel)), notes
+        return graph_replay(module, self.input(mel)), notes + ["one captured graph per shape"]
 
 
-def _nvidia_bigvgan(models: Models, mel: np.ndarray):
+class TorchFast(TorchRunner):
+    """The GPT-SoVITS drop-in's fast tier as served (serving/torch_tier FastVocoder): fused
+    activations (v3) and CUDA graphs per mel-length bucket."""
+
+    def unavailable(self, vocoder, settings):
+        return fast_tier_reason()
+
+    def prepare(self, models, vocoder, mel, batch, frames):
+        import torch
+
+        from runtime.streaming import architecture_window
+        from serving.torch_tier.fast import FastVocoder
+        hop, _ = models.hop_and_rate(vocoder)
+
+        def fast_vocoder():
+            from export.checkpoints import load_vocoder
+            window = architecture_window(vocoder)
+            # exact_after=None: every call in bucket windows, as a length's first call is (the timed runs repeat one length)
+            module = load_vocoder(vocoder, settings=models.settings).to("cuda")
+            return FastVocoder(module, hop, context=window.context, lookahead=window.lookahead,
+                               precision=torch.half, fuse=vocoder == "v3", exact_after=None)
+        fast = models.cached(("torch", "fast", vocoder), fast_vocoder)
+        x = self.input(mel)
+        return (lambda: fast(x)), ["fused activations (v3), CUDA graphs per mel-length bucket (serving/torch_tier), "
+                                   "the edge masked"]
+
+
+class NvidiaBigVGAN(BenchRunner):
     """NVIDIA's BigVGAN with its fused CUDA activation (validate/nvidia_bigvgan.py), fp16, one graph."""
-    import torch
 
-    from validate import nvidia_bigvgan
+    family = "nvidia"
+    memory = "torch"
 
-    def make():
-        weights = models.torch_module("v3", "cpu", False).state_dict()
+    def unavailable(self, vocoder, settings):
+        from validate import nvidia_bigvgan
+        return "NVIDIA's BigVGAN is v3's architecture only" if vocoder != "v3" else nvidia_bigvgan.unavailable()
+
+    def prepare(self, models, vocoder, mel, batch, frames):
+        import torch
+
+        from validate import nvidia_bigvgan
+
+        def make():
+            weights = models.torch_module("v3", "cpu", False).state_dict()
+            started = time.perf_counter()
+            try:
+                module = nvidia_bigvgan.build(weights).half()
+            except Exception as exc:  # the package's own JIT build: say why it failed, in one line
+                raise Skip(f"NVIDIA's kernel did not build: {type(exc).__name__}: "
+                           f"{str(exc).strip().splitlines()[-1:]}") from exc
+            return module, time.perf_counter() - started
+        module, build_s = models.cached(("nvidia-bigvgan",), make)
+        arch = "".join(map(str, torch.cuda.get_device_capability()))
+        return graph_replay(module, self.input(mel)), [f"NVIDIA's fused CUDA kernel, built for sm_{arch} in {build_s:.0f} s",
+                                                       "one captured graph per shape"]
+
+
+class TorchCompile(TorchRunner):
+    """torch.compile of the fp16 module, in `[validate] bench_compile_mode` or the mode given."""
+
+    def __init__(self, name: str, mode: str | None = None):
+        super().__init__(name, "cuda", "fp16")
+        self.mode = mode
+
+    def prepare(self, models, vocoder, mel, batch, frames):
+        import torch
+        sizes = [list(s) for s in models.settings["validate"]["bench_compile_sizes"]]
+        if [batch, frames] not in sizes:
+            raise Skip(f"timed only at [batch, frames] {sizes} (bench_compile_sizes): each shape recompiles")
+        mode = self.mode or models.settings["validate"]["bench_compile_mode"]
+        module = models.cached(("torch", "compiled", vocoder, mode),
+                                lambda: torch.compile(models.torch_module(vocoder, "cuda", True), mode=mode, dynamic=False))
+        x = self.input(mel)
         started = time.perf_counter()
-        try:
-            module = nvidia_bigvgan.build(weights).half()
-        except Exception as exc:  # the package's own JIT build: say why it failed, in one line
-            raise Skip(f"NVIDIA's kernel did not build: {type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}") from exc
-        return module, time.perf_counter() - started
-    module, build_s = models._cached(("nvidia-bigvgan",), make)
-    x = torch.from_numpy(mel).cuda().half()
-    arch = "".join(map(str, torch.cuda.get_device_capability()))
-    return _graph_replay(module, x), [f"NVIDIA's fused CUDA kernel, built for sm_{arch} in {build_s:.0f} s",
-                                      "one captured graph per shape"]
-
-
-def _torch_compile(models: Models, vocoder: str, mel: np.ndarray, batch: int, frames: int, mode: str | None = None):
-    import torch
-    sizes = [list(s) for s in models.settings["validate"]["bench_compile_sizes"]]
-    if [batch, frames] not in sizes:
-        raise Skip(f"timed only at [batch, frames] {sizes} (bench_compile_sizes): each shape recompiles")
-    mode = mode or models.settings["validate"]["bench_compile_mode"]
-    module = models._cached(("torch", "compiled", vocoder, mode),
-                            lambda: torch.compile(models.torch_module(vocoder, "cuda", True), mode=mode, dynamic=False))
-    x = torch.from_numpy(mel).cuda().half()
-    started = time.perf_counter()
-    with torch.inference_mode():
-        module(x)
-    torch.cuda.synchronize()
-    compile_s = time.perf_counter() - started
-
-    def run():
         with torch.inference_mode():
-            return module(x)
-    return run, [f"mode {mode}, first call {compile_s:.0f} s (compilation)"]
+            module(x)
+        torch.cuda.synchronize()
+        compile_s = time.perf_counter() - started
+        return eager(module, x), [f"mode {mode}, first call {compile_s:.0f} s (compilation)"]
 
 
-def _onnxruntime(models: Models, vocoder: str, mel: np.ndarray, precision: str, device: str):
-    """The cleaned model of this precision (what its engine is built from) in ONNX Runtime."""
-    path, note = models.onnx_path(vocoder, precision)
-    names = models.settings["tensors"]
-    hop, _ = models.hop_and_rate(vocoder)
-    if device == "cpu":
-        session = models.session(vocoder, "onnxruntime-cpu-fp32", lambda: cpu_session(path))
+class OnnxRuntimeCpu(BenchRunner):
+    """The cleaned float32 model (what the fp32 engine is built from) in ONNX Runtime on the CPU."""
+
+    family = "onnxruntime"
+
+    def __init__(self, name: str):
+        super().__init__(name, "cpu", "fp32")
+
+    def prepare(self, models, vocoder, mel, batch, frames):
+        path, note = models.onnx_path(vocoder, self.precision)
+        session = models.session(vocoder, self.session_name, lambda: cpu_session(path), on_gpu=False)
         return (lambda: run_audio(session, mel)), [note] if note else []
-    import torch
-    options = {"device_id": 0, "cudnn_conv_algo_search": models.settings["validate"]["ort_cudnn_conv_algo_search"]}
-    session = models.session(vocoder, f"onnxruntime-cuda-{precision}",
-                             lambda: onnx_session(path, [("CUDAExecutionProvider", options)]))
-    if session.get_providers()[0] != "CUDAExecutionProvider":
-        raise Skip(f"onnxruntime fell back to {session.get_providers()[0]}")
-    x = torch.from_numpy(mel).cuda()
-    y = torch.empty((mel.shape[0], 1, mel.shape[2] * hop), device="cuda")
-    binding = session.io_binding()
-    binding.bind_input(names["input"], "cuda", 0, np.float32, list(x.shape), x.data_ptr())
-    binding.bind_output(names["output"], "cuda", 0, np.float32, list(y.shape), y.data_ptr())
-
-    def run():
-        session.run_with_iobinding(binding)
-        return y
-    # Run returns once its GPU work is done, so the events around it bracket that work
-    notes = ["I/O binding", f"cuDNN search {options['cudnn_conv_algo_search']}"]
-    return run, notes + ([note] if note else [])
 
 
-def _tensorrt(models: Models, vocoder: str, mel: np.ndarray, precision: str, zero_copy: bool):
-    """The project's own runtime, as users run it: numpy through pinned buffers, or CUDA tensors zero-copy."""
-    plan = output_paths(models.settings, vocoder, precision)["plan"]
-    engine = models.session(vocoder, f"tensorrt-{precision}", lambda: runtime.load_engine(plan))
-    if not zero_copy:
-        return (lambda: engine(mel)), ["runtime host path: pinned copies in and out included"]
-    x = to_device(mel)
-    return (lambda: engine(x)), ["runtime zero-copy path: CUDA tensor in and out"]
+class OnnxRuntimeCuda(BenchRunner):
+    """The cleaned model of this precision (what its engine is built from) in ONNX Runtime's CUDA
+    provider, input and output bound on the GPU."""
+
+    family = "onnxruntime"
+
+    def unavailable(self, vocoder, settings):
+        return onnxruntime_cuda_reason()
+
+    def prepare(self, models, vocoder, mel, batch, frames):
+        import torch
+        path, note = models.onnx_path(vocoder, self.precision)
+        names = models.settings["tensors"]
+        hop, _ = models.hop_and_rate(vocoder)
+        options = {"device_id": 0, "cudnn_conv_algo_search": models.settings["validate"]["ort_cudnn_conv_algo_search"]}
+        session = models.session(vocoder, self.session_name, lambda: onnx_session(path, [("CUDAExecutionProvider", options)]),
+                                 on_gpu=True)
+        if session.get_providers()[0] != "CUDAExecutionProvider":
+            raise Skip(f"onnxruntime fell back to {session.get_providers()[0]}")
+        x = torch.from_numpy(mel).cuda()
+        y = torch.empty((mel.shape[0], 1, mel.shape[2] * hop), device="cuda")
+        binding = session.io_binding()
+        binding.bind_input(names["input"], "cuda", 0, np.float32, list(x.shape), x.data_ptr())
+        binding.bind_output(names["output"], "cuda", 0, np.float32, list(y.shape), y.data_ptr())
+
+        def run():
+            session.run_with_iobinding(binding)
+            return y
+        # Run returns once its GPU work is done, so the events around it bracket that work
+        notes = ["I/O binding", f"cuDNN search {options['cudnn_conv_algo_search']}"]
+        return run, notes + ([note] if note else [])
+
+
+class TensorRT(BenchRunner):
+    """The project's own runtime on the built plan, as users run it (validate/plan_engine.py): numpy
+    through pinned buffers, or CUDA tensors zero-copy. Both rows of a precision share one engine."""
+
+    family = "tensorrt"
+
+    def __init__(self, name: str, precision: str, zero_copy: bool = False):
+        super().__init__(name, "cuda", precision)
+        self.zero_copy = zero_copy
+
+    @property
+    def session_name(self) -> str:
+        return f"tensorrt-{self.precision}"
+
+    def unavailable(self, vocoder, settings):
+        return tensorrt_reason(vocoder, self.precision, settings)
+
+    def prepare(self, models, vocoder, mel, batch, frames):
+        plan = output_paths(models.settings, vocoder, self.precision)["plan"]
+        engine = models.session(vocoder, self.session_name, lambda: PlanEngine(plan).open(), on_gpu=True)
+        if not self.zero_copy:
+            return (lambda: engine(mel)), ["runtime host path: pinned copies in and out included"]
+        x = to_device(mel)
+        return (lambda: engine(x)), ["runtime zero-copy path: CUDA tensor in and out"]
 
 
 def to_device(array: np.ndarray):
@@ -405,39 +490,35 @@ def to_device(array: np.ndarray):
     return torch.from_numpy(array).cuda()
 
 
-def unavailable(backend: str, vocoder: str, settings: dict) -> str | None:
-    """Why this backend cannot run here (checked before anything is loaded), or None."""
-    device, precision = BACKENDS[backend]
-    if backend.startswith(("torch-fused", "torch-fast")):
-        return fast_tier_reason(backend, vocoder)
-    if backend.startswith("tensorrt"):
-        return tensorrt_reason(vocoder, precision, settings)
-    if backend.startswith("onnxruntime-cuda"):
-        return onnxruntime_cuda_reason()
-    if backend == "nvidia-bigvgan-cuda-fp16":
-        from validate import nvidia_bigvgan
-        return "NVIDIA's BigVGAN is v3's architecture only" if vocoder != "v3" else nvidia_bigvgan.unavailable()
-    return cuda_reason() if device == "cuda" else None
+def registry(*runners: BenchRunner) -> dict[str, BenchRunner]:
+    return {runner.name: runner for runner in runners}
 
 
-def prepare(models: Models, backend: str, vocoder: str, mel: np.ndarray, batch: int, frames: int):
-    """(run_once, notes) for one row of a backend that can run here (Skip if it still cannot)."""
-    device, precision = BACKENDS[backend]
-    if backend.startswith("tensorrt"):
-        return _tensorrt(models, vocoder, mel, precision, backend.endswith("zero-copy"))
-    if backend.startswith("torch-eager") or backend == "torch-cpu-fp32":
-        return _torch_eager(models, vocoder, mel, precision == "fp16", device)
-    if backend == "torch-cudagraph-fp16":
-        return _torch_cudagraph(models, vocoder, mel)
-    if backend.startswith(("torch-fused", "torch-fast")):
-        return _torch_fast_tier(models, backend, vocoder, mel)
-    if backend == "torch-compile-fp16":
-        return _torch_compile(models, vocoder, mel, batch, frames)
-    if backend == "torch-compile-cudagraph-fp16":
-        return _torch_compile(models, vocoder, mel, batch, frames, mode="reduce-overhead")
-    if backend == "nvidia-bigvgan-cuda-fp16":
-        return _nvidia_bigvgan(models, mel)
-    return _onnxruntime(models, vocoder, mel, precision, device)
+# every row's backend; the order is the order rows are measured and printed
+RUNNERS = registry(
+    TorchEager("torch-eager-fp32", "cuda", "fp32"),
+    TorchEager("torch-eager-fp16", "cuda", "fp16"),
+    TorchCudaGraph("torch-cudagraph-fp16", "cuda", "fp16"),
+    # the GPT-SoVITS drop-in's fast tier (serving/torch_tier): v3's fused anti-aliased activation
+    # (eager, then one graph per shape) and the tier as served: fused plus bucketed CUDA graphs
+    TorchFused("torch-fused-fp32", "fp32"),
+    TorchFused("torch-fused-fp16", "fp16"),
+    TorchFused("torch-fused-cudagraph-fp16", "fp16", graphs=True),
+    TorchFast("torch-fast-fp16", "cuda", "fp16"),
+    OnnxRuntimeCuda("onnxruntime-cuda-fp32", "cuda", "fp32"),
+    OnnxRuntimeCuda("onnxruntime-cuda-fp16", "cuda", "fp16"),
+    TensorRT("tensorrt-fp32", "fp32"),
+    TensorRT("tensorrt-fp16", "fp16"),
+    TensorRT("tensorrt-fp32-zero-copy", "fp32", zero_copy=True),
+    TensorRT("tensorrt-fp16-zero-copy", "fp16", zero_copy=True),
+    TorchCompile("torch-compile-fp16"),   # last GPU rows: compiling takes a minute or more
+    TorchCompile("torch-compile-cudagraph-fp16", mode="reduce-overhead"),  # torch.compile's CUDA graphs
+    NvidiaBigVGAN("nvidia-bigvgan-cuda-fp16", "cuda", "fp16"),  # v3 only: NVIDIA's bigvgan package, its CUDA kernel, one graph
+    TorchEager("torch-cpu-fp32", "cpu", "fp32"),
+    OnnxRuntimeCpu("onnxruntime-cpu-fp32"),
+)
+# backend name -> (device, precision), for reading
+BACKENDS = {name: (runner.device, runner.precision) for name, runner in RUNNERS.items()}
 
 
 # --- timing -------------------------------------------------------------------------------------
@@ -502,36 +583,36 @@ def gpu_bytes_in_use() -> int:
 
 
 @contextlib.contextmanager
-def _memory_probe(models: Models, vocoder: str, backend: str):
+def _memory_probe(models: Models, vocoder: str, runner: BenchRunner):
     """Yields a dict that holds the row's GPU memory in MiB once the block ends (see MEMORY_METHOD)."""
     result: dict[str, float | None] = {"peak_mib": None}
-    if BACKENDS[backend][0] != "cuda":
+    if runner.device != "cuda":
         yield result
         return
     import torch
-    if backend.startswith("torch"):
+    if runner.memory == "torch":
         torch.cuda.reset_peak_memory_stats()
         yield result
         result["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
     else:
         yield result
-        baseline = models.device_baseline.get((vocoder, backend), 0)
+        baseline = models.device_baseline.get((vocoder, runner.session_name), 0)
         result["peak_mib"] = max(0, gpu_bytes_in_use() - baseline) / 2 ** 20
 
 
 # --- the benchmark ----------------------------------------------------------------------------
 
 
-def plan_rows(vocoders: list[str], frames: list[int], batches: list[int], settings: dict,
-              backends: list[str] | None = None) -> list[tuple[str, str, int, int]]:
+def rows_to_measure(vocoders: list[str], frames: list[int], batches: list[int], settings: dict,
+                    backends: list[str] | None = None) -> list[tuple[str, str, int, int]]:
     """(vocoder, backend, batch, frames) in measuring order; CPU rows at the configured small sizes."""
     cfg = settings["validate"]
     rows = []
     for vocoder in vocoders:
-        for backend in backends or BACKENDS:
-            device = BACKENDS[backend][0]
-            sizes_f = frames if device == "cuda" else [f for f in cfg["bench_cpu_frames"]]
-            sizes_b = batches if device == "cuda" else [b for b in cfg["bench_cpu_batches"]]
+        for backend in backends or RUNNERS:
+            on_gpu = RUNNERS[backend].device == "cuda"
+            sizes_f = frames if on_gpu else [f for f in cfg["bench_cpu_frames"]]
+            sizes_b = batches if on_gpu else [b for b in cfg["bench_cpu_batches"]]
             rows += [(vocoder, backend, b, f) for f in sizes_f for b in sizes_b]
     return rows
 
@@ -539,9 +620,9 @@ def plan_rows(vocoders: list[str], frames: list[int], batches: list[int], settin
 def run_benchmark(vocoders: list[str], frames: list[int], batches: list[int], backends: list[str] | None = None,
                   budget_s: float | None = None, on_row: Callable[[dict], None] | None = None,
                   *, settings: dict) -> dict[str, Any]:
-    """Measure every planned row; rows that cannot run carry the reason instead of numbers."""
+    """Measure every row; rows that cannot run carry the reason instead of numbers."""
     from tqdm import tqdm
-    planned = plan_rows(vocoders, frames, batches, settings, backends)
+    rows = rows_to_measure(vocoders, frames, batches, settings, backends)
     results: dict[str, Any] = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                "machine": machine_info(), "memory_method": MEMORY_METHOD,
                                "settings": {k: v for k, v in settings["validate"].items() if k.startswith(("bench", "ort"))},
@@ -550,12 +631,12 @@ def run_benchmark(vocoders: list[str], frames: list[int], batches: list[int], ba
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         models = Models(settings, Path(workdir))
-        previous_family = None
-        for vocoder, backend, batch, frames_ in tqdm(planned, desc="bench", unit="row"):
-            family = backend.split("-")[0]
-            if family != previous_family and previous_family == "torch":
-                models.release_torch()
-            previous_family = family
+        previous = None
+        for vocoder, backend, batch, frames_ in tqdm(rows, desc="bench", unit="row"):
+            runner = RUNNERS[backend]
+            if previous is not None and previous.family != runner.family:
+                previous.deactivate(models)
+            previous = runner
             row = _measure(models, vocoder, backend, batch, frames_, references, settings,
                            None if budget_s is None else budget_s - (time.perf_counter() - started))
             results["rows"].append(asdict(row))
@@ -567,19 +648,19 @@ def run_benchmark(vocoders: list[str], frames: list[int], batches: list[int], ba
 
 def _measure(models: Models, vocoder: str, backend: str, batch: int, frames: int,
              references: dict, settings: dict, time_left: float | None) -> Row:
-    device, precision = BACKENDS[backend]
+    runner = RUNNERS[backend]
     hop, rate = models.hop_and_rate(vocoder)
-    row = Row(vocoder, backend, device, precision, batch, frames, audio_seconds=batch * frames * hop / rate)
+    row = Row(vocoder, backend, runner.device, runner.precision, batch, frames, audio_seconds=batch * frames * hop / rate)
     if time_left is not None and time_left <= 0:
         return _skipped(row, "the run's time budget (--budget-s) was spent before this row")
-    reason = unavailable(backend, vocoder, settings)
+    reason = runner.unavailable(vocoder, settings)
     if reason:
         return _skipped(row, reason)
     mel = sample_mel(vocoder, frames, batch=batch, seed=frames)
     try:
-        with _memory_probe(models, vocoder, backend) as memory:
-            run, row.notes = prepare(models, backend, vocoder, mel, batch, frames)
-            times, output = time_runs(run, device, settings)
+        with _memory_probe(models, vocoder, runner) as memory:
+            run, row.notes = runner.prepare(models, vocoder, mel, batch, frames)
+            times, output = time_runs(run, runner.device, settings)
     except Skip as reason:
         return _skipped(row, str(reason))
     except Exception as error:  # a backend that breaks must not end the benchmark: record why
@@ -590,8 +671,8 @@ def _measure(models: Models, vocoder: str, backend: str, batch: int, frames: int
     row.p10_ms, row.p90_ms = (float(v) for v in np.percentile(times, [10, 90]))
     row.rtf = row.audio_seconds / (row.median_ms / 1000)
     row.peak_mib = memory["peak_mib"]
-    key = (vocoder, device, batch, frames)
-    if backend == REFERENCE[device]:
+    key = (vocoder, runner.device, batch, frames)
+    if backend == REFERENCE[runner.device]:
         references[key] = output
     if key in references and output is not None and output.size == references[key].size:
         row.cosine = cosine_similarity(references[key], output)
@@ -668,7 +749,7 @@ def add_arguments(parser, settings: dict) -> None:
     parser.add_argument("--vocoders", nargs="+", choices=VOCODERS, default=list(VOCODERS))
     parser.add_argument("--frames", nargs="+", type=int, default=defaults["bench_frames"])
     parser.add_argument("--batches", nargs="+", type=int, default=defaults["bench_batches"])
-    parser.add_argument("--backends", nargs="+", choices=list(BACKENDS), help="default: all")
+    parser.add_argument("--backends", nargs="+", choices=list(RUNNERS), help="default: all")
     parser.add_argument("--budget-s", type=float, help="skip the rows left after this many seconds (the reason is recorded)")
     parser.add_argument("--json", help="write the raw results here (rewritten after every row)")
     parser.add_argument("--markdown", help="write the table as markdown here")

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from pipeline.onnx_tools import external_data_inside
 from pipeline.quality import bar_for, failures
 from pipeline.settings import REPO_ROOT, VOCODERS
 from validate.metrics import audio_metrics
+from validate.plan_engine import PlanEngine
 from vocoder_models.mels import sample_mel
 
 log = logging.getLogger("validate")
@@ -122,7 +122,7 @@ class Comparison:
     layers: list[tuple[str, str, str]]   # reference (tensor, node, op) in topological order; --layerwise only
 
 
-def plan_comparison(reference: Path, candidate: Path, layerwise: bool, settings: dict) -> Comparison:
+def settle_comparison(reference: Path, candidate: Path, layerwise: bool, settings: dict) -> Comparison:
     """Check both files and read what the comparison needs from them (one-line errors)."""
     _check_inputs(reference, candidate)
     metadata = read_metadata(reference)
@@ -159,16 +159,15 @@ def feeds(vocoder: str, frames: int, count: int, settings: dict) -> list[dict[st
 
 
 class RuntimeRunner(BaseRunner):
-    """The project's runtime (runtime.load_engine: what users run, chunking and profile choice
-    included) as a Polygraphy runner, so Polygraphy judges the plan as users get it."""
+    """A plan through the project's runtime (validate/plan_engine.py: what users run, chunking and
+    profile choice included) as a Polygraphy runner, so Polygraphy judges the plan as users get it."""
 
     def __init__(self, plan: Path, name: str = "candidate"):
         super().__init__(name=name, prefix="runtime-runner")
-        self.plan = plan
-        self.engine = None
+        self.engine = PlanEngine(plan)
 
     def activate_impl(self):
-        self.engine = runtime.load_engine(self.plan)
+        self.engine.open()
 
     def get_input_metadata_impl(self):
         from polygraphy.common import TensorMetadata
@@ -176,15 +175,12 @@ class RuntimeRunner(BaseRunner):
         return TensorMetadata().add(spec["name"], dtype=np.dtype(spec["dtype"]), shape=spec["shape"])
 
     def infer_impl(self, feed_dict):
-        manifest = self.engine.manifest
-        started = time.perf_counter()
-        audio = self.engine(feed_dict[manifest["input"]["name"]])
-        self.inference_time = time.perf_counter() - started
-        return OrderedDict([(manifest["output"]["name"], audio)])
+        audio = self.engine(feed_dict[self.engine.input_name])
+        self.inference_time = self.engine.last_seconds
+        return OrderedDict([(self.engine.output_name, audio)])
 
     def deactivate_impl(self):
         self.engine.close()
-        self.engine = None
 
 
 def make_runners(comparison: Comparison, settings: dict) -> list:
@@ -283,7 +279,7 @@ def compare(reference: str | Path, candidate: str | Path, layerwise: bool = Fals
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.WARNING  # Polygraphy's progress lines would drown the summary
-    comparison = plan_comparison(Path(reference), Path(candidate), layerwise, settings)
+    comparison = settle_comparison(Path(reference), Path(candidate), layerwise, settings)
     runners = make_runners(comparison, settings)
     inputs = feeds(comparison.vocoder, comparison.frames, comparison.inputs, settings)
     log.info("%s vs %s: %d input(s) of %d frames%s", comparison.reference.name, comparison.candidate.name,

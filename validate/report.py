@@ -50,8 +50,8 @@ def conversion(vocoder: str, precision: str, settings: dict) -> list[dict[str, A
     return rows
 
 
-def _fp16_share(plan: dict) -> str:
-    share = plan.get("fp16_mac_share")
+def _fp16_share(record: dict) -> str:
+    share = record.get("fp16_mac_share")
     return f"fp16 share of MACs {100 * share:.1f}%" if isinstance(share, (int, float)) else "fp16 share not recorded"
 
 

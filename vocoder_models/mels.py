@@ -4,7 +4,7 @@ The vocoders' input contract lives here with the models: 100 Slaney-scaled mel b
 magnitude STFT (periodic Hann window, no centering, reflect padding of (n_fft - hop) / 2 each
 side, magnitude sqrt(|X|^2 + 1e-8)), natural log clamped at 1e-5; fmax = Nyquist. The
 speech-like signal gives sample mels in the real range (roughly -12 to 2) for calibration,
-precision planning and tests.
+the precision search and tests.
 """
 from __future__ import annotations
 

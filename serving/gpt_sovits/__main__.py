@@ -1,4 +1,4 @@
-"""python -m serving.gpt_sovits webui|webui-fast|api [GPT-SoVITS' own arguments]
+"""python -m serving.gpt_sovits webui|webui-parallel|api [GPT-SoVITS' own arguments]
 python -m serving.gpt_sovits build [--vocoders v3 v4] [--precisions fp16 fp32]
 python -m serving.gpt_sovits enable|disable
 
@@ -9,6 +9,8 @@ where this revision lacks what the drop-in relies on (serving/gpt_sovits/revisio
 after the name goes to GPT-SoVITS unchanged. `--any-revision` is accepted and does nothing (every
 revision is checked by what its code has). `build` makes the engines for the vocoder checkpoints
 this GPT-SoVITS loads (export, clean, build: the commands `make engines` runs), with a progress bar.
+`webui-parallel` is GPT-SoVITS' "parallel inference" UI; its former name here, `webui-fast`, is
+still accepted with one line naming the new one.
 `enable` puts a start hook into this Python's site-packages, so that GPT-SoVITS' usual start (go-webui.bat,
 api_v2.py) attaches the drop-in too; `disable` removes it (serving/gpt_sovits/start_hook.py).
 """
@@ -18,9 +20,10 @@ import sys
 
 from runtime.errors import EXIT_USER_ERROR, RuntimeUserError, one_line
 
-USAGE = ("usage: python -m serving.gpt_sovits webui|webui-fast|api [GPT-SoVITS arguments]\n"
+USAGE = ("usage: python -m serving.gpt_sovits webui|webui-parallel|api [GPT-SoVITS arguments]\n"
          "       python -m serving.gpt_sovits build [--vocoders v3 v4] [--precisions fp16 fp32]\n"
          "       python -m serving.gpt_sovits enable|disable   (the start hook for go-webui.bat and api_v2.py)")
+FORMER_NAMES = {"webui-fast": "webui-parallel"}  # entry point names this command had before, and what they are now
 
 
 def main(argv=None) -> int:
@@ -37,6 +40,9 @@ def main(argv=None) -> int:
         print(USAGE)
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
+    if name in FORMER_NAMES:
+        print(f"{name} is now {FORMER_NAMES[name]}; the old name will be removed", file=sys.stderr)
+        name = FORMER_NAMES[name]
     if name == "build":
         from serving.gpt_sovits.bundle_build import main as build_main
 

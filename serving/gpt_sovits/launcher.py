@@ -33,7 +33,7 @@ from serving.gpt_sovits.revision import ENTRY_SCRIPTS, TTS_MODULES, WEBUI_VOCODE
 log = logging.getLogger("serving")
 
 TTS_INFER_YAML = "GPT_SoVITS/configs/tts_infer.yaml"
-THROUGH_TTS = ("api", "webui-fast")  # these build a TTS; inference_webui.py keeps module-level models
+THROUGH_TTS = ("api", "webui-parallel")  # these build a TTS; inference_webui.py keeps module-level models
 STREAMING_LINES = {
     "modes": "api_v2: streaming_mode 2/3 with parallel_infer=false stream v3/v4 audio as the vocoder makes it; "
              "with parallel_infer on (its default) every mode gives GPT-SoVITS' own audio, a fragment at a time",
@@ -183,7 +183,7 @@ def run_script(path: Path, argv: list[str], between: Optional[tuple[tuple[str, .
 
 def launch(name: str, argv: list[str], *, root: Path | None = None, settings: dict[str, Any] | None = None,
            load_engine: Callable = load_runtime_engine) -> dict:
-    """Start entry point `name` ("webui", "webui-fast", "api") of the GPT-SoVITS in `root` (default:
+    """Start entry point `name` ("webui", "webui-parallel", "api") of the GPT-SoVITS in `root` (default:
     the working directory) with GPT-SoVITS' own arguments `argv`: with the drop-in where this
     revision has all it relies on (revision.py), else unchanged with one line saying what is missing.
     Returns the script's globals once it returns (a server's start blocks until it stops)."""

@@ -23,7 +23,7 @@ TTS_FILE = "GPT_SoVITS/TTS_infer_pack/TTS.py"
 MODELS_FILE = "GPT_SoVITS/module/models.py"
 WEBUI_FILE = "GPT_SoVITS/inference_webui.py"
 TTS_MODULES = ("TTS_infer_pack.TTS", "GPT_SoVITS.TTS_infer_pack.TTS")
-ENTRY_SCRIPTS = {"api": "api_v2.py", "webui-fast": "GPT_SoVITS/inference_webui_fast.py", "webui": WEBUI_FILE}
+ENTRY_SCRIPTS = {"api": "api_v2.py", "webui-parallel": "GPT_SoVITS/inference_webui_fast.py", "webui": WEBUI_FILE}
 # inference_webui.py: (vocoder, the function that loads it, the module-level name it loads it into)
 WEBUI_VOCODERS = (("v3", "init_bigvgan", "bigvgan_model"), ("v4", "init_hifigan", "hifigan_model"))
 
@@ -237,7 +237,7 @@ def where(name: str, missing: list[str]) -> list[str]:
 
 
 def check(root: Path, entry: str) -> Revision:
-    """What entry point `entry` ("api", "webui-fast", "webui") of the GPT-SoVITS in `root` offers.
+    """What entry point `entry` ("api", "webui-parallel", "webui") of the GPT-SoVITS in `root` offers.
     A folder without the entry script is a user error (the launcher started in the wrong place)."""
     script = ENTRY_SCRIPTS[entry]
     if not (root / script).is_file():

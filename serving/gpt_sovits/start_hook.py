@@ -15,7 +15,7 @@ rewrites `users.pth` on every start, so never that one):
   loaded and does nothing) and calls `install`, which registers an audit hook;
 - when Python is about to run the script (the `cpython.run_file` audit event: start-up done, every
   .pth processed, the script's folder on sys.path), the hook puts the project on sys.path and starts
-  that entry point through the launcher, as `python -m serving.gpt_sovits webui|webui-fast|api`
+  that entry point through the launcher, as `python -m serving.gpt_sovits webui|webui-parallel|api`
   does, then ends with SystemExit, so that Python's own exit follows (threads joined, atexit
   handlers, exit code) and the file is not run a second time;
 - whatever fails before the script starts (the project moved, an import fails, the launcher refuses
@@ -88,7 +88,7 @@ def in_gpt_sovits_folder(filename: str) -> bool:
 
 
 def entry_scripts() -> dict[str, str]:
-    """The launcher's entry points: name ("webui", "webui-fast", "api") -> script, relative to the
+    """The launcher's entry points: name ("webui", "webui-parallel", "api") -> script, relative to the
     GPT-SoVITS folder."""
     from serving.gpt_sovits.revision import ENTRY_SCRIPTS
 

@@ -6,9 +6,9 @@ The vocoders are convolutional: audio frame t depends on mel frames t - context 
 it holds those frames and, where it reaches an end of the mel, has its own edge there.
 
 Where the window can carry its edge inside it (masking.py: every layer sees the mel end where it
-ends, whatever follows), `padded_plan` applies: a mel up to the largest bucket runs in one window
+ends, whatever follows), `padded_windows_for` applies: a mel up to the largest bucket runs in one window
 of the next bucket's length, its padding masked; a longer one in largest-bucket chunks as below.
-Otherwise (`plan`):
+Otherwise (`windows_for`):
 - a length that is a bucket runs as it is;
 - a shorter one is padded on the right to the next bucket (`main`): the padding is only within
   reach of the last `lookahead` frames, which it discards;
@@ -39,7 +39,7 @@ class Window:
 
 
 @dataclass(frozen=True)
-class Plan:
+class CallWindows:
     """How one call runs: its windows (none: no exact window, the call runs without a graph)."""
 
     windows: Tuple[Window, ...]
@@ -81,30 +81,30 @@ def tail_bucket(buckets: Sequence[int], context: int, lookahead: int) -> int:
     return fitting[0]
 
 
-def plan(frames: int, buckets: Sequence[int], context: int, lookahead: int) -> Plan:
+def windows_for(frames: int, buckets: Sequence[int], context: int, lookahead: int) -> CallWindows:
     """The windows that give the audio of a `frames`-long mel exactly (see the module's docstring)."""
     buckets = sorted(buckets)
     tail = tail_bucket(buckets, context, lookahead)
     if frames in buckets:
-        return Plan((Window(0, frames, 0, frames),))
+        return CallWindows((Window(0, frames, 0, frames),))
     if frames < tail:
-        return Plan(())
+        return CallWindows(())
     if frames <= buckets[-1]:
         main = next(b for b in buckets if b >= frames)
-        return Plan((Window(0, main, 0, frames - lookahead), Window(frames - tail, tail, frames - lookahead, frames)))
+        return CallWindows((Window(0, main, 0, frames - lookahead), Window(frames - tail, tail, frames - lookahead, frames)))
     largest = buckets[-1]
     starts = chunk_starts(frames, largest, context + lookahead)
     cuts = handovers(starts, largest, frames, context, lookahead)
-    return Plan(tuple(Window(s, largest, a, b) for s, a, b in zip(starts, cuts, cuts[1:])))
+    return CallWindows(tuple(Window(s, largest, a, b) for s, a, b in zip(starts, cuts, cuts[1:])))
 
 
-def padded_plan(frames: int, buckets: Sequence[int], context: int, lookahead: int) -> Plan:
+def padded_windows_for(frames: int, buckets: Sequence[int], context: int, lookahead: int) -> CallWindows:
     """One window of the next bucket's length whose edge is emulated at `frames` (see the module's
     docstring); past the largest bucket, largest-bucket chunks, each whole inside the mel."""
     buckets = sorted(buckets)
     if frames <= buckets[-1]:
-        return Plan((Window(0, next(b for b in buckets if b >= frames), 0, frames),))
-    return plan(frames, buckets, context, lookahead)
+        return CallWindows((Window(0, next(b for b in buckets if b >= frames), 0, frames),))
+    return windows_for(frames, buckets, context, lookahead)
 
 
 def valid_frames(window: Window, total: int) -> int:
@@ -124,7 +124,7 @@ def spaced_buckets(smallest: int, largest: int, ratio: float, offset: int, multi
     return tuple(lengths)
 
 
-def run_plan(mel, windows: Sequence[Window], run: Callable[[List], List], hop: int, pad: Callable) -> List:
+def run_windows(mel, windows: Sequence[Window], run: Callable[[List], List], hop: int, pad: Callable) -> List:
     """Audio pieces of `mel` (batch, n_mels, frames) along `windows`: `run` takes the window mels
     and returns their audio (batch, 1, frames * hop); `pad(mel_piece, frames)` pads on the right."""
     total = mel.shape[2]

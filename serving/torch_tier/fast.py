@@ -1,7 +1,7 @@
 """The PyTorch fast tier: the fused activation plus CUDA graphs per mel-length bucket.
 
 `FastVocoder(module, hop, ...)` is a callable mel -> audio with the module's own signature and
-precision. Each call is planned into fixed-length windows (buckets.py); each distinct set of
+precision. Each call is cut into fixed-length windows (buckets.py); each distinct set of
 window shapes is one CUDA graph, captured on first use and replayed after.
 
 Where the module's layers allow it (masking.py: the v3 and v4 generators do), a call up to the
@@ -24,12 +24,14 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter, OrderedDict
+from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from serving.torch_tier import buckets as bucketing
+from serving.torch_tier import graphs as cuda_graphs
 from serving.torch_tier.fused import fuse_activations
 from serving.torch_tier.masking import EdgeMask, unsupported_layers
 
@@ -56,19 +58,18 @@ def choose_tier(device, fallback: str = "fast") -> Tuple[str, str]:
 
 
 class _Graph:
-    """One captured replay: static inputs (one per window) and their audio. With an edge mask, one
-    window, and each call says how many of its frames are the mel's (the rest is never read)."""
+    """One captured replay (graphs.py): static inputs (one per window) and their audio. With an edge
+    mask, one window, and each call says how many of its frames are the mel's (the rest is never read)."""
 
-    def __init__(self, graph, inputs: List[torch.Tensor], outputs: List[torch.Tensor], edge: Optional[EdgeMask]):
-        self.graph, self.inputs, self.outputs, self.edge = graph, inputs, outputs, edge
+    def __init__(self, captured: cuda_graphs.Captured, edge: Optional[EdgeMask]):
+        self.captured, self.edge = captured, edge
 
     def __call__(self, windows: List[torch.Tensor], valid: Optional[int] = None) -> List[torch.Tensor]:
-        for static, window in zip(self.inputs, windows):
+        for static, window in zip(self.captured.inputs, windows):
             static[:, :, :window.shape[2]].copy_(window)
         if self.edge is not None:
             self.edge.set_valid(valid)
-        self.graph.replay()
-        return [out.clone() for out in self.outputs]
+        return [out.clone() for out in self.captured.replay()]
 
 
 class FastVocoder:
@@ -108,27 +109,27 @@ class FastVocoder:
     @torch.no_grad()  # not inference_mode: GPT-SoVITS may change the audio in place afterwards
     def __call__(self, mel: torch.Tensor) -> torch.Tensor:
         mel = mel.to(self.device, self.dtype)
-        plan = self.plan(mel.shape[2])
-        if plan.eager or (self.device.type != "cuda" and self.use_graphs):
+        chosen = self.windows_for(mel.shape[2])
+        if chosen.eager or (self.device.type != "cuda" and self.use_graphs):
             self.calls["eager"] += 1
             return self.module(mel)
-        lengths = tuple(w.frames for w in plan.windows)
+        lengths = tuple(w.frames for w in chosen.windows)
         with self._lock:
             if self.edge is not None:  # each window on its own, its edge where the mel ends
-                run, pad = (lambda windows: self._masked(windows, plan, mel.shape[2])), _unpadded
+                run, pad = (lambda windows: self._masked(windows, chosen, mel.shape[2])), _unpadded
             elif len(set(lengths)) == len(lengths):  # one window, or a main and its tail: one graph
                 run, pad = self._graph((mel.shape[0], mel.shape[1], lengths)), _pad_right
             else:                                  # largest-bucket chunks: one graph, replayed per chunk
                 single = self._graph((mel.shape[0], mel.shape[1], lengths[:1]))
                 run, pad = (lambda windows: [single([w])[0] for w in windows]), _pad_right
-            pieces = bucketing.run_plan(mel, plan.windows, run, self.hop, pad)
+            pieces = bucketing.run_windows(mel, chosen.windows, run, self.hop, pad)
             self.calls["graph" if self.use_graphs else "windows"] += 1
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=2)
 
-    def _masked(self, windows: List[torch.Tensor], plan: bucketing.Plan, total: int) -> List[torch.Tensor]:
+    def _masked(self, windows: List[torch.Tensor], chosen: bucketing.CallWindows, total: int) -> List[torch.Tensor]:
         """Each window (its mel frames only) in a graph of its bucket's length, its edge emulated."""
         audio = []
-        for piece, window in zip(windows, plan.windows):
+        for piece, window in zip(windows, chosen.windows):
             valid = bucketing.valid_frames(window, total)
             if self.use_graphs:
                 audio.append(self._graph((piece.shape[0], piece.shape[1], (window.frames,)))([piece], valid)[0])
@@ -140,17 +141,17 @@ class FastVocoder:
                 audio.append(self.module(padded))
         return audio
 
-    def plan(self, frames: int) -> bucketing.Plan:
+    def windows_for(self, frames: int) -> bucketing.CallWindows:
         """The windows for a call: a length seen `exact_after` times before gets a graph of its own
-        (GPT-SoVITS' batched path repeats one chunk length; None: never), any other the buckets' plan."""
+        (GPT-SoVITS' batched path repeats one chunk length; None: never), any other the buckets' windows."""
         if len(self.seen) >= 4096:  # bounded: a service sees endless distinct lengths
             self.seen.clear()
         self.seen[frames] += 1
         repeated = self.exact_after is not None and self.seen[frames] > self.exact_after
         if repeated and frames <= self.buckets[-1] and frames not in self.buckets:
-            return bucketing.Plan((bucketing.Window(0, frames, 0, frames),))
-        planner = bucketing.padded_plan if self.edge is not None else bucketing.plan
-        return planner(frames, self.buckets, self.context, self.lookahead)
+            return bucketing.CallWindows((bucketing.Window(0, frames, 0, frames),))
+        split = bucketing.padded_windows_for if self.edge is not None else bucketing.windows_for
+        return split(frames, self.buckets, self.context, self.lookahead)
 
     def stats(self) -> dict:
         """Graphs held (batch, bands, window lengths), the pool they share, calls by path."""
@@ -174,37 +175,31 @@ class FastVocoder:
         return self.graphs[key]
 
     def _capture(self, batch: int, bands: int, lengths: Tuple[int, ...]) -> _Graph:
-        """Warm up, then capture one forward per window; windows after the first on a side stream."""
+        """One forward per window in one graph (graphs.py), windows after the first on a side
+        stream; warmed up one window after another, the edge emulated around both."""
         inputs = capture_inputs(batch, bands, lengths, self.device, self.dtype)
-        side = torch.cuda.Stream(self.device)
-        warm = torch.cuda.Stream(self.device)
-        warm.wait_stream(torch.cuda.current_stream(self.device))
-        edge = self.edge.window(lengths[0]) if self.edge is not None else contextlib.nullcontext()
-        if self.edge is not None:
-            self.edge.set_valid(max(1, lengths[0] - 1))
-        with torch.cuda.stream(warm), edge:
-            for _ in range(self.warmup):
-                for x in inputs:
-                    self.module(x)
-        torch.cuda.current_stream(self.device).wait_stream(warm)
-        torch.cuda.synchronize(self.device)
-        torch.cuda.empty_cache()  # torch.cuda.graph empties the cache on entry: measure the pool's growth only
-        before = torch.cuda.memory_reserved(self.device)
-        graph = torch.cuda.CUDAGraph()
-        if self.pool is None:
-            self.pool = torch.cuda.graph_pool_handle()
-        edge = self.edge.window(lengths[0]) if self.edge is not None else contextlib.nullcontext()
-        with torch.cuda.graph(graph, pool=self.pool), edge:
+        module, side = self.module, torch.cuda.Stream(self.device)
+
+        def forward() -> List[torch.Tensor]:
             main = torch.cuda.current_stream(self.device)
-            outputs = [self.module(inputs[0])]
+            outputs = [module(inputs[0])]
             for x in inputs[1:]:
                 side.wait_stream(main)
                 with torch.cuda.stream(side):
-                    outputs.append(self.module(x))
+                    outputs.append(module(x))
                 main.wait_stream(side)
-        torch.cuda.synchronize(self.device)
-        self.pool_bytes += torch.cuda.memory_reserved(self.device) - before
-        return _Graph(graph, inputs, outputs, self.edge)
+            return outputs
+
+        edge = contextlib.nullcontext
+        if self.edge is not None:
+            self.edge.set_valid(max(1, lengths[0] - 1))
+            edge = partial(self.edge.window, lengths[0])
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        captured = cuda_graphs.capture(forward, inputs, device=self.device, warmup=self.warmup, pool=self.pool, around=edge,
+                                  warm=lambda: [module(x) for x in inputs])
+        self.pool_bytes += captured.pool_bytes
+        return _Graph(captured, self.edge)
 
 
 def capture_inputs(batch: int, bands: int, lengths: Sequence[int], device, dtype) -> List[torch.Tensor]:

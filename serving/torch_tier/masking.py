@@ -16,7 +16,7 @@ factor), so that by induction every layer's first `valid * factor` frames are th
 Element-wise steps (Snake, leaky ReLU, residual adds, the stage mean, clamp, tanh) keep frame t at
 frame t. The valid length is a device scalar: a CUDA graph captured once per bucket reads it, so
 one graph serves every length up to its bucket. The module's other layers must be of these kinds
-(`supported`); a module with any other layer keeps the bucketed plan with a tail window.
+(`supported`); a module with any other layer keeps the bucket windows with a tail window.
 """
 from __future__ import annotations
 

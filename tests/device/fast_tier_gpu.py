@@ -162,7 +162,7 @@ def masked_exactness(v3: torch.nn.Module, v4: torch.nn.Module) -> list:
                 truth = truth_model(mel.double()).cpu().numpy()
                 ref = plain(mel).double().cpu().numpy()
                 out = fast(mel).double().cpu().numpy()
-            windows = [w.frames for w in fast.plan(frames).windows]
+            windows = [w.frames for w in fast.windows_for(frames).windows]
             rows.append({"what": f"{vocoder} masked fp32", "frames": frames, "windows": windows,
                          "snr_vs_plain_fp32": snr_db(ref, out), "max_err_vs_plain": max_error_over_peak(ref, out),
                          "snr_vs_float64": snr_db(truth, out), "plain_fp32_snr_vs_float64": snr_db(truth, ref),
@@ -230,7 +230,7 @@ def curves(v3: torch.nn.Module, v4: torch.nn.Module) -> list:
                 exact_ms = median_ms(partial(exact, mel), 15 if frames < 1000 else 8)
                 fast_ms = median_ms(partial(fast, mel), 15 if frames < 1000 else 8)
             rows.append({"vocoder": vocoder, "frames": frames, "exact_graph_ms": exact_ms, "tier_ms": fast_ms,
-                         "bucket": fast.plan(frames).windows[0].frames, "ratio": fast_ms / exact_ms})
+                         "bucket": fast.windows_for(frames).windows[0].frames, "ratio": fast_ms / exact_ms})
             log(rows[-1])
         rows.append({"vocoder": vocoder, "stats": fast.stats()})
         del exact, fast
@@ -353,7 +353,7 @@ def varied_lengths(v3: torch.nn.Module, v4: torch.nn.Module, count: int = 40) ->
         torch.cuda.synchronize()
         began = time.perf_counter()
         with torch.inference_mode():
-            for bucket in sorted({fast.plan(n).windows[0].frames for n in lengths}):
+            for bucket in sorted({fast.windows_for(n).windows[0].frames for n in lengths}):
                 fast(mel_of(vocoder, 1, bucket).half())
         torch.cuda.synchronize()
         capture_s = time.perf_counter() - began
@@ -387,7 +387,7 @@ def first_calls(v3: torch.nn.Module, v4: torch.nn.Module) -> list:
             with torch.inference_mode():
                 exact_ms = median_ms(partial(exact, mel), 20 if frames < 2000 else 10)
                 served_ms = median_ms(partial(fast, mel), 20 if frames < 2000 else 10)
-            rows.append({"vocoder": vocoder, "frames": frames, "bucket": fast.plan(frames).windows[0].frames,
+            rows.append({"vocoder": vocoder, "frames": frames, "bucket": fast.windows_for(frames).windows[0].frames,
                          "exact_graph_ms": exact_ms, "served_ms": served_ms, "ratio": served_ms / exact_ms})
             log(rows[-1])
         if vocoder == "v3":
