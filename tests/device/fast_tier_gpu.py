@@ -312,16 +312,20 @@ def nvidia_check(v3: torch.nn.Module) -> dict:
     return result
 
 
+PEERS = ["torch-cudagraph-fp16", "torch-fused-cudagraph-fp16", "torch-fast-fp16",
+         "nvidia-bigvgan-cuda-fp16", "torch-compile-cudagraph-fp16"]
+
+
 def peer_rows(v3: torch.nn.Module, v4: torch.nn.Module) -> list:
-    """The rows of `validate bench` (its own code), on this card in this run, at batch 1 fp16."""
+    """The rows of `validate bench` (its own code), on this card in this run, at batch 1 fp16
+    (`--peers` names a subset, e.g. to finish a run that ran out of time)."""
     import tempfile
 
     from validate import bench
     settings = load_settings()
     settings["validate"]["bench_row_seconds"] = 1.0  # five runs at least, then at most a second a row
     rows = []
-    backends = ["torch-cudagraph-fp16", "torch-fused-cudagraph-fp16", "torch-fast-fp16",
-                "nvidia-bigvgan-cuda-fp16", "torch-compile-cudagraph-fp16"]
+    backends = PEERS
     with tempfile.TemporaryDirectory() as work:
         models = bench.Models(settings, Path(work))
         for vocoder in VOCODERS:
@@ -516,8 +520,10 @@ FINAL = [("first_calls", first_calls, "v3", "v4"), ("varied_lengths", varied_len
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", default="fast_tier.json")
-    parser.add_argument("--part", choices=("first", "final", "all", "core"), default="all")
+    parser.add_argument("--part", choices=("first", "final", "all", "core", "peers", "convolutions"), default="all")
+    parser.add_argument("--peers", nargs="+", choices=PEERS, default=PEERS, help="the peer rows to run")
     args = parser.parse_args()
+    PEERS[:] = args.peers
     import triton
     report = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
               "triton": triton.__version__, "tier": choose_tier(CUDA), "part": args.part}
@@ -531,7 +537,8 @@ def main() -> int:
     def save():
         Path(args.output).write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
     everything = FIRST[:3] + FINAL[:2] + [FIRST[3], FIRST[6]] + FINAL[2:] + [FIRST[7], FIRST[5]]
-    parts = {"first": FIRST, "final": FINAL, "all": everything, "core": FIRST[:2] + FINAL[:2] + [FIRST[2]]}[args.part]
+    parts = {"first": FIRST, "final": FINAL, "all": everything, "core": FIRST[:2] + FINAL[:2] + [FIRST[2]],
+             "peers": FINAL[2:], "convolutions": [FIRST[7], FIRST[5]]}[args.part]
     for name, fn, *needs in parts:
         exact = name.endswith("exactness")
         torch.backends.cudnn.allow_tf32 = not exact  # exactness: float32 means float32
