@@ -237,7 +237,8 @@ def real(tmp_path_factory):
     python = python_of(base / "runtime")
     enabled = command(python, "enable", cwd=work)
     assert enabled.returncode == 0, enabled.stderr
-    return python, work
+    yield python, work
+    gsv_real.forget(work)  # its modules and stubs, out of the way of tests/test_gpt_sovits_real.py's revisions
 
 
 @pytest.mark.parametrize("parallel, entry", [(False, "webui"), (True, "webui-fast")])
