@@ -144,15 +144,26 @@ STUBBED: dict[str, types.ModuleType] = {}  # what install_stubs put in sys.modul
 
 
 def forget(root: Path) -> None:
-    """Drop the modules imported from `root`, the stubs install_stubs put in sys.modules and `root`'s
+    """Drop the modules imported from `root` (namespace packages too, such as
+    GPT_SoVITS/f5_tts/model/backbones), the stubs install_stubs put in sys.modules and `root`'s
     folders on sys.path, so the next revision's code (or another test file's) starts afresh in this
     process."""
     for name, module in list(sys.modules.items()):
-        where = getattr(module, "__file__", None) or ""
-        if where.startswith(str(root)) or STUBBED.get(name) is module:
+        if imported_from(module, str(root)) or STUBBED.get(name) is module:
             del sys.modules[name]
     STUBBED.clear()
     sys.path[:] = [path for path in sys.path if not path.startswith(str(root))]
+
+
+def imported_from(module: types.ModuleType, root: str) -> bool:
+    """Whether `module` is a file under `root`, or a namespace package (no __file__) with a folder there."""
+    where = getattr(module, "__file__", None)
+    if where:
+        return where.startswith(root)
+    try:
+        return any(str(folder).startswith(root) for folder in getattr(module, "__path__", None) or ())
+    except KeyError:  # a namespace package whose parent package is gone already (forgotten just before)
+        return True
 
 
 def permissive(name: str, **attributes) -> types.ModuleType:
