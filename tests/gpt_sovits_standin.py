@@ -10,10 +10,16 @@ reads; `StandInTTS.using_vocoder_synthesis` follows upstream's steps (the non-st
 in the tests). The models are stand-ins: decode_encp returns features that carry each frame's
 position, and the CFM turns positions into a speech-like normalised mel, so the chunks it emits
 are known pieces of one mel, cut the way upstream cuts them.
+
+`StandInConfig` is TTS_Config as far as the drop-in reads it, in either of the two ways upstream
+treats a top-level section of tts_infer.yaml that is not its own, such as `tensorrt:`: kept and
+written back (since 2025-07-18, b921165: 48b1a01) or dropped from memory and, at the next
+save_configs, from the file (20250228v3, 20250422v4, 20250606v2pro).
 """
 from __future__ import annotations
 
-from types import SimpleNamespace
+import copy
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,14 +95,42 @@ class StandInSynthesizer:
         return fea, (torch.ones(1, 4, 1) if ge is None else ge)
 
 
+class StandInConfig:
+    """TTS_Config's attributes the drop-in reads, `configs_path` and `save_configs`. From the
+    tts_infer.yaml at `configs_path` (None: built from nothing, no path) it keeps every top-level
+    section in `default_configs` (`keeps_sections`, as since b921165) or only its own version
+    sections (as before), and save_configs writes those back with `custom:` rewritten."""
+
+    OWN_SECTIONS = ("v1", "v2", "v3", "v4")
+
+    def __init__(self, version: str, configs_path: str | Path | None = None, keeps_sections: bool = True):
+        import yaml
+
+        self.version, self.device, self.is_half, self.use_vocoder, self.sampling_rate = (
+            version, torch.device("cpu"), False, True, 32000)
+        self.configs_path = None if configs_path is None else str(configs_path)
+        loaded = {} if configs_path is None else yaml.load(Path(configs_path).read_text(encoding="utf-8"),
+                                                           Loader=yaml.FullLoader) or {}
+        own = {name: {"version": name, "device": "cpu", "is_half": False} for name in self.OWN_SECTIONS}
+        self.default_configs = {**own, **loaded} if keeps_sections else {name: loaded.get(name, own[name]) for name in own}
+
+    def save_configs(self) -> None:
+        import yaml
+
+        configs = {**copy.deepcopy(self.default_configs),
+                   "custom": {"version": self.version, "device": str(self.device), "is_half": self.is_half}}
+        Path(self.configs_path).write_text(yaml.safe_dump(configs), encoding="utf-8")
+
+
 class StandInTTS:
     """The TTS attributes v3/v4 synthesis uses, scaled down: T_ref and T_chunk of a few dozen frames
     so a short utterance spans several CFM chunks; the reference at 16 kHz (resampled as upstream)."""
 
     def __init__(self, version: str, vocoder, todo_frames: int, t_ref: int = 24, t_chunk: int = 64,
-                 refer_pair: bool = True):
-        self.configs = SimpleNamespace(version=version, device=torch.device("cpu"), is_half=False, default_configs={},
-                                       use_vocoder=True, sampling_rate=32000)
+                 refer_pair: bool = True, configs: StandInConfig | None = None):
+        self.configs = StandInConfig(version) if configs is None else configs
+        if self.configs.configs_path is not None:
+            self.configs.save_configs()  # as TTS.__init__ does, through init_vits_weights
         self.precision = torch.float32
         self.vocoder = vocoder
         self.vocoder_configs = {"sr": vocoder.sampling_rate, "T_ref": t_ref, "T_chunk": t_chunk,

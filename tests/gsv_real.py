@@ -18,7 +18,8 @@ scripts. What is stubbed (`install_stubs`), and why:
 - `torchaudio` (no wheel pinned to this torch 2.13; the references are given at the CFM's own rate, so
   TTS.py's resample is never called), `pandas` where it is not installed (20250228v3's tools/my_utils
   imports it for nothing on this path) and the UI/server packages (`gradio`, `fastapi`, `uvicorn`,
-  `pydantic`: their objects are recorded, servers never started).
+  `pydantic`: their objects are recorded, servers never started). `forget` takes them out of
+  sys.modules again with the revision's own modules.
 Installed for real, on PYTHONPATH for this run (pip install --target): einops, x-transformers 1.44.4
 (later releases need einx and more), ffmpeg-python, psutil. One
 shim: `bigvgan_on_new_hub` (this venv's huggingface_hub 1.x calls BigVGAN's loader without two
@@ -139,14 +140,30 @@ def variant(tree: Path, kind: str) -> Path:
     return tree
 
 
+STUBBED: dict[str, types.ModuleType] = {}  # what install_stubs put in sys.modules, until `forget`
+
+
 def forget(root: Path) -> None:
-    """Drop the modules imported from `root` and its folders on sys.path, so the next revision's
-    code is imported afresh in this process."""
+    """Drop the modules imported from `root` (namespace packages too, such as
+    GPT_SoVITS/f5_tts/model/backbones), the stubs install_stubs put in sys.modules and `root`'s
+    folders on sys.path, so the next revision's code (or another test file's) starts afresh in this
+    process."""
     for name, module in list(sys.modules.items()):
-        where = getattr(module, "__file__", None) or ""
-        if where.startswith(str(root)):
+        if imported_from(module, str(root)) or STUBBED.get(name) is module:
             del sys.modules[name]
+    STUBBED.clear()
     sys.path[:] = [path for path in sys.path if not path.startswith(str(root))]
+
+
+def imported_from(module: types.ModuleType, root: str) -> bool:
+    """Whether `module` is a file under `root`, or a namespace package (no __file__) with a folder there."""
+    where = getattr(module, "__file__", None)
+    if where:
+        return where.startswith(root)
+    try:
+        return any(str(folder).startswith(root) for folder in getattr(module, "__path__", None) or ())
+    except KeyError:  # a namespace package whose parent package is gone already (forgotten just before)
+        return True
 
 
 def permissive(name: str, **attributes) -> types.ModuleType:
@@ -211,10 +228,11 @@ def install_stubs(root: Path) -> None:
         "gradio": permissive("gradio"), "fastapi": permissive("fastapi"), "fastapi.responses": permissive("fastapi.responses"),
         "uvicorn": permissive("uvicorn"), "pydantic": permissive("pydantic", BaseModel=_BaseModel),
     }
-    if importlib.util.find_spec("pandas") is None:  # 20250228v3's tools/my_utils imports it; never used here
-        stubs["pandas"] = permissive("pandas")
+    if "pandas" not in sys.modules and importlib.util.find_spec("pandas") is None:  # 20250228v3's tools/my_utils
+        stubs["pandas"] = permissive("pandas")  # imports it; never used here
     for name, module in stubs.items():
-        sys.modules.setdefault(name, module)
+        if name not in sys.modules:
+            sys.modules[name] = STUBBED[name] = module
     import feature_extractor  # the real package, with its cnhubert stubbed
 
     feature_extractor.cnhubert = sys.modules["feature_extractor.cnhubert"]

@@ -59,20 +59,10 @@ def write_report(path_at_start: list[str]) -> None:
 
 
 def served(entry: str, namespace: dict) -> dict:
-    """The v4 vocoder's server and whether the (stubbed) server started; inference_webui.py: also
-    after a switch to v3 (init_bigvgan, as its get_tts_wav calls it); the TTS entry points: whether
-    TTS.run is the launcher's."""
-    from gsv_launch import plan_name
+    """What serves, as tests/gsv_launch.py reports it (inference_webui.py: each vocoder at start and
+    after a switch to the other; the TTS entry points: the TTS's vocoder and whether TTS.run is the
+    launcher's), and whether the (stubbed) server started."""
+    from gsv_launch import started, tts_report, webui_report
 
-    if entry == "api":
-        started = sys.modules["uvicorn"].run.called
-    else:
-        started = sys.modules["gradio"].Blocks.return_value.__enter__.return_value.queue.return_value.launch.called
-    if entry != "webui":
-        tts = namespace["tts_pipeline"]
-        return {"v4": plan_name(tts.vocoder), "server_started": started,
-                "run_is_the_launchers": hasattr(type(tts).run, "__wrapped__")}
-    found = {"v4": plan_name(namespace["hifigan_model"]), "server_started": started}
-    namespace["init_bigvgan"]()
-    return {**found, "v3_after_switch": plan_name(namespace["bigvgan_model"]),
-            "v4_after_switch": plan_name(namespace["hifigan_model"])}
+    report = webui_report(namespace) if entry == "webui" else tts_report(namespace)
+    return {**report, "server_started": bool(started(entry))}

@@ -8,6 +8,7 @@ python -I tests/gsv_webui_parent.py PARALLEL(0|1) SOVITS_PATH GPT_PATH   (cwd: t
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import sys
@@ -21,6 +22,8 @@ CHILD_TIMEOUT_S = 600
 def main() -> int:
     parallel, sovits_path, gpt_path = sys.argv[1] == "1", sys.argv[2], sys.argv[3]
     sys.modules["gradio"] = permissive("gradio")
+    if importlib.util.find_spec("pandas") is None:  # 20250228v3's tools/my_utils imports it (tests/gsv_real.py)
+        sys.modules["pandas"] = permissive("pandas")
     sys.argv = ["webui.py", "zh_CN"]
     webui = runpy.run_path("webui.py", run_name="__main__")
     switch = webui["change_tts_inference"]

@@ -35,6 +35,8 @@ TESTS = Path(__file__).resolve().parent
 SEED = 1234
 # where the launcher must start GPT-SoVITS unchanged: TTS.py has no v3/v4 vocoder at 20250228v3
 UNCHANGED = {("20250228v3", "api"), ("20250228v3", "webui-parallel")}
+# whether TTS_Config keeps a top-level section not its own (`tensorrt:`): since b921165 (2025-07-18)
+KEEPS_SECTIONS = {"20250228v3": False, "20250422v4": False, "20250606v2pro": False, "48b1a01": True}
 
 
 def snr_db(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -127,18 +129,64 @@ def synthesis(tts, semantic, phones, **kwargs) -> torch.Tensor:
     return tts.using_vocoder_synthesis(semantic, phones, sample_steps=4, **kwargs)
 
 
-def test_tensorrt_section_survives_gpt_sovits_save_configs(gsv):
+def tts_config_class(gsv):
+    """This revision's TTS_Config (20250228v3 has one too, in a TTS.py without v3/v4)."""
+    return (gsv.upstream or importlib.import_module("TTS_infer_pack.TTS")).TTS_Config
+
+
+def test_standin_config_keeps_or_drops_a_tensorrt_section_as_upstream_does(gsv):
+    """Upstream's TTS_Config from a tts_infer.yaml with a `tensorrt:` section: kept in default_configs
+    and written back by save_configs since b921165 (48b1a01), dropped from both before; the stand-in's
+    StandInConfig in this revision's mode does the same."""
     import yaml
 
-    needs_tts(gsv)
-    section = {"use_tensorrt": True, "tensorrt_precision": "fp32"}
-    tts = make_tts(gsv, "v4", section)  # TTS_Config and init_*_weights call save_configs themselves
-    tts.configs.save_configs()
-    saved = yaml.safe_load((gsv.work / "GPT_SoVITS" / "configs" / "tts_infer.yaml").read_text(encoding="utf-8"))
-    assert saved["tensorrt"] == section and saved["custom"]["version"] == "v4"
-    from serving.gpt_sovits import yaml_options
+    from gpt_sovits_standin import StandInConfig
 
-    assert yaml_options(tts) == section
+    version = gsv.versions[-1]
+    seen = {}
+    for who in ("upstream", "stand-in"):
+        path = gsv_real.write_yaml(gsv.work, version, {"use_tensorrt": True})
+        if who == "upstream":
+            config = tts_config_class(gsv)(str(path))
+        else:  # a checkout GSV_SOURCE names by folder: the mode upstream showed
+            config = StandInConfig(version, path, KEEPS_SECTIONS.get(gsv.label, seen["upstream"][0]))
+        in_memory = "tensorrt" in config.default_configs
+        config.save_configs()
+        seen[who] = (in_memory, "tensorrt" in yaml.safe_load(path.read_text(encoding="utf-8")))
+    print(f"{gsv.label}: a tensorrt: section in tts_infer.yaml kept (in memory, in the file after save_configs): "
+          f"upstream {seen['upstream']}, stand-in {seen['stand-in']}")
+    assert seen["upstream"] == seen["stand-in"]
+    if gsv.label in KEEPS_SECTIONS:
+        assert seen["upstream"] == (KEEPS_SECTIONS[gsv.label],) * 2
+
+
+def test_tensorrt_switches_in_vocoder_tensorrt_yaml_reach_the_drop_in(gsv, caplog):
+    """use_tensorrt: false in GPT_SoVITS/configs/vocoder_tensorrt.yaml, and a tts_infer.yaml section that
+    says the opposite: through upstream's TTS_Config and its save_configs (at TTS's start and once more)
+    the own file is untouched and serves; one line says tts_infer.yaml's section is ignored where this
+    revision kept it."""
+    import logging
+
+    needs_tts(gsv)
+    own = gsv.work / "GPT_SoVITS" / "configs" / "vocoder_tensorrt.yaml"
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text("# the drop-in's switches\ntensorrt:\n  use_tensorrt: false\n", encoding="utf-8")
+    try:
+        tts = make_tts(gsv, "v4", {"use_tensorrt": True, "tensorrt_precision": "fp32"})
+        tts.configs.save_configs()
+        own_vocoder = tts.vocoder
+        with caplog.at_level(logging.INFO, logger="serving"):
+            assert install_double(gsv, tts) is None
+        assert tts.vocoder is own_vocoder and type(own_vocoder).__name__ == "Generator"
+        assert own.read_text(encoding="utf-8") == "# the drop-in's switches\ntensorrt:\n  use_tensorrt: false\n"
+    finally:
+        own.unlink()
+    lines = [record.getMessage() for record in caplog.records]
+    print(f"{gsv.label}:\n  " + "\n  ".join(lines))
+    ignored = [line for line in lines if "is ignored" in line]
+    kept = "tensorrt" in tts.configs.default_configs
+    assert kept == KEEPS_SECTIONS.get(gsv.label, kept)
+    assert len(ignored) == int(kept) and any("use_tensorrt is off" in line for line in lines)
 
 
 @pytest.mark.parametrize("version", VOCODERS)

@@ -1192,6 +1192,46 @@ def test_install_refuses_a_bad_tensorrt_section_and_keeps_the_vocoder(kind, tmp_
     assert tts.vocoder is vocoder_v4 and not hasattr(tts, "vocoder_stats")
 
 
+# this project's own settings file beside tts_infer.yaml (GPT-SoVITS never reads it): a few of the same kinds
+OWN_FILE_KINDS = {kind: TTS_INFER[kind][:2] for kind in (
+    "use_tensorrt: \"false\" (quoted)", "an alias bomb as the section", "GBK bytes", "a YAML syntax error", "a python tag")}
+OWN_FILE_KINDS["a folder"] = (None, "is not a regular file (a folder or a device); make vocoder_tensorrt.yaml a small")
+
+
+@pytest.mark.parametrize("kind", OWN_FILE_KINDS, ids=[f"vocoder_tensorrt.yaml: {kind}" for kind in OWN_FILE_KINDS])
+def test_a_bad_vocoder_tensorrt_yaml_keeps_gpt_sovits_vocoder_at_launcher_and_install(kind, tmp_path, vocoder_v4,
+                                                                                     caplog):
+    """The own file is read before tts_infer.yaml (whose good section it would override): a bad one is
+    one warning naming it, at the launcher and through install(), and GPT-SoVITS keeps its vocoder."""
+    from gpt_sovits_standin import StandInConfig, StandInTTS
+    from serving.gpt_sovits import install
+    from serving.gpt_sovits.launcher import webui_options
+    content, says = OWN_FILE_KINDS[kind]
+    root = gpt_sovits_with_tts_infer(tmp_path, SECTION + "  use_tensorrt: true\n")
+    own = root / "GPT_SoVITS" / "configs" / "vocoder_tensorrt.yaml"
+    if content is None:
+        own.mkdir()
+    else:
+        own.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+    tts = StandInTTS("v4", vocoder_v4, todo_frames=20, configs=StandInConfig("v4", own.with_name("tts_infer.yaml")))
+    with caplog.at_level(logging.WARNING, logger="serving"):
+        assert webui_options(root) == {"use_tensorrt": False}
+        assert install(tts, settings=load_settings()) is None
+    lines = _refusal_lines(caplog)
+    assert len(lines) == 2 and all(says in line and KEEPS_OWN_VOCODER in line and len(line) < 600 for line in lines), lines
+    assert all("vocoder_tensorrt.yaml" in line for line in lines) and tts.vocoder is vocoder_v4
+
+
+def test_vocoder_tensorrt_yaml_serves_where_tts_infer_yaml_is_unreadable(tmp_path, caplog):
+    from serving.gpt_sovits.launcher import webui_options
+    root = gpt_sovits_with_tts_infer(tmp_path, TTS_INFER["GBK bytes"][0])
+    (root / "GPT_SoVITS" / "configs" / "vocoder_tensorrt.yaml").write_text("tensorrt:\n  use_tensorrt: false\n",
+                                                                         encoding="utf-8")
+    with caplog.at_level(logging.INFO, logger="serving"):
+        assert webui_options(root) == {"use_tensorrt": False}
+    assert not caplog.records
+
+
 @pytest.mark.parametrize("keywords, says", [
     ({"use_tensorrt": "false"}, "install(): `tensorrt:` use_tensorrt is the text 'false'"),
     ({"tensorrt_workspace_size": float("inf")}, "tensorrt_workspace_size is inf"),

@@ -276,6 +276,64 @@ def test_yaml_section_and_bad_values(vocoder_v4):
     assert install(tts, {"use_tensorrt": False}) is None and tts.vocoder is vocoder_v4
 
 
+def write_configs(folder: Path, tts_infer: dict | None, own: dict | None) -> Path:
+    """GPT_SoVITS/configs/ with a tts_infer.yaml (and its `tensorrt:` section where given) and, where
+    given, vocoder_tensorrt.yaml's section; returns tts_infer.yaml's path."""
+    import yaml
+
+    configs = folder / "GPT_SoVITS" / "configs"
+    configs.mkdir(parents=True)
+    document = {"custom": {"version": "v4"}, **({"tensorrt": tts_infer} if tts_infer is not None else {})}
+    (configs / "tts_infer.yaml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    if own is not None:
+        (configs / "vocoder_tensorrt.yaml").write_text(yaml.safe_dump({"tensorrt": own}), encoding="utf-8")
+    return configs / "tts_infer.yaml"
+
+
+@pytest.mark.parametrize("keeps_sections", [False, True], ids=["TTS_Config before 2025-07-18", "TTS_Config since"])
+def test_switches_in_vocoder_tensorrt_yaml_survive_gpt_sovits_rewriting_tts_infer_yaml(tmp_path, vocoder_v4, caplog,
+                                                                                       keeps_sections):
+    """A TTS_Config that drops sections not its own (20250422v4, 20250606v2pro) loses tts_infer.yaml's
+    `tensorrt:` at the first save_configs; vocoder_tensorrt.yaml is never rewritten and serves. Where
+    both have a section the own file's serves, with one line."""
+    from gpt_sovits_standin import StandInConfig
+    from gpt_sovits_standin import StandInTTS as UpstreamTTS
+    from serving.gpt_sovits.options import install_options
+
+    own = {"use_tensorrt": False, "tensorrt_precision": "fp32"}
+    path = write_configs(tmp_path, {"use_tensorrt": True, "tensorrt_precision": "fp16"}, own)
+    own_bytes = (path.parent / "vocoder_tensorrt.yaml").read_bytes()
+    with caplog.at_level(logging.INFO, logger="serving"):
+        tts = UpstreamTTS("v4", vocoder_v4, todo_frames=20, configs=StandInConfig("v4", path, keeps_sections))
+        assert ("tensorrt" in path.read_text(encoding="utf-8")) == keeps_sections  # save_configs ran at start
+        assert yaml_options(tts) == ({"use_tensorrt": True, "tensorrt_precision": "fp16"} if keeps_sections else {})
+        assert install(tts, settings=SETTINGS) is None and tts.vocoder is vocoder_v4  # the own file: use_tensorrt off
+    ignored = [r.getMessage() for r in caplog.records if "is ignored" in r.getMessage()]
+    assert len(ignored) == (1 if keeps_sections else 0), ignored
+    assert all(str(path) in line and "vocoder_tensorrt.yaml has one, and it serves" in line for line in ignored)
+    assert (path.parent / "vocoder_tensorrt.yaml").read_bytes() == own_bytes
+    (path.parent / "vocoder_tensorrt.yaml").write_text("# no section here\nother: 1\n", encoding="utf-8")
+    left = {"use_tensorrt": True, "tensorrt_precision": "fp16"} if keeps_sections else {}
+    assert install_options(tts, None, None, SETTINGS) == left  # without its section: tts_infer.yaml's, as kept
+
+
+def test_launcher_reads_vocoder_tensorrt_yaml_first(tmp_path, caplog):
+    from serving.gpt_sovits.launcher import webui_options
+
+    path = write_configs(tmp_path, {"use_tensorrt": True, "tensorrt_precision": "fp16"}, {"tensorrt_precision": "fp32"})
+    with caplog.at_level(logging.INFO, logger="serving"):
+        assert webui_options(tmp_path) == {"tensorrt_precision": "fp32"}
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "section of" in line and str(path) in line and "is ignored" in line, line
+    caplog.clear()
+    (path.parent / "vocoder_tensorrt.yaml").write_text("tensorrt:\n  # use_tensorrt: false\n", encoding="utf-8")
+    assert webui_options(tmp_path) == {}  # a section whose keys are all commented out: the defaults
+    (path.parent / "vocoder_tensorrt.yaml").unlink()
+    with caplog.at_level(logging.INFO, logger="serving"):
+        assert webui_options(tmp_path) == {"use_tensorrt": True, "tensorrt_precision": "fp16"}
+    assert not caplog.records
+
+
 # --- Triton model repository ---------------------------------------------------------------------
 
 def parse_config(path: Path):

@@ -7,8 +7,9 @@ it is on the path, the command line or the environment of what the venv's Python
 
 The first tests need no GPT-SoVITS code: the round trip, what a program that is no entry point sees,
 and the soft failures (the project moved, an import fails). The last ones start GPT-SoVITS' real
-webui.py (GSV_SOURCE, 48b1a01) the way go-webui.bat does, and its inference tab starts the inference
-UIs the way users get them; skipped without GSV_SOURCE.
+webui.py the way go-webui.bat does, and its inference tab starts the inference UIs the way users get
+them, at the revision GSV_SOURCE and GSV_REVISIONS name (48b1a01 among several); skipped without
+GSV_SOURCE.
 """
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ import site
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 import gsv_real
 from serving.gpt_sovits import start_hook
+from serving.gpt_sovits.revision import check
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -208,24 +211,31 @@ def test_a_gpt_sovits_the_launcher_refuses_still_starts(hooked, monkeypatch):
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    """A GPT-SoVITS folder (a copy of GSV_SOURCE's tree: webui.py starts the inference UIs from its
-    own folder) with random weights and fp32 plans as tests/gsv_real.py makes them, and a throwaway
-    venv as the bundle's runtime: `enable` run in it as users do, and a .pth loading
-    tests/gsv_start_doubles.py into the entry-point processes."""
+    """A GPT-SoVITS folder (a copy of GSV_SOURCE's tree, 48b1a01 where it names several: webui.py
+    starts the inference UIs from its own folder) with random weights and fp32 plans as
+    tests/gsv_real.py makes them, and a throwaway venv as the bundle's runtime: `enable` run in it as
+    users do, and a .pth loading tests/gsv_start_doubles.py into the entry-point processes. The
+    model of each entry point: v4, or v3 where the revision has no v4 (20250228v3), and v2 for the
+    TTS entry points where its TTS has no v3/v4 (they start unchanged there)."""
     labels = list(gsv_real.sources())
     if not labels:
         pytest.skip(gsv_real.SKIP_REASON)
     base = tmp_path_factory.mktemp("start-hook")
-    work = gsv_real.materialise("48b1a01" if "48b1a01" in labels else labels[-1], base / "GPT-SoVITS 张")
+    label = "48b1a01" if "48b1a01" in labels else labels[-1]
+    work = gsv_real.materialise(label, base / "GPT-SoVITS 张")
+    vocoders = check(work, "webui").vocoders
+    models = {"webui": "v4" if "v4" in vocoders else "v3"}
+    models["api"] = models["webui-parallel"] = "v2" if check(work, "api").missing else models["webui"]
     previous = os.getcwd()
     os.chdir(work)
     try:
         gsv_real.install_stubs(work)
-        gsv_real.write_vocoders(work)
-        gsv_real.write_s2_checkpoint(work, work / gsv_real.S2_FILES["v4"], "v4", 0)
+        gsv_real.write_vocoders(work, vocoders)
+        for seed, version in enumerate(sorted(set(models.values()))):
+            gsv_real.write_s2_checkpoint(work, work / gsv_real.S2_FILES[version], version, seed)
         gsv_real.write_t2s_checkpoint(work)
-        gsv_real.write_plans(work / "engines", work)
-        gsv_real.write_yaml(work, "v4", None)
+        gsv_real.write_plans(work / "engines", work, vocoders)
+        gsv_real.write_yaml(work, models["api"], None)
     finally:
         os.chdir(previous)
     packages = venv(base / "runtime")
@@ -237,48 +247,63 @@ def real(tmp_path_factory):
     python = python_of(base / "runtime")
     enabled = command(python, "enable", cwd=work)
     assert enabled.returncode == 0, enabled.stderr
-    return python, work
+    yield SimpleNamespace(python=python, work=work, label=label, models=models)
+    gsv_real.forget(work)  # its modules and stubs, out of the way of tests/test_gpt_sovits_real.py's revisions
+
+
+def assert_served(real, entry: str, served: dict, console: list[str]) -> None:
+    """The entry point started (the hook loaded, the stubbed server reached, the project off its
+    path) and its model's vocoder is the engine's; where the revision lacks what the drop-in relies
+    on, GPT-SoVITS started unchanged, one line saying so, its vocoder its own."""
+    version = real.models[entry]
+    assert served["entry"] == entry and served["start_hook_loaded"] and served["server_started"]
+    assert str(REPO) not in served["path_at_start"]
+    if check(real.work, entry).missing:
+        assert served[version] is None and not served["run_is_the_launchers"]
+        assert len([line for line in console if "unchanged" in line]) == 1, console
+        return
+    assert served[version] == f"{version}.fp32.plan"
+    assert any(f"{version} vocoder: TensorRT engine" in line and f"{version}.fp32.plan" in line for line in console)
 
 
 @pytest.mark.parametrize("parallel, entry", [(False, "webui"), (True, "webui-parallel")])
 def test_go_webui_start_reaches_the_drop_in(real, tmp_path, parallel, entry):
     """webui.py started with -I, its inference switch pressed: the inference UI it starts (with -s,
-    through its own Popen) serves v4 through the engine, started by the hook alone."""
-    python, work = real
+    through its own Popen, since 2025-06) serves its model's vocoder through the engine, started by
+    the hook alone (at 20250228v3 the parallel one starts unchanged: its TTS has no v3/v4)."""
     report = tmp_path / "served.json"
-    env = clean_env(GSV_START_ENGINES=str(work / "engines"), GSV_START_REPORT=str(report))
-    done = subprocess.run([str(python), "-I", str(TESTS / "gsv_webui_parent.py"), "1" if parallel else "0",
-                           gsv_real.S2_FILES["v4"], gsv_real.T2S_FILE], cwd=work, capture_output=True, encoding="utf-8",
-                          env=env, timeout=900)
+    env = clean_env(GSV_START_ENGINES=str(real.work / "engines"), GSV_START_REPORT=str(report))
+    done = subprocess.run([str(real.python), "-I", str(TESTS / "gsv_webui_parent.py"), "1" if parallel else "0",
+                           gsv_real.S2_FILES[real.models[entry]], gsv_real.T2S_FILE], cwd=real.work,
+                          capture_output=True, encoding="utf-8", env=env, timeout=900)
     console = [line for line in done.stderr.splitlines() if line.startswith("[gsv-vocoder-trt]")]
-    print("\n".join(console))
+    print(f"{real.label} {entry}:\n" + "\n".join(console))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     script = "GPT_SoVITS/inference_webui_fast.py" if parallel else "GPT_SoVITS/inference_webui.py"
-    assert f'{script} "zh_CN"' in done.stdout  # webui.py prints the command it starts (with -s since 2025-06)
+    assert f'{script} "zh_CN"' in done.stdout  # webui.py prints the command it starts
     served = json.loads(report.read_text(encoding="utf-8"))
-    assert served["entry"] == entry and served["start_hook_loaded"] and served["server_started"]
-    assert str(REPO) not in served["path_at_start"] and served["argv"][1:] == ["zh_CN"]
-    assert served["v4"] == "v4.fp32.plan"
+    assert served["argv"][1:] == ["zh_CN"]
     assert any(line.endswith("(`python -m serving.gpt_sovits disable` removes it)") and script in line for line in console)
-    assert any("v4 vocoder: TensorRT engine" in line and "v4.fp32.plan" in line for line in console)
-    if entry == "webui":
-        assert served["v3_after_switch"] == "v3.fp32.plan" and served["v4_after_switch"] is None
-    else:
+    assert_served(real, entry, served, console)
+    if entry == "webui" and real.models[entry] == "v4":  # a switch to a v3 model, and back where upstream let v4 go
+        assert served["v3_after_switch"] == "v3.fp32.plan"
+        assert served.get("v4_after_switch", "v4.fp32.plan") == "v4.fp32.plan"
+    elif entry == "webui-parallel" and not check(real.work, entry).missing:
         assert served["run_is_the_launchers"]
 
 
 def test_api_v2_started_directly_reaches_the_drop_in(real, tmp_path):
     """`runtime\\python.exe api_v2.py -a 127.0.0.1 -p 9880`, no webui.py: the same hook serves it."""
-    python, work = real
     report = tmp_path / "served.json"
-    env = clean_env(GSV_START_ENGINES=str(work / "engines"), GSV_START_REPORT=str(report))
-    done = subprocess.run([str(python), "api_v2.py", "-a", "127.0.0.1", "-p", "9880"], cwd=work, capture_output=True,
-                          encoding="utf-8", env=env, timeout=900)
+    env = clean_env(GSV_START_ENGINES=str(real.work / "engines"), GSV_START_REPORT=str(report))
+    done = subprocess.run([str(real.python), "api_v2.py", "-a", "127.0.0.1", "-p", "9880"], cwd=real.work,
+                          capture_output=True, encoding="utf-8", env=env, timeout=900)
     console = [line for line in done.stderr.splitlines() if line.startswith("[gsv-vocoder-trt]")]
-    print("\n".join(console))
+    print(f"{real.label} api:\n" + "\n".join(console))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     served = json.loads(report.read_text(encoding="utf-8"))
-    assert served["entry"] == "api" and served["server_started"] and served["run_is_the_launchers"]
-    assert served["v4"] == "v4.fp32.plan" and served["argv"][1:] == ["-a", "127.0.0.1", "-p", "9880"]
-    assert str(REPO) not in served["path_at_start"]
+    assert served["argv"][1:] == ["-a", "127.0.0.1", "-p", "9880"]
     assert any("api_v2.py started through" in line for line in console)
+    assert_served(real, "api", served, console)
+    if not check(real.work, "api").missing:
+        assert served["run_is_the_launchers"]

@@ -3,7 +3,8 @@ or GPT-SoVITS' own module where no engine can, and the launcher that attaches it
 own entry points. One concern a module:
 
 - dropin.py: the mechanics (`install`, `DropIn.serve`, `EngineVocoder`, the TTS method hooks);
-- options.py: the `tensorrt:` section of tts_infer.yaml and `install()`'s keywords;
+- options.py: the `tensorrt:` switches (GPT_SoVITS/configs/vocoder_tensorrt.yaml, else tts_infer.yaml's
+  section) and `install()`'s keywords;
 - plans.py: which plan on disk serves, and why not (with the command that builds one);
 - stats.py: the running counts (`tts.vocoder_stats`);
 - synthesis.py: the streaming CFM loop (`stream_vocoder_synthesis`);

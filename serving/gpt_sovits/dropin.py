@@ -184,10 +184,11 @@ def install(tts, options: Mapping[str, Any] | None = None, *, settings: dict[str
     """Serve `tts.vocoder` from a TensorRT engine, now and after each `init_vocoder`,
     `enable_half_precision` and `set_device`.
 
-    `options` are the tts_infer.yaml keys (default: its `tensorrt:` section; without one, the engine
-    of GPT-SoVITS' version and precision). `settings` are pipeline.toml's, loaded here once when not
+    `options` are the `tensorrt:` keys (default: the section of GPT_SoVITS/configs/vocoder_tensorrt.yaml
+    beside the tts_infer.yaml `tts` was built from, else tts_infer.yaml's, options.py; without one, the
+    engine of GPT-SoVITS' version and precision). `settings` are pipeline.toml's, loaded here once when not
     given. Returns the running stats, also left at `tts.vocoder_stats`; None when use_tensorrt is off
-    or the yaml section is refused (one warning says why). `load_engine` provides the engine (default:
+    or the section is refused (one warning says why). `load_engine` provides the engine (default:
     runtime.load_engine). `fallback` ("fast" or "plain") overrides the yaml's tensorrt_fallback: what
     serves where no engine can. A bad keyword, or a `tts` that is not GPT-SoVITS' TTS, raises UserError.
     """

@@ -123,8 +123,9 @@ def hook_tts(settings: dict[str, Any], load_engine: Callable = load_runtime_engi
 # --- inference_webui.py's module-level vocoders -----------------------------------------------------
 
 def webui_options(root: Path) -> dict[str, Any]:
-    """The `tensorrt:` section of GPT-SoVITS' tts_infer.yaml (the default UI reads no yaml itself),
-    checked as install() checks it; a refused one reads as use_tensorrt off (options.py)."""
+    """The `tensorrt:` switches (GPT_SoVITS/configs/vocoder_tensorrt.yaml, else tts_infer.yaml's
+    section: the default UI reads no yaml itself), checked as install() checks them; refused ones read
+    as use_tensorrt off (options.py)."""
     return launcher_options(root / TTS_INFER_YAML)
 
 
@@ -206,7 +207,7 @@ def launch(name: str, argv: list[str], *, root: Path | None = None, settings: di
         return run_script(script, argv)
     options = webui_options(root)
     if options.get("use_tensorrt", True) is False:
-        log.info("use_tensorrt is off in %s; GPT-SoVITS keeps its PyTorch vocoder [tier: pytorch]", TTS_INFER_YAML)
+        log.info("use_tensorrt is off; GPT-SoVITS keeps its PyTorch vocoder [tier: pytorch]")
         return run_script(script, argv)
     dropin = DropIn(options, settings, load_engine)
     names = tuple(loader for version, loader, _ in WEBUI_VOCODERS if version in revision.vocoders)
