@@ -724,15 +724,20 @@ def built(tmp_path_factory, onnx_v4, v4_checkpoint) -> Inputs:
 
 @pytest.fixture()
 def inputs(tmp_path, built, monkeypatch) -> Inputs:
-    """The TensorRT-RTX double installed, and copies of the good inputs (the plan it built from the v4
-    export, its manifest, the export and the checkpoint) in a fresh folder. A plan holds its network:
-    the double's runs the built export, which no row can reach, and the shared files must come out of
-    every row as they went in."""
+    """The TensorRT-RTX double installed, and the good inputs in a fresh folder: copies of the plan the
+    double built from the v4 export and of its manifest (rows damage those in place), and links to the
+    58 MB export and checkpoint (rows read those, or damage copies). A plan holds its network: the
+    double's runs the built export. The shared files must come out of every row as they went in."""
     install_on_cpu(monkeypatch, "tensorrt_rtx-1")
     folder = tmp_path / "in"
     folder.mkdir()
-    for source in (built.onnx, built.checkpoint, built.plan, built.manifest()):
+    for source in (built.plan, built.manifest()):
         shutil.copyfile(source, folder / source.name)
+    for source in (built.onnx, built.checkpoint):
+        try:
+            os.link(source, folder / source.name)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(source, folder / source.name)
     shared = files_under(built.folder)
     yield Inputs(folder, folder / built.onnx.name, folder / built.checkpoint.name, folder / built.plan.name)
     assert files_under(built.folder) == shared, "a row changed the inputs every row copies"
