@@ -926,15 +926,16 @@ def test_non_ascii_path_without_utf8_file_names_is_one_line(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-# Runs `python -m export` as a user would, except that the check after torch's export announces itself
-# and waits: the signal then lands, every time, while the temporary ONNX file is written and not renamed.
+# Runs `python -m export` as a user would, except that the first step after torch's export (the reach
+# measurement, export/reach.py) announces itself and waits: the signal then lands, every time, while the
+# temporary ONNX file is written and not renamed (without the seconds of float64 passes before the hold).
 HELD_EXPORT = """
 import time
 import export.to_onnx
-def held_verify(*args, **kwargs):
+def held_measurement(*args, **kwargs):
     print("holding", flush=True)
     time.sleep(300)
-export.to_onnx.verify_export = held_verify
+export.to_onnx.stream_metadata = held_measurement
 from export.__main__ import main
 from runtime.errors import run_main
 raise SystemExit(run_main(main))
