@@ -158,23 +158,25 @@ def test_synthetic_default_is_audible_unclipped_and_follows_the_mel(request, fix
 
 # --- ONNX parity ------------------------------------------------------------------------------
 
-def onnx_vs_pytorch(module, onnx_path, mel) -> float:
+def onnx_vs_pytorch(module, session, mel) -> float:
     """ONNX Runtime's max error from PyTorch float32, relative to PyTorch's peak."""
-    return max_error_over_peak(pytorch_audio(module, mel), run_audio(cpu_session(Path(onnx_path)), mel))
+    return max_error_over_peak(pytorch_audio(module, mel), run_audio(session, mel))
 
 
 def test_v4_onnx_matches_pytorch_at_every_length(vocoder_v4, onnx_v4):
     tolerance = load_settings()["export"]["parity_rel_tol"]
+    session = cpu_session(Path(onnx_v4))
     for batch, frames in ((1, 1), (1, 7), (1, 64), (1, 500), (3, 64), (1, 2000)):
         mel = sample_mel("v4", frames, batch=batch, seed=frames)
-        assert onnx_vs_pytorch(vocoder_v4, onnx_v4, mel) <= tolerance, (batch, frames)
+        assert onnx_vs_pytorch(vocoder_v4, session, mel) <= tolerance, (batch, frames)
 
 
 def test_v3_onnx_matches_pytorch_at_every_length(vocoder_v3, onnx_v3):
     tolerance = load_settings()["export"]["parity_rel_tol"]
+    session = cpu_session(Path(onnx_v3))  # one session for every length: 1.3 s to make for v3
     for batch, frames in ((1, 1), (1, 7), (1, 64), (1, 500), (3, 64)):
         mel = sample_mel("v3", frames, batch=batch, seed=frames)
-        assert onnx_vs_pytorch(vocoder_v3, onnx_v3, mel) <= tolerance, (batch, frames)
+        assert onnx_vs_pytorch(vocoder_v3, session, mel) <= tolerance, (batch, frames)
 
 
 def test_oracle_measures_both_sides_against_float64(vocoder_v4, onnx_v4):
