@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from export.__main__ import main as export_main
 from export.checkpoints import load_vocoder
 from export.to_onnx import pytorch_audio, verify_export
 from pipeline.errors import UserError
@@ -18,6 +19,7 @@ from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak
 from pipeline.settings import load_settings
+from runtime.errors import run_main
 from vocoder_models.layouts import add_weight_norm, fold_weight_norm, save_v3_checkpoint, save_v4_checkpoint
 from vocoder_models.mels import sample_mel
 from vocoder_models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
@@ -259,7 +261,9 @@ def v4_missing_a_key(tmp_path: Path, vocoder_v4) -> Path:
     ("v4 given to v3", "v3", "use --vocoder v4"),
     ("keys", "v4", "missing keys: conv_post.bias; unexpected keys: extra.weight"),
 ])
-def test_bad_checkpoints_give_one_line_and_no_output(tmp_path, vocoder_v4, case, vocoder, message):
+def test_bad_checkpoints_give_one_line_and_no_output(tmp_path, vocoder_v4, case, vocoder, message, capsys):
+    """The command's main in this process (the real command line is the test above): an exception
+    escaping it fails the test as a traceback would."""
     checkpoint = {
         "missing": lambda: tmp_path / "nowhere.pth",
         "corrupt": lambda: corrupt_file(tmp_path),
@@ -268,11 +272,12 @@ def test_bad_checkpoints_give_one_line_and_no_output(tmp_path, vocoder_v4, case,
         "keys": lambda: v4_missing_a_key(tmp_path, vocoder_v4),
     }[case]()
     output = tmp_path / "out.onnx"
-    result = run_export("--vocoder", vocoder, "--checkpoint", str(checkpoint), "--output", str(output))
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
-    assert "Traceback" not in result.stderr
+    code = run_main(export_main, ["--vocoder", vocoder, "--checkpoint", str(checkpoint), "--output", str(output)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], stderr
+    assert "Traceback" not in stderr
     assert not output.exists() and not list(tmp_path.glob(".out.onnx*"))
 
 
