@@ -13,6 +13,7 @@ from onnx import numpy_helper
 
 import export.clean
 from export.clean import check_parity, clean, clean_graph, load_model, op_counts
+from export.clean import main as clean_main
 from export.float64 import evaluate_float64
 from export.precision import read_precision_file
 from export.to_onnx import pytorch_audio
@@ -21,6 +22,7 @@ from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak
 from pipeline.settings import VOCODERS, load_settings
+from runtime.errors import run_main
 from vocoder_models.mels import sample_mel
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -49,9 +51,10 @@ def test_cleanup_keeps_outputs_and_shrinks_the_graph(vocoder, request, cleaned_g
     assert len(cleaned.graph.node) <= NODE_LIMITS[vocoder], counts
     assert not FOLDABLE_OPS & set(counts), counts
     tolerance = load_settings()["clean"]["parity_rel_tol"]
+    sessions = [cpu_session(model) for model in (exported, cleaned)]  # made once: v3's take seconds each
     for batch, frames in ((1, 1), (2, 7), (1, 64)):
         mel = sample_mel(vocoder, frames, batch=batch, seed=frames)
-        expected, actual = (run_audio(cpu_session(model), mel) for model in (exported, cleaned))
+        expected, actual = (run_audio(session, mel) for session in sessions)
         assert actual.shape == expected.shape
         assert np.abs(actual - expected).max() <= tolerance * np.abs(expected).max()
 
@@ -98,7 +101,8 @@ def _run_clean_cli(*args):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "missing"])
-def test_bad_onnx_file_gives_one_line_error(damage, onnx_v4, tmp_path):
+def test_bad_onnx_file_gives_one_line_error(damage, onnx_v4, tmp_path, capsys):
+    """The command's main in this process (the real command line is test_unknown_precision_gives_one_line_error)."""
     broken = tmp_path / "broken.onnx"
     if damage == "truncated":
         data = onnx_v4.read_bytes()
@@ -106,10 +110,10 @@ def test_bad_onnx_file_gives_one_line_error(damage, onnx_v4, tmp_path):
     elif damage == "garbage":
         broken.write_bytes(b"this is not a protobuf" * 100)
     output = tmp_path / "out.onnx"
-    result = _run_clean_cli(broken, "--precision", "fp16", "--output", output)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.onnx" in lines[0], result.stderr
+    assert run_main(clean_main, [str(broken), "--precision", "fp16", "--output", str(output)]) == 2
+    stderr = capsys.readouterr().err
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.onnx" in lines[0], stderr
     assert not output.exists() and not list(tmp_path.glob(".out.onnx.*"))
 
 

@@ -43,14 +43,16 @@ def test_ruff_lints_exactly_the_in_process_part_as_python_3_9():
         "run `python3 -m pipeline.closure --ruff` and put its lines in pyproject.toml"
 
 
-def test_drop_in_runs_its_tests_without_tomllib(tmp_path):
+def test_drop_in_runs_its_tests_without_tomllib(tmp_path, onnx_v4):
     """As on Python 3.10 (GPT-SoVITS' own): tomllib is hidden, pipeline.toml is read through tomli.
-    pytest itself reads pyproject.toml with tomllib on 3.11, so it is pointed at an empty ini instead."""
+    pytest itself reads pyproject.toml with tomllib on 3.11, so it is pointed at an empty ini instead.
+    The export (offline part, Python 3.11) is this run's own, handed over rather than made again."""
     ini = tmp_path / "pytest.ini"
     ini.write_text("[pytest]\nmarkers =\n    gpu: needs a GPU\n", encoding="utf-8")
     code = ("import sys; sys.modules['tomllib'] = None; import pytest; "
             f"sys.exit(pytest.main(['-c', {str(ini)!r}, '--rootdir', '.', 'tests/test_serving.py', '-q', "
-            "'-p', 'no:cacheprovider', '-k', 'drop_in or engine_call or stats or yaml or rebuild or engine_settings']))")
+            f"'-p', 'no:cacheprovider', '--onnx-v4', {str(onnx_v4)!r}, "
+            "'-k', 'drop_in or engine_call or stats or yaml or rebuild or engine_settings']))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert " passed" in result.stdout.splitlines()[-1], result.stdout[-500:]

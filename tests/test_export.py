@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from export.__main__ import main as export_main
 from export.checkpoints import load_vocoder
 from export.to_onnx import pytorch_audio, verify_export
 from pipeline.errors import UserError
@@ -18,6 +19,7 @@ from pipeline.onnx_metadata import read_metadata
 from pipeline.onnx_tools import cpu_session, run_audio
 from pipeline.quality import max_error_over_peak
 from pipeline.settings import load_settings
+from runtime.errors import run_main
 from vocoder_models.layouts import add_weight_norm, fold_weight_norm, save_v3_checkpoint, save_v4_checkpoint
 from vocoder_models.mels import sample_mel
 from vocoder_models.vocoders import BigVGAN, BigVGANConfig, HiFiGAN, HiFiGANConfig
@@ -158,23 +160,25 @@ def test_synthetic_default_is_audible_unclipped_and_follows_the_mel(request, fix
 
 # --- ONNX parity ------------------------------------------------------------------------------
 
-def onnx_vs_pytorch(module, onnx_path, mel) -> float:
+def onnx_vs_pytorch(module, session, mel) -> float:
     """ONNX Runtime's max error from PyTorch float32, relative to PyTorch's peak."""
-    return max_error_over_peak(pytorch_audio(module, mel), run_audio(cpu_session(Path(onnx_path)), mel))
+    return max_error_over_peak(pytorch_audio(module, mel), run_audio(session, mel))
 
 
 def test_v4_onnx_matches_pytorch_at_every_length(vocoder_v4, onnx_v4):
     tolerance = load_settings()["export"]["parity_rel_tol"]
+    session = cpu_session(Path(onnx_v4))
     for batch, frames in ((1, 1), (1, 7), (1, 64), (1, 500), (3, 64), (1, 2000)):
         mel = sample_mel("v4", frames, batch=batch, seed=frames)
-        assert onnx_vs_pytorch(vocoder_v4, onnx_v4, mel) <= tolerance, (batch, frames)
+        assert onnx_vs_pytorch(vocoder_v4, session, mel) <= tolerance, (batch, frames)
 
 
 def test_v3_onnx_matches_pytorch_at_every_length(vocoder_v3, onnx_v3):
     tolerance = load_settings()["export"]["parity_rel_tol"]
+    session = cpu_session(Path(onnx_v3))  # one session for every length: 1.3 s to make for v3
     for batch, frames in ((1, 1), (1, 7), (1, 64), (1, 500), (3, 64)):
         mel = sample_mel("v3", frames, batch=batch, seed=frames)
-        assert onnx_vs_pytorch(vocoder_v3, onnx_v3, mel) <= tolerance, (batch, frames)
+        assert onnx_vs_pytorch(vocoder_v3, session, mel) <= tolerance, (batch, frames)
 
 
 def test_oracle_measures_both_sides_against_float64(vocoder_v4, onnx_v4):
@@ -257,7 +261,9 @@ def v4_missing_a_key(tmp_path: Path, vocoder_v4) -> Path:
     ("v4 given to v3", "v3", "use --vocoder v4"),
     ("keys", "v4", "missing keys: conv_post.bias; unexpected keys: extra.weight"),
 ])
-def test_bad_checkpoints_give_one_line_and_no_output(tmp_path, vocoder_v4, case, vocoder, message):
+def test_bad_checkpoints_give_one_line_and_no_output(tmp_path, vocoder_v4, case, vocoder, message, capsys):
+    """The command's main in this process (the real command line is the test above): an exception
+    escaping it fails the test as a traceback would."""
     checkpoint = {
         "missing": lambda: tmp_path / "nowhere.pth",
         "corrupt": lambda: corrupt_file(tmp_path),
@@ -266,11 +272,12 @@ def test_bad_checkpoints_give_one_line_and_no_output(tmp_path, vocoder_v4, case,
         "keys": lambda: v4_missing_a_key(tmp_path, vocoder_v4),
     }[case]()
     output = tmp_path / "out.onnx"
-    result = run_export("--vocoder", vocoder, "--checkpoint", str(checkpoint), "--output", str(output))
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0], result.stderr
-    assert "Traceback" not in result.stderr
+    code = run_main(export_main, ["--vocoder", vocoder, "--checkpoint", str(checkpoint), "--output", str(output)])
+    stderr = capsys.readouterr().err
+    assert code == 2, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], stderr
+    assert "Traceback" not in stderr
     assert not output.exists() and not list(tmp_path.glob(".out.onnx*"))
 
 

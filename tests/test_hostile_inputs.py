@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -706,19 +707,40 @@ def v4_checkpoint(tmp_path_factory, vocoder_v4) -> Path:
     return save_v4_checkpoint(tmp_path_factory.mktemp("ckpt") / "vocoder.pth", vocoder_v4)
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, onnx_v4, v4_checkpoint) -> Inputs:
+    """The good inputs, made once for this file: the v4 export, its checkpoint, and a plan the
+    TensorRT-RTX double built from that export. No row sees these files: `inputs` copies them."""
+    folder = tmp_path_factory.mktemp("built")
+    onnx_copy, checkpoint = folder / "v4.onnx", folder / "vocoder.pth"
+    shutil.copyfile(onnx_v4, onnx_copy)
+    shutil.copyfile(v4_checkpoint, checkpoint)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        install_on_cpu(monkeypatch, "tensorrt_rtx-1")
+        plan = build_plan(onnx_copy, "v4", "fp32", folder / "v4.fp32.plan", backend="tensorrt_rtx",
+                          settings=settings_with_small_profiles())
+    return Inputs(folder, onnx_copy, checkpoint, plan)
+
+
 @pytest.fixture()
-def inputs(tmp_path, onnx_v4, v4_checkpoint, monkeypatch) -> Inputs:
-    """The TensorRT-RTX double installed, a plan it built from the v4 export, and copies of the inputs."""
+def inputs(tmp_path, built, monkeypatch) -> Inputs:
+    """The TensorRT-RTX double installed, and the good inputs in a fresh folder: copies of the plan the
+    double built from the v4 export and of its manifest (rows damage those in place), and links to the
+    58 MB export and checkpoint (rows read those, or damage copies). A plan holds its network: the
+    double's runs the built export. The shared files must come out of every row as they went in."""
     install_on_cpu(monkeypatch, "tensorrt_rtx-1")
     folder = tmp_path / "in"
     folder.mkdir()
-    onnx_copy = folder / "v4.onnx"
-    onnx_copy.write_bytes(onnx_v4.read_bytes())
-    plan = build_plan(onnx_copy, "v4", "fp32", folder / "v4.fp32.plan", backend="tensorrt_rtx",
-                      settings=settings_with_small_profiles())
-    checkpoint = folder / "vocoder.pth"
-    checkpoint.write_bytes(v4_checkpoint.read_bytes())
-    return Inputs(folder, onnx_copy, checkpoint, plan)
+    for source in (built.plan, built.manifest()):
+        shutil.copyfile(source, folder / source.name)
+    for source in (built.onnx, built.checkpoint):
+        try:
+            os.link(source, folder / source.name)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(source, folder / source.name)
+    shared = files_under(built.folder)
+    yield Inputs(folder, folder / built.onnx.name, folder / built.checkpoint.name, folder / built.plan.name)
+    assert files_under(built.folder) == shared, "a row changed the inputs every row copies"
 
 
 def files_under(folder: Path) -> dict[str, tuple[int, int]]:
@@ -881,7 +903,6 @@ def test_two_builds_of_one_output_take_turns(inputs, monkeypatch):
 
 def test_make_refuses_a_checkpoint_path_with_a_space():
     """make splits file names at spaces: CHECKPOINT_V4 with one is one line, exit 2, before anything runs."""
-    import shutil
     if shutil.which("make") is None:
         pytest.skip("no make on this machine")
     result = subprocess.run(["make", "--no-print-directory", "-n", "engines", "CHECKPOINT_V4=my models/vocoder.pth"],
@@ -905,15 +926,16 @@ def test_non_ascii_path_without_utf8_file_names_is_one_line(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-# Runs `python -m export` as a user would, except that the check after torch's export announces itself
-# and waits: the signal then lands, every time, while the temporary ONNX file is written and not renamed.
+# Runs `python -m export` as a user would, except that the first step after torch's export (the reach
+# measurement, export/reach.py) announces itself and waits: the signal then lands, every time, while the
+# temporary ONNX file is written and not renamed (without the seconds of float64 passes before the hold).
 HELD_EXPORT = """
 import time
 import export.to_onnx
-def held_verify(*args, **kwargs):
+def held_measurement(*args, **kwargs):
     print("holding", flush=True)
     time.sleep(300)
-export.to_onnx.verify_export = held_verify
+export.to_onnx.stream_metadata = held_measurement
 from export.__main__ import main
 from runtime.errors import run_main
 raise SystemExit(run_main(main))
